@@ -1,0 +1,193 @@
+"""Likelihood heads p(x_t | z) and the decoder that carries them.
+
+A decoder is a stem (Keras layers mapping z to features) followed by a head. A
+head is a Keras layer with two halves: `call(h)` returns the distribution's
+parameters as float32 tensors (so the Keras graph only ever carries tensors), and
+`distribution(params)` wraps them in a TFP distribution whose event is one whole
+observation (`tfd.Independent` over the observation axes), so `log_prob` sums
+over pixels / coordinates. Parameters and log-probabilities are float32 whatever
+the compute dtype of the stem.
+"""
+import math
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+__all__ = [
+    "BernoulliHead",
+    "NormalHead",
+    "CategoricalHead",
+    "Decoder",
+    "HEADS",
+]
+
+
+class _Head(keras.layers.Layer):
+  """Shared plumbing: a parameter layer producing `[N, *event_shape]` outputs."""
+
+  def __init__(self, event_shape: Sequence[int], param_layer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.event_shape = tuple(int(d) for d in event_shape)
+    if param_layer is None:
+      param_layer = keras.Sequential([
+          keras.layers.Dense(int(np.prod(self.event_shape))),
+          keras.layers.Reshape(self.event_shape)], name="params")
+    self.param_layer = param_layer
+
+  def _params(self, h):
+    return tf.cast(self.param_layer(h), tf.float32)  # [N, *event]
+
+  def _independent(self, dist):
+    return tfd.Independent(dist, reinterpreted_batch_ndims=len(self.event_shape))
+
+  def get_config(self):
+    return {**super().get_config(), "event_shape": self.event_shape}
+
+
+class BernoulliHead(_Head):
+  """Bernoulli likelihood from linear logits (MNIST pixels, masks).
+
+  p(x | z) = prod_i Ber(x_i; sigmoid(logits_i(z))).
+  """
+
+  def call(self, h):
+    return (self._params(h),)
+
+  def distribution(self, params):
+    (logits,) = params
+    return self._independent(tfd.Bernoulli(logits=logits, dtype=tf.float32))
+
+  def mean(self, params):
+    return tf.sigmoid(params[0])
+
+
+class NormalHead(_Head):
+  """Normal likelihood, mean from a linear layer; std global or predicted.
+
+  p(x | z) = prod_i N(x_i; mu_i(z), sigma_i^2), with
+    scale="global": sigma a learned variable of shape `scale_shape` (App. H:
+      pendulum and CUB share one std over all pixels / coordinates), or
+    scale="dense": sigma_i(z) = softplus(linear(h)) + min_scale.
+
+  Args:
+    event_shape: shape of one observation.
+    scale: "global" or "dense".
+    scale_shape: shape of the global std (default: a scalar shared by all dims).
+    init_scale: initial value of the std.
+    min_scale: floor of the std.
+    param_layer: optional layer producing the mean `[N, *event_shape]`.
+  """
+
+  def __init__(self, event_shape, scale="global", scale_shape=(), init_scale=1.,
+               min_scale=1e-3, param_layer=None, **kwargs):
+    super().__init__(event_shape, param_layer, **kwargs)
+    if scale not in ("global", "dense"):
+      raise ValueError(f"NormalHead scale must be 'global' or 'dense', got {scale!r}.")
+    self.scale_kind = scale
+    self.min_scale = min_scale
+    raw_init = math.log(math.expm1(max(init_scale - min_scale, 1e-6)))
+    if scale == "global":
+      self.raw_scale = self.add_weight(
+          shape=tuple(scale_shape), name="raw_scale", dtype="float32",
+          initializer=keras.initializers.Constant(raw_init))
+    else:
+      self.scale_layer = keras.Sequential([
+          keras.layers.Dense(int(np.prod(self.event_shape)),
+                             bias_initializer=keras.initializers.Constant(raw_init)),
+          keras.layers.Reshape(self.event_shape)], name="scale")
+
+  def call(self, h):
+    loc = self._params(h)  # [N, *event]
+    if self.scale_kind == "global":
+      raw = tf.broadcast_to(tf.cast(self.raw_scale, tf.float32), tf.shape(loc))
+    else:
+      raw = tf.cast(self.scale_layer(h), tf.float32)
+    return loc, tf.nn.softplus(raw) + self.min_scale
+
+  def distribution(self, params):
+    loc, scale = params
+    return self._independent(tfd.Normal(loc, scale))
+
+  def mean(self, params):
+    return params[0]
+
+
+class CategoricalHead(_Head):
+  """Categorical likelihood over one-hot labels (the MNIST label source).
+
+  p(x | z) = Cat(x; softmax(logits(z))), x one-hot of shape `[num_classes]`.
+  """
+
+  def __init__(self, num_classes: int, param_layer=None, **kwargs):
+    super().__init__((num_classes,), param_layer, **kwargs)
+
+  def call(self, h):
+    return (self._params(h),)
+
+  def distribution(self, params):
+    (logits,) = params
+    return tfd.OneHotCategorical(logits=logits, dtype=tf.float32)
+
+  def mean(self, params):
+    return tf.nn.softmax(params[0])
+
+  def get_config(self):
+    config = super().get_config()
+    config["num_classes"] = config.pop("event_shape")[0]
+    return config
+
+
+HEADS = {"bernoulli": BernoulliHead, "normal": NormalHead,
+         "categorical": CategoricalHead}
+
+
+class Decoder(keras.Model):
+  """One target's generative network z -> p(x_t | z).
+
+  Args:
+    stem: list of Keras layers applied to z in order.
+    head: a likelihood head (`BernoulliHead`, `NormalHead`, `CategoricalHead`).
+    latent_dim: Dz; the decoder is built on `[1, Dz]` at construction.
+  """
+
+  def __init__(self, stem: Sequence[keras.layers.Layer], head, latent_dim: int,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.stem = list(stem)
+    self.head = head
+    self.latent_dim = latent_dim
+    self(keras.ops.zeros((1, latent_dim)))
+
+  @property
+  def event_shape(self):
+    return self.head.event_shape
+
+  def call(self, z):
+    h = z
+    for layer in self.stem:
+      h = layer(h)
+    return self.head(h)
+
+  def _apply(self, z):
+    """Runs the network on z of any leading shape `[..., Dz]`."""
+    lead = tf.shape(z)[:-1]
+    params = self(tf.reshape(z, [-1, self.latent_dim]))  # each [N, *event]
+    return tuple(
+        tf.reshape(p, tf.concat([lead, tf.shape(p)[1:]], 0)) for p in params)
+
+  def distribution(self, z):
+    """p(x_t | z) with batch shape `z.shape[:-1]`."""
+    return self.head.distribution(self._apply(z))
+
+  def log_prob(self, z, x):
+    """ln p(x_t | z): z `[..., B, Dz]`, x `[B, *event]` -> `[..., B]` float32."""
+    return self.distribution(z).log_prob(tf.cast(x, tf.float32))
+
+  def mean(self, z):
+    """E[x_t | z]: z `[..., Dz]` -> `[..., *event]`."""
+    return self.head.mean(self._apply(z))

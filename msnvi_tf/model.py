@@ -1,0 +1,297 @@
+"""`MultiSourceVAE`: one encoder per source, one decoder per target, one latent z.
+
+The model owns the encoders q_m(z | x_m) and decoders p(x_t | z) as dicts keyed
+by name, trains any objective of `msnvi_tf.objectives` in a custom `train_step`,
+evaluates the ind / MoE / PoE bounds in `test_step` (the Table 1 grid), and
+offers the post-training operations of the paper: encoding and integrating any
+subset of sources, prediction (Eq. 6), conflict (Eq. 2), PMI (App. D), SIR
+(App. E) and a chunked large-K log-likelihood estimate.
+
+Batches are dicts `{name: [B, ...] tensor}` holding the sources the encoders read
+and the targets the decoders model (often the same names).
+"""
+import math
+from typing import Dict, Mapping, Optional, Sequence
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from msnvi_tf import beliefs as beliefs_lib
+from msnvi_tf import conflict as conflict_lib
+from msnvi_tf import integration
+from msnvi_tf import objectives
+
+tfd = tfp.distributions
+
+__all__ = ["MultiSourceVAE"]
+
+
+class MultiSourceVAE(keras.Model):
+  """Multi-source VAE of Kurle et al. (2019).
+
+  Args:
+    encoders: `{source: beliefs.Encoder}`. The belief of an encoder is keyed by
+      its name.
+    decoders: `{target: likelihoods.Decoder}`.
+    latent_dim: Dz.
+    objective: training objective, a key of `objectives.OBJECTIVES`.
+    num_samples: K, importance samples per proposal in training.
+    eval_num_samples: K in `test_step` (default: `num_samples`).
+    hybrid_weight: lambda of Eq. (5).
+    encoder_inputs: optional `{encoder: [batch keys]}` for encoders that read
+      something other than the batch entry of their own name; several keys are
+      concatenated along the last axis (the IWAE's hard-wired encoder).
+    seed: seed of the model's sampling generator.
+  """
+
+  def __init__(self, encoders: Mapping[str, keras.Model],
+               decoders: Mapping[str, keras.Model], latent_dim: int,
+               objective: str = "ind", num_samples: int = 8,
+               eval_num_samples: Optional[int] = None, hybrid_weight: float = 0.5,
+               encoder_inputs: Optional[Mapping[str, Sequence[str]]] = None,
+               seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    objectives.check_objective(objective)
+    if not encoders or not decoders:
+      raise ValueError("MultiSourceVAE needs at least one encoder and one decoder.")
+    if objective == "iwae" and len(encoders) != 1:
+      raise ValueError(
+          "objective='iwae' trains a single encoder (hard-wired or single-source); "
+          f"got {len(encoders)} encoders {sorted(encoders)}.")
+    self.encoders = dict(encoders)
+    self.decoders = dict(decoders)
+    self.latent_dim = int(latent_dim)
+    self.objective = objective
+    self.num_samples = int(num_samples)
+    self.eval_num_samples = int(eval_num_samples or num_samples)
+    self.hybrid_weight = float(hybrid_weight)
+    encoder_inputs = dict(encoder_inputs or {})
+    self.encoder_inputs = {
+        name: tuple(encoder_inputs.get(name, (name,))) for name in self.encoders}
+    self.rng = tf.random.Generator.from_seed(seed)
+    self._trackers = {
+        name: keras.metrics.Mean(name=name)
+        for name in ("loss", "bound") + objectives.INTEGRATED_BOUNDS}
+    self.built = True
+
+  # ---------------------------------------------------------------- names
+  @property
+  def sources(self):
+    """Names of the beliefs (encoders), in order."""
+    return list(self.encoders)
+
+  @property
+  def targets(self):
+    """Names of the observations the generative model predicts, in order."""
+    return list(self.decoders)
+
+  def data_shapes(self) -> Dict[str, tuple]:
+    """Expected per-example shape of every batch entry the model reads."""
+    shapes = {t: tuple(d.event_shape) for t, d in self.decoders.items()}
+    for name, keys in self.encoder_inputs.items():
+      if len(keys) == 1:
+        shapes[keys[0]] = tuple(self.encoders[name].source_shape)
+    return shapes
+
+  def _check_batch(self, x, keys):
+    """Clear errors for missing entries and wrong shapes (at trace time)."""
+    if not isinstance(x, Mapping):
+      raise TypeError(
+          f"A batch must be a dict {{name: tensor}} with keys {sorted(keys)}; "
+          f"got {type(x).__name__}.")
+    missing = [k for k in keys if k not in x]
+    if missing:
+      raise KeyError(
+          f"Batch is missing {missing}; it has {sorted(x)}, the model needs "
+          f"{sorted(keys)}.")
+    shapes = self.data_shapes()
+    for k in keys:
+      if k not in shapes:
+        continue
+      got = tuple(tf.TensorShape(x[k].shape).as_list()[1:])
+      if len(got) != len(shapes[k]) or any(
+          g is not None and g != e for g, e in zip(got, shapes[k])):
+        raise ValueError(
+            f"Batch entry {k!r} has per-example shape {got}, expected "
+            f"{shapes[k]} (full shape [batch, {', '.join(map(str, shapes[k]))}]).")
+
+  def _available_sources(self, x, sources):
+    if sources is None:
+      sources = [s for s, keys in self.encoder_inputs.items()
+                 if all(k in x for k in keys)]
+      if not sources:
+        raise KeyError(
+            f"The batch holds none of the sources {self.sources} (it has "
+            f"{sorted(x)}).")
+    sources = list(sources)
+    if not sources:
+      raise ValueError(f"Empty subset of sources; name some of {self.sources}.")
+    unknown = [s for s in sources if s not in self.encoders]
+    if unknown:
+      raise ValueError(f"Unknown source(s) {unknown}; the model has {self.sources}.")
+    self._check_batch(x, sorted({k for s in sources for k in self.encoder_inputs[s]}))
+    return sources
+
+  # ------------------------------------------------------------ inference
+  def _encoder_input(self, x, source):
+    keys = self.encoder_inputs[source]
+    if len(keys) == 1:
+      return x[keys[0]]
+    return tf.concat([tf.cast(x[k], self.compute_dtype) for k in keys], -1)
+
+  def _encode_stacked(self, x, sources, training=False):
+    """Belief parameters `([M, B, Dz], [M, B, Dz])` of `sources`."""
+    params = [self.encoders[s](self._encoder_input(x, s), training=training)
+              for s in sources]
+    return tf.stack([p[0] for p in params]), tf.stack([p[1] for p in params])
+
+  def call(self, x, training=False):
+    """Belief parameters of every source present: `{source: (loc, scale)}`."""
+    sources = self._available_sources(x, None)
+    return {s: self.encoders[s](self._encoder_input(x, s), training=training)
+            for s in sources}
+
+  def encode(self, x, sources: Optional[Sequence[str]] = None):
+    """Beliefs q_m(z | x_m) of `sources` (default: all present in `x`).
+
+    Returns:
+      `{source: tfd.MultivariateNormalDiag}` with batch shape `[B]`.
+    """
+    sources = self._available_sources(x, sources)
+    loc, scale = self._encode_stacked(x, sources)
+    return {s: beliefs_lib.make_belief(loc[i], scale[i]) for i, s in enumerate(sources)}
+
+  def integrate(self, beliefs, method: str = "poe",
+                sources: Optional[Sequence[str]] = None):
+    """Integrated belief of a subset of `beliefs` (see `integration.integrate`)."""
+    return integration.integrate(beliefs, method, sources)
+
+  # ----------------------------------------------------------- generation
+  def log_joint(self, x, z, targets: Optional[Sequence[str]] = None):
+    """ln p(x_T, z) = sum_t ln p(x_t | z) + ln p(z): z `[..., B, Dz]` -> `[..., B]`."""
+    targets = self.targets if targets is None else list(targets)
+    z = tf.cast(z, tf.float32)
+    log_prior = -0.5 * tf.reduce_sum(tf.square(z), -1) - (
+        0.5 * self.latent_dim * math.log(2. * math.pi))
+    return log_prior + tf.add_n([self.decoders[t].log_prob(z, x[t]) for t in targets])
+
+  def _bounds(self, x, num_samples, extra_bounds=(), training=False):
+    self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
+                                 for k in keys} | set(self.targets)))
+    loc, scale = self._encode_stacked(x, self.sources, training)  # [M, B, Dz]
+    return objectives.objective_bound(
+        self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,
+        self.hybrid_weight, self.rng.normal, extra_bounds)
+
+  # -------------------------------------------------------------- training
+  @property
+  def metrics(self):
+    return list(self._trackers.values())
+
+  def train_step(self, data):
+    x = data[0] if isinstance(data, tuple) else data
+    with tf.GradientTape() as tape:
+      bound, _ = self._bounds(x, self.num_samples, training=True)  # [B]
+      loss = -tf.reduce_mean(bound)
+      scaled_loss = self.optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled_loss, self.trainable_variables)
+    self.optimizer.apply(grads, self.trainable_variables)
+    self._trackers["loss"].update_state(loss)
+    self._trackers["bound"].update_state(bound)
+    return {"loss": self._trackers["loss"].result(),
+            "bound": self._trackers["bound"].result()}
+
+  def test_step(self, data):
+    x = data[0] if isinstance(data, tuple) else data
+    bound, bounds = self._bounds(x, self.eval_num_samples,
+                                 objectives.INTEGRATED_BOUNDS)
+    self._trackers["loss"].update_state(-tf.reduce_mean(bound))
+    self._trackers["bound"].update_state(bound)
+    for name, value in bounds.items():
+      self._trackers[name].update_state(value)
+    return {m.name: m.result() for m in self.metrics}
+
+  # ------------------------------------------------------- paper's tools
+  def predict(self, x, sources: Optional[Sequence[str]] = None,
+              targets: Optional[Sequence[str]] = None, method: str = "poe",
+              num_samples: int = 100, return_samples: bool = False):
+    """Predicts targets from any subset of sources (Eq. 6).
+
+    p(x_t | x_S) = E_{z ~ q_S(z | x_S)} [p(x_t | z)], with q_S the integrated
+    belief of S. Note: this replaces `keras.Model.predict`.
+
+    Args:
+      x: batch dict holding (at least) the sources of S.
+      sources: S (default: every source present in `x`).
+      targets: targets to predict (default: all).
+      method: integration method for S.
+      num_samples: latent samples.
+      return_samples: also return the per-sample means.
+
+    Returns:
+      `{target: [B, ...]}` predictive means; with `return_samples`, also
+      `{target: [K, B, ...]}` means of p(x_t | z_k).
+    """
+    targets = self.targets if targets is None else list(targets)
+    unknown = [t for t in targets if t not in self.decoders]
+    if unknown:
+      raise ValueError(f"Unknown target(s) {unknown}; the model has {self.targets}.")
+    q = self.integrate(self.encode(x, sources), method)
+    z = q.sample(num_samples)  # [K, B, Dz]
+    means = {t: self.decoders[t].mean(z) for t in targets}  # [K, B, ...]
+    averaged = {t: tf.reduce_mean(m, 0) for t, m in means.items()}
+    return (averaged, means) if return_samples else averaged
+
+  def conflict(self, x, sources: Optional[Sequence[str]] = None):
+    """Conflict measures of Eq. (2): `[B, M, M]`, `[b, i, j] = c(s_i || s_j)`."""
+    return conflict_lib.conflict_matrix(self.encode(x, sources))
+
+  def pmi(self, x, sources: Optional[Sequence[str]] = None):
+    """Pointwise mutual information between `sources` (App. D): `[B]`."""
+    return integration.pmi(self.encode(x, sources))
+
+  def sir(self, x, sources: Optional[Sequence[str]] = None, method: str = "poe",
+          num_samples: int = 100, num_resamples: Optional[int] = None):
+    """Sampling importance resampling from an integrated belief (App. E).
+
+    Proposals z_k ~ q_S(z | x_S), weights w_k = p(x, z_k) / q_S(z_k) using all
+    targets present in `x`, then `num_resamples` draws from the weighted set.
+
+    Returns:
+      `(proposals [K, B, Dz], resampled [R, B, Dz])`.
+    """
+    num_resamples = num_resamples or num_samples
+    q = self.integrate(self.encode(x, sources), method)
+    z = q.sample(num_samples)  # [K, B, Dz]
+    targets = [t for t in self.targets if t in x]
+    log_w = self.log_joint(x, z, targets) - q.log_prob(z)  # [K, B]
+    idx = tf.random.categorical(tf.transpose(log_w), num_resamples)  # [B, R]
+    resampled = tf.gather(tf.transpose(z, [1, 0, 2]), idx, batch_dims=1)  # [B, R, Dz]
+    return z, tf.transpose(resampled, [1, 0, 2])
+
+  def log_likelihood(self, x, num_samples: int = 1000,
+                     sources: Optional[Sequence[str]] = None, method: str = "poe",
+                     chunk_size: int = 100):
+    """IWAE estimate of ln p(x) with many samples, drawn in chunks.
+
+    ln p(x) >= ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q_S (Sec. 2); K =
+    `num_samples` split into chunks of `chunk_size` so memory stays bounded.
+
+    Returns:
+      `[B]` float32.
+    """
+    q = self.integrate(self.encode(x, sources), method)
+    self._check_batch(x, self.targets)
+
+    @tf.function
+    def chunk(n):
+      z = tf.stop_gradient(q.sample(n))  # [n, B, Dz]
+      return tf.reduce_logsumexp(self.log_joint(x, z) - q.log_prob(z), 0)  # [B]
+
+    parts, done = [], 0
+    while done < num_samples:
+      n = min(chunk_size, num_samples - done)
+      parts.append(chunk(tf.constant(n)))
+      done += n
+    return tf.reduce_logsumexp(tf.stack(parts), 0) - math.log(num_samples)

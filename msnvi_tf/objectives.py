@@ -1,0 +1,147 @@
+"""Importance-weighted objectives: L_ind, L_MoE, L_PoE, L_hybrid and the IWAE.
+
+Every objective is an importance-weighted bound (Sec. 2)
+    ln (1/K) sum_k w_k,   w_k = p(x | z_k) p(z_k) / q(z_k),   z_k ~ q,
+averaged over proposals. They differ only in the proposal q and its density:
+  ind    (Eq. 1):  one bound per source m with z ~ q_m, q = q_m; averaged with
+                   pi_m = 1/M.
+  moe    (App. B): the same samples z ~ q_m (every component enumerated), but
+                   q = sum_m' pi_m' q_m' (the mixture density).
+  poe    (Eq. 4):  z ~ q_* (the PoE of Eq. 3), q = q_*.
+  hybrid (Eq. 5):  lambda L_ind + (1 - lambda) L_PoE (lambda = 1/2 in the paper).
+  iwae:            L_ind with a single encoder: one hard-wired encoder on the
+                   concatenated sources, or one source on its own.
+
+`importance_bounds` draws the samples needed for a set of integrations and runs
+the generative model once on all of them, so an evaluation of the ind / MoE /
+PoE bounds (Table 1) costs one decoder pass. Everything is float32.
+
+Shapes: M sources, K importance samples, B examples, Dz latent dimensions.
+"""
+import math
+from typing import Callable, Dict, Iterable
+
+import tensorflow as tf
+
+from msnvi_tf import integration
+
+__all__ = [
+    "OBJECTIVES",
+    "INTEGRATED_BOUNDS",
+    "iw_bound",
+    "importance_bounds",
+    "objective_bound",
+    "check_objective",
+]
+
+INTEGRATED_BOUNDS = ("ind", "moe", "poe")
+
+
+def iw_bound(log_w):
+  """ln (1/K) sum_k exp(log_w_k), stable: `[..., K, B]` -> `[..., B]`."""
+  num = tf.cast(tf.shape(log_w)[-2], log_w.dtype)
+  return tf.reduce_logsumexp(log_w, axis=-2) - tf.math.log(num)
+
+
+def _diag_normal_log_prob(z, loc, scale):
+  """ln N(z; loc, diag(scale^2)) summed over the last axis (broadcasting)."""
+  return -0.5 * tf.reduce_sum(
+      tf.square((z - loc) / scale) + 2. * tf.math.log(scale)
+      + math.log(2. * math.pi), -1)
+
+
+def importance_bounds(loc, scale, log_joint: Callable, num_samples: int,
+                      which: Iterable[str] = INTEGRATED_BOUNDS,
+                      normal=tf.random.normal) -> Dict[str, tf.Tensor]:
+  """Importance-weighted bounds of several integrations from shared samples.
+
+  Args:
+    loc: `[M, B, Dz]` belief means of the M sources (or the single encoder).
+    scale: `[M, B, Dz]` belief standard deviations.
+    log_joint: callable z `[G, K, B, Dz]` -> ln p(x, z) `[G, K, B]` (all targets
+      plus the prior), called once.
+    num_samples: K.
+    which: subset of ("ind", "moe", "poe").
+    normal: callable shape -> standard normal samples (a seeded generator's
+      `normal`, or `tf.random.normal`).
+
+  Returns:
+    `{name: [B]}` for each requested bound.
+  """
+  which = set(which)
+  unknown = which - set(INTEGRATED_BOUNDS)
+  if unknown:
+    raise ValueError(f"Unknown bound(s) {sorted(unknown)}; known: {INTEGRATED_BOUNDS}.")
+  loc = tf.cast(loc, tf.float32)
+  scale = tf.cast(scale, tf.float32)
+  num_sources = loc.shape[0]
+  shape = tf.shape(loc)  # [M, B, Dz]
+  groups, densities = [], []
+  if which & {"ind", "moe"}:
+    eps = normal(tf.concat([shape[:1], [num_samples], shape[1:]], 0))  # [M, K, B, Dz]
+    z_experts = loc[:, None] + scale[:, None] * eps  # [M, K, B, Dz]
+    groups.append(z_experts)
+  if "poe" in which:
+    loc_star, scale_star = integration.poe_stacked(loc, scale)  # [B, Dz]
+    eps = normal(tf.concat([[1, num_samples], shape[1:]], 0))  # [1, K, B, Dz]
+    z_star = loc_star + scale_star * eps  # [1, K, B, Dz]
+    groups.append(z_star)
+  z = tf.concat(groups, 0) if len(groups) > 1 else groups[0]  # [G, K, B, Dz]
+  log_p = log_joint(z)  # [G, K, B]
+  bounds = {}
+  if which & {"ind", "moe"}:
+    log_p_experts = log_p[:num_sources]  # [M, K, B]
+    if "ind" in which:
+      log_q = _diag_normal_log_prob(z_experts, loc[:, None], scale[:, None])  # [M, K, B]
+      bounds["ind"] = tf.reduce_mean(iw_bound(log_p_experts - log_q), 0)
+    if "moe" in which:
+      # Density of every expert's samples under every component: [M, M', K, B].
+      log_q_all = _diag_normal_log_prob(
+          z_experts[:, None], loc[None, :, None], scale[None, :, None])
+      log_q = tf.reduce_logsumexp(log_q_all, 1) - math.log(num_sources)  # [M, K, B]
+      bounds["moe"] = tf.reduce_mean(iw_bound(log_p_experts - log_q), 0)
+  if "poe" in which:
+    log_q = _diag_normal_log_prob(z_star, loc_star, scale_star)  # [1, K, B]
+    bounds["poe"] = iw_bound(log_p[-1:] - log_q)[0]
+  return bounds
+
+
+# name -> (bounds it needs, how it combines them given hybrid_weight).
+OBJECTIVES = {
+    "ind": (("ind",), lambda b, lam: b["ind"]),
+    "moe": (("moe",), lambda b, lam: b["moe"]),
+    "poe": (("poe",), lambda b, lam: b["poe"]),
+    "hybrid": (("ind", "poe"), lambda b, lam: lam * b["ind"] + (1. - lam) * b["poe"]),
+    "iwae": (("ind",), lambda b, lam: b["ind"]),
+}
+
+
+def check_objective(name: str):
+  """Raises a clear ValueError for an unknown objective name."""
+  if name not in OBJECTIVES:
+    raise ValueError(
+        f"Unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}.")
+
+
+def objective_bound(name: str, loc, scale, log_joint: Callable, num_samples: int,
+                    hybrid_weight: float = 0.5, normal=tf.random.normal,
+                    extra_bounds: Iterable[str] = ()):
+  """The bound of a training objective per example, plus other bounds on request.
+
+  Args:
+    name: a key of `OBJECTIVES`.
+    loc, scale: `[M, B, Dz]` beliefs (M = 1 for the IWAE).
+    log_joint: see `importance_bounds`.
+    num_samples: K.
+    hybrid_weight: lambda of Eq. (5): weight of L_ind, L_PoE gets 1 - lambda.
+    normal: standard normal sampler.
+    extra_bounds: further integrations to evaluate from the same samples.
+
+  Returns:
+    `(bound [B], {integration: [B]})`.
+  """
+  check_objective(name)
+  needs, combine = OBJECTIVES[name]
+  bounds = importance_bounds(loc, scale, log_joint, num_samples,
+                             set(needs) | set(extra_bounds), normal)
+  return combine(bounds, hybrid_weight), bounds
