@@ -43,6 +43,9 @@ class MultiSourceVAE(keras.Model):
       something other than the batch entry of their own name; several keys are
       concatenated along the last axis (the IWAE's hard-wired encoder).
     seed: seed of the model's sampling generator.
+    source_shapes: optional `{batch key: per-example shape}` of inputs that no
+      single-source encoder or decoder declares (the IWAE's concatenated
+      sources), used to check batches and to export.
   """
 
   def __init__(self, encoders: Mapping[str, keras.Model],
@@ -50,7 +53,9 @@ class MultiSourceVAE(keras.Model):
                objective: str = "ind", num_samples: int = 8,
                eval_num_samples: Optional[int] = None, hybrid_weight: float = 0.5,
                encoder_inputs: Optional[Mapping[str, Sequence[str]]] = None,
-               seed: int = 0, **kwargs):
+               seed: int = 0,
+               source_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+               **kwargs):
     super().__init__(**kwargs)
     objectives.check_objective(objective)
     if not encoders or not decoders:
@@ -69,6 +74,7 @@ class MultiSourceVAE(keras.Model):
     encoder_inputs = dict(encoder_inputs or {})
     self.encoder_inputs = {
         name: tuple(encoder_inputs.get(name, (name,))) for name in self.encoders}
+    self._extra_shapes = {k: tuple(v) for k, v in (source_shapes or {}).items()}
     self.rng = tf.random.Generator.from_seed(seed)
     self._trackers = {
         name: keras.metrics.Mean(name=name)
@@ -88,7 +94,8 @@ class MultiSourceVAE(keras.Model):
 
   def data_shapes(self) -> Dict[str, tuple]:
     """Expected per-example shape of every batch entry the model reads."""
-    shapes = {t: tuple(d.event_shape) for t, d in self.decoders.items()}
+    shapes = dict(self._extra_shapes)
+    shapes.update({t: tuple(d.event_shape) for t, d in self.decoders.items()})
     for name, keys in self.encoder_inputs.items():
       if len(keys) == 1:
         shapes[keys[0]] = tuple(self.encoders[name].source_shape)

@@ -1,0 +1,38 @@
+"""Data sets, one module per data set, each exposing `make_datasets(config)`.
+
+`make_datasets` returns `(train, eval)` `tf.data.Dataset`s of dicts
+`{name: [B, ...] float32}`: `train` repeats forever and is shuffled from the
+config's seed, `eval` is one fixed pass over the evaluation split.
+"""
+import importlib
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["DATA_MODULES", "make_datasets", "check_finite"]
+
+# config.dataset -> module under msnvi_tf.data.
+DATA_MODULES = {
+    "toy": "toy",
+}
+
+
+def make_datasets(config):
+  """`(train, eval)` datasets of `config.dataset` (see module docstring)."""
+  if config.dataset not in DATA_MODULES:
+    raise ValueError(f"Unknown dataset {config.dataset!r}; choose one of "
+                     f"{sorted(DATA_MODULES)}.")
+  module = importlib.import_module(f"msnvi_tf.data.{DATA_MODULES[config.dataset]}")
+  return module.make_datasets(config)
+
+
+def check_finite(arrays: Mapping[str, np.ndarray], what: str):
+  """Raises ValueError naming the entry and count of NaN/inf values, if any."""
+  for name, array in arrays.items():
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+      bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+      if bad:
+        raise ValueError(
+            f"{what}: entry {name!r} has {bad} NaN or infinite value(s) of "
+            f"{array.size}; clean the data before training.")

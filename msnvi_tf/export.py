@@ -1,0 +1,184 @@
+"""SavedModel export in the TF Serving layout, with named signatures.
+
+`export(model, export_dir)` writes `<export_dir>/<version>/` (a SavedModel that
+`tensorflow_model_server --model_base_path=<export_dir>` serves) with signatures:
+
+  encode          sources -> `<source>_loc`, `<source>_scale` [B, Dz] per source
+  integrate_poe   sources, present -> loc, scale [B, Dz]          (Eq. 3)
+  integrate_moe   sources, present -> loc, scale [B, M, Dz], weights [B, M] (App. B)
+  predict         sources, present -> one [B, ...] mean per target (Eq. 6)
+  conflict        sources, present -> conflict [B, M, M]          (Eq. 2)
+  log_likelihood  sources, targets, present -> log_likelihood [B]
+  serving_default = predict
+
+Every input is a float32 tensor named after the batch entry; `present` is a
+`[B, M]` float32 mask over the model's sources (in `model.sources` order): an
+absent source is sent as zeros with `present = 0` and is left out of the
+integration (its expert becomes the prior). Conflict entries involving an
+absent source are NaN. `predict` and `log_likelihood` draw their latent samples
+with a fixed stateless seed, so the same request gives the same answer.
+"""
+import math
+import os
+import re
+from typing import Dict
+
+import tensorflow as tf
+
+from msnvi_tf import conflict as conflict_lib
+from msnvi_tf import integration
+
+__all__ = ["ServingModule", "export", "SIGNATURES"]
+
+SIGNATURES = ("encode", "integrate_poe", "integrate_moe", "predict", "conflict",
+              "log_likelihood")
+
+
+def _safe(name):
+  return re.sub(r"[^A-Za-z0-9_.\-/]", "_", name)
+
+
+class ServingModule(tf.Module):
+  """Wraps a trained `MultiSourceVAE` in serving functions (see module docstring).
+
+  Args:
+    model: the trained model.
+    num_samples: latent samples for `predict` and `log_likelihood`.
+    seed: stateless seed of those samples.
+  """
+
+  def __init__(self, model, num_samples=100, seed=0):
+    super().__init__(name="msnvi_serving")
+    self.model = model
+    self.model_variables = list(model.variables)
+    self.num_samples = int(num_samples)
+    self.seed = int(seed)
+    shapes = model.data_shapes()
+    self.source_keys = sorted({k for keys in model.encoder_inputs.values() for k in keys})
+    missing = [k for k in self.source_keys + model.targets if k not in shapes]
+    if missing:
+      raise ValueError(f"Cannot export: unknown per-example shape of {missing}.")
+    self._specs = {k: tf.TensorSpec([None, *shapes[k]], tf.float32, name=_safe(k))
+                   for k in set(self.source_keys) | set(model.targets)}
+    self._present = tf.TensorSpec([None, len(model.sources)], tf.float32,
+                                  name="present")
+
+  # Core computations, shared by the signatures and by tests.
+  def stacked_beliefs(self, inputs):
+    """`([M, B, Dz], [M, B, Dz])` beliefs of all sources."""
+    return self.model._encode_stacked(inputs, self.model.sources)  # pylint: disable=protected-access
+
+  def _noise(self, loc):
+    shape = tf.concat([[self.num_samples], tf.shape(loc)], 0)  # [K, B, Dz]
+    return tf.random.stateless_normal(shape, seed=[self.seed, 0])
+
+  def poe(self, inputs, present):
+    loc, scale = self.stacked_beliefs(inputs)
+    return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
+
+  def predict(self, inputs, present):
+    loc, scale = self.poe(inputs, present)
+    z = loc + scale * self._noise(loc)  # [K, B, Dz]
+    return {t: tf.reduce_mean(self.model.decoders[t].mean(z), 0)
+            for t in self.model.targets}
+
+  def log_likelihood(self, inputs, present):
+    loc, scale = self.poe(inputs, present)
+    z = loc + scale * self._noise(loc)  # [K, B, Dz]
+    log_q = -0.5 * tf.reduce_sum(
+        tf.square((z - loc) / scale) + 2. * tf.math.log(scale)
+        + math.log(2. * math.pi), -1)  # [K, B]
+    log_w = self.model.log_joint(inputs, z) - log_q
+    return tf.reduce_logsumexp(log_w, 0) - math.log(self.num_samples)
+
+  def conflict(self, inputs, present):
+    c = conflict_lib.conflict_stacked(*self.stacked_beliefs(inputs))  # [B, M, M]
+    both = present[:, :, None] * present[:, None, :] > 0.  # [B, M, M]
+    return tf.where(both, c, math.nan)
+
+  def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+    """Concrete functions keyed by signature name."""
+    model = self.model
+    src = {k: self._specs[k] for k in self.source_keys}
+    everything = dict(self._specs)
+
+    def encode(**inputs):
+      loc, scale = self.stacked_beliefs(inputs)
+      out = {}
+      for i, s in enumerate(model.sources):
+        out[f"{_safe(s)}_loc"] = loc[i]
+        out[f"{_safe(s)}_scale"] = scale[i]
+      return out
+
+    def integrate_poe(present, **inputs):
+      loc, scale = self.poe(inputs, present)
+      return {"loc": loc, "scale": scale}
+
+    def integrate_moe(present, **inputs):
+      loc, scale = self.stacked_beliefs(inputs)
+      mask = present > 0.
+      count = tf.reduce_sum(tf.cast(mask, tf.float32), -1, keepdims=True)
+      weights = tf.where(mask, 1. / tf.maximum(count, 1.), 0.)  # [B, M]
+      return {"loc": tf.transpose(loc, [1, 0, 2]),
+              "scale": tf.transpose(scale, [1, 0, 2]), "weights": weights}
+
+    def predict(present, **inputs):
+      return {_safe(t): m for t, m in self.predict(inputs, present).items()}
+
+    def conflict(present, **inputs):
+      return {"conflict": self.conflict(inputs, present)}
+
+    def log_likelihood(present, **inputs):
+      return {"log_likelihood": self.log_likelihood(inputs, present)}
+
+    fns = {
+        "encode": (encode, src, False),
+        "integrate_poe": (integrate_poe, src, True),
+        "integrate_moe": (integrate_moe, src, True),
+        "predict": (predict, src, True),
+        "conflict": (conflict, src, True),
+        "log_likelihood": (log_likelihood, everything, True),
+    }
+    out = {}
+    for name, (fn, specs, masked) in fns.items():
+      kwargs = {_safe(k): v for k, v in specs.items()}
+      if masked:
+        kwargs["present"] = self._present
+      out[name] = tf.function(_unsafe_keys(fn, specs)).get_concrete_function(**kwargs)
+    out["serving_default"] = out["predict"]
+    return out
+
+
+def _unsafe_keys(fn, specs):
+  """Maps sanitised argument names back to batch keys before calling `fn`."""
+  names = {_safe(k): k for k in specs}
+
+  def wrapped(**kwargs):
+    present = kwargs.pop("present", None)
+    inputs = {names[k]: v for k, v in kwargs.items()}
+    return fn(**inputs) if present is None else fn(present, **inputs)
+
+  return wrapped
+
+
+def export(model, export_dir: str, version: int, num_samples: int = 100,
+           seed: int = 0) -> str:
+  """Writes the SavedModel to `<export_dir>/<version>/` and returns that path.
+
+  An existing version directory is never overwritten.
+
+  Raises:
+    FileExistsError: `<export_dir>/<version>` exists.
+  """
+  path = os.path.join(export_dir, str(int(version)))
+  if tf.io.gfile.exists(path):
+    raise FileExistsError(
+        f"Export {path} already exists; it was kept. Use another version or "
+        "export_dir.")
+  module = ServingModule(model, num_samples, seed)
+  tmp = path + ".tmp"
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.rmtree(tmp)
+  tf.saved_model.save(module, tmp, signatures=module.signatures())
+  tf.io.gfile.rename(tmp, path)
+  return path

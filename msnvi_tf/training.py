@@ -1,0 +1,279 @@
+"""`train_and_evaluate(config, workdir)`: the training loop behind `bin/train`.
+
+Trains `config.objective` on `config.dataset`, writing into `workdir`:
+  config.json        the config (a re-run must use a compatible one)
+  checkpoints/       tf.train checkpoints; a re-run resumes from the latest
+  train/, eval/      TensorBoard scalars: training bound, steps/s; eval bounds
+                     under every integration (ind / MoE / PoE)
+  metrics.json       the final evaluation
+  export/<step>/     SavedModel for TF Serving (see `msnvi_tf.export`)
+
+Checkpoints and exports are never deleted or overwritten by a failing run: an
+unreadable checkpoint or a diverging loss stops training with a message that
+names the files, and leaves them as they are.
+"""
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, Optional
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from msnvi_tf import architectures
+from msnvi_tf import data as data_lib
+from msnvi_tf import export as export_lib
+from msnvi_tf import objectives
+from msnvi_tf.config import Config
+
+__all__ = ["train_and_evaluate", "evaluate", "load_trained", "precision_policy",
+           "log_to_stdout", "RUNTIME_FIELDS"]
+
+# Fields that may change between runs in one workdir (everything else must match).
+RUNTIME_FIELDS = frozenset({
+    "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
+    "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
+    "export_num_samples", "eval_num_samples",
+})
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+# Progress goes to this logger; `bin/` scripts print it to stdout.
+log = logging.getLogger("msnvi_tf")
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Sets the global Keras dtype policy inside the block, then restores it."""
+  if name not in PRECISIONS:
+    raise ValueError(f"Unknown precision {name!r}; choose one of {PRECISIONS}.")
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
+def _check_workdir(config: Config, workdir: str):
+  """Refuses a workdir trained with an incompatible config; writes config.json."""
+  path = os.path.join(workdir, "config.json")
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      saved = json.load(f)
+    current = json.loads(config.to_json())
+    diffs = sorted(k for k in set(saved) | set(current)
+                   if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k))
+    if diffs:
+      details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
+      raise ValueError(
+          f"Workdir {workdir} holds a run with a different config ({details}). "
+          "Its checkpoints were left untouched; pass a new --workdir to train "
+          "this config, or the same flags to resume.")
+  tf.io.gfile.makedirs(workdir)
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(config.to_json())
+
+
+def _build(config: Config):
+  """Model with a compiled and built Adam optimizer (Adam as in App. H)."""
+  objectives.check_objective(config.objective)
+  model = architectures.build_model(config)
+  model.compile(optimizer=keras.optimizers.Adam(
+      config.learning_rate, beta_1=config.beta1, beta_2=config.beta2))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def _checkpoint(model, step):
+  return tf.train.Checkpoint(step=step, model=model, optimizer=model.optimizer,
+                             rng=model.rng)
+
+
+def _restore(checkpoint, manager, workdir) -> Optional[str]:
+  path = manager.latest_checkpoint
+  if path is None:
+    return None
+  try:
+    checkpoint.restore(path).assert_existing_objects_matched()
+  except (tf.errors.OpError, ValueError, AssertionError) as e:
+    raise RuntimeError(
+        f"Checkpoint {path} in {workdir} could not be restored ({type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was deleted: move "
+        "the damaged checkpoint files aside to resume from an earlier one, or pass "
+        "a new --workdir.") from e
+  return path
+
+
+def evaluate(model, dataset, test_fn=None) -> Dict[str, float]:
+  """Mean of `test_step` metrics over one pass of `dataset`."""
+  test_fn = test_fn or tf.function(model.test_step, reduce_retracing=True)
+  for metric in model.metrics:
+    metric.reset_state()
+  count = 0
+  for batch in dataset:
+    test_fn(batch)
+    count += 1
+  if not count:
+    raise ValueError("The evaluation dataset is empty.")
+  results = {m.name: float(m.result()) for m in model.metrics}
+  for metric in model.metrics:
+    metric.reset_state()
+  return results
+
+
+def load_trained(workdir: str, **overrides):
+  """`(model, config)` restored from the latest checkpoint of a workdir."""
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: {workdir} is not a workdir written by bin/train.")
+  with tf.io.gfile.GFile(path) as f:
+    config = Config(json.load(f))
+  config.update(overrides)
+  with precision_policy(config.precision):
+    model = _build(config)
+  step = tf.Variable(0, dtype=tf.int64)
+  checkpoint = _checkpoint(model, step)
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(workdir, "checkpoints"), config.max_checkpoints)
+  if _restore(checkpoint, manager, workdir) is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
+  return model, config
+
+
+def log_to_stdout(level=logging.INFO):
+  """Shows the progress log on stdout (what `bin/` scripts call)."""
+  if not any(getattr(h, "_msnvi", False) for h in log.handlers):
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler._msnvi = True  # pylint: disable=protected-access
+    log.addHandler(handler)
+  log.setLevel(level)
+  log.propagate = False
+
+
+def _format_time(seconds):
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _write(writer, scalars, step):
+  with writer.as_default(step=step):
+    for name, value in scalars.items():
+      tf.summary.scalar(name, value)
+  writer.flush()
+
+
+def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
+  """Trains, evaluates, checkpoints and exports; resumes when re-run.
+
+  Args:
+    config: a config from `configs` (see `configs/toy.py` for the fields).
+    workdir: directory for checkpoints, TensorBoard logs and the export.
+
+  Returns:
+    The final evaluation metrics: "bound" (training objective), "ind", "moe",
+    "poe" bounds per example (nats, higher is better), "loss", and "step".
+  """
+  config = Config(config)
+  objectives.check_objective(config.objective)
+  _check_workdir(config, workdir)
+  keras.utils.set_random_seed(config.seed)
+  with precision_policy(config.precision):
+    train_ds, eval_ds = data_lib.make_datasets(config)
+    model = _build(config)
+  step = tf.Variable(0, dtype=tf.int64, name="step")
+  checkpoint = _checkpoint(model, step)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.max_checkpoints)
+  restored = _restore(checkpoint, manager, workdir)
+  start = int(step.numpy())
+  if restored:
+    log.info("Resumed from %s at step %d.", restored, start)
+
+  train_step = tf.function(model.train_step, jit_compile=config.jit_compile)
+  test_fn = tf.function(model.test_step, jit_compile=config.jit_compile,
+                        reduce_retracing=True)
+  iterator = iter(train_ds)
+
+  @tf.function
+  def train_chunk(num):
+    logs = {"loss": tf.constant(0.), "bound": tf.constant(0.)}
+    for _ in tf.range(num):
+      logs = train_step(next(iterator))
+    return logs
+
+  train_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+  eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "eval"))
+  intervals = (config.log_every, config.eval_every, config.checkpoint_every)
+  total = config.num_steps
+  log.info("Training %s with L_%s for %d steps (K=%d, batch %d) in %s.",
+               config.dataset, config.objective, total, config.num_samples,
+               config.batch_size, workdir)
+  t_start = time.time()
+  t_last, s_last, rate = t_start, start, None
+  results = None
+  current = start
+  while current < total:
+    boundary = min([total] + [(current // i + 1) * i for i in intervals if i > 0])
+    num = min(config.steps_per_call, boundary - current)
+    logs = train_chunk(tf.constant(num))
+    current = int(step.assign_add(num).numpy())
+    loss = float(logs["loss"])
+    if not math.isfinite(loss):
+      raise FloatingPointError(
+          f"Training diverged at step {current} (loss={loss}). The last good "
+          f"checkpoint, {manager.latest_checkpoint}, was kept; lower the learning "
+          "rate or check the data.")
+    if current % config.log_every == 0 or current == total:
+      now = time.time()
+      rate = (current - s_last) / max(now - t_last, 1e-9)
+      t_last, s_last = now, current
+      _write(train_writer, {"loss": loss, "bound": float(logs["bound"]),
+                            "steps_per_sec": rate}, current)
+      log.info("step %d/%d | %.0f steps/s | ETA %s | bound %.4f", current, total,
+                   rate, _format_time((total - current) / max(rate, 1e-9)),
+                   float(logs["bound"]))
+      for metric in model.metrics:
+        metric.reset_state()
+    if current % config.eval_every == 0 or current == total:
+      results = evaluate(model, eval_ds, test_fn)
+      _write(eval_writer, {"bound": results["bound"], "loss": results["loss"],
+                           **{f"bound_{k}": results[k]
+                              for k in objectives.INTEGRATED_BOUNDS}}, current)
+      log.info("eval step %d | bound %.4f | ind %.4f | moe %.4f | poe %.4f",
+                   current, results["bound"], results["ind"], results["moe"],
+                   results["poe"])
+    if current % config.checkpoint_every == 0 or current == total:
+      manager.save(checkpoint_number=current)
+
+  if results is None:  # Nothing left to train: evaluate the restored model.
+    results = evaluate(model, eval_ds, test_fn)
+  results["step"] = current
+  with tf.io.gfile.GFile(os.path.join(workdir, "metrics.json"), "w") as f:
+    json.dump(results, f, indent=2)
+
+  export_dir = os.path.join(workdir, "export")
+  version_dir = os.path.join(export_dir, str(current))
+  if tf.io.gfile.exists(version_dir):
+    log.info("Export %s exists; kept it.", version_dir)
+  else:
+    export_lib.export(model, export_dir, current, config.export_num_samples,
+                      config.seed)
+  elapsed = time.time() - t_start
+  print(f"Finished {config.dataset} / L_{config.objective}: step {current} "
+        f"({current - start} steps in {_format_time(elapsed)}).\n"
+        f"Eval (K={config.eval_num_samples}), nats per example, higher is better: "
+        f"training bound {results['bound']:.4f} | ind {results['ind']:.4f} | "
+        f"moe {results['moe']:.4f} | poe {results['poe']:.4f}\n"
+        f"Results in {workdir}:\n"
+        f"  TensorBoard:  tensorboard --logdir {workdir}\n"
+        f"  checkpoints:  {ckpt_dir}\n"
+        f"  SavedModel:   {version_dir}\n"
+        f"  metrics:      {os.path.join(workdir, 'metrics.json')}", flush=True)
+  return results
