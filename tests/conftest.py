@@ -1,0 +1,29 @@
+"""Test setup: quiet TensorFlow, CPU only, float32 policy unless a test sets one."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import keras  # pylint: disable=g-import-not-at-top
+import pytest
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy_and_seed():
+  keras.config.set_dtype_policy("float32")
+  tf.random.set_seed(1234)
+  yield
+  keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def toy_config():
+  """A toy config small enough for unit tests."""
+  import configs  # pylint: disable=g-import-not-at-top
+  return configs.get_config("toy").override([
+      "num_steps=20", "steps_per_call=10", "log_every=10", "eval_every=20",
+      "checkpoint_every=10", "train_size=512", "eval_size=64",
+      "eval_batch_size=32", "export_num_samples=8"])
