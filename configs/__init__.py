@@ -10,6 +10,7 @@ __all__ = ["CONFIGS", "get_config"]
 # data set name -> (module, argument of its get_config or None).
 CONFIGS = {
     "toy": ("configs.toy", None),
+    "pendulum": ("configs.pendulum", None),
 }
 
 

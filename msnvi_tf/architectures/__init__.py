@@ -10,6 +10,7 @@ __all__ = ["ARCHITECTURE_MODULES", "build_model", "dense_stem", "encoders_for"]
 # config.dataset -> module under msnvi_tf.architectures.
 ARCHITECTURE_MODULES = {
     "toy": "toy",
+    "pendulum": "pendulum",
 }
 
 

@@ -14,6 +14,7 @@ __all__ = ["DATA_MODULES", "make_datasets", "check_finite"]
 # config.dataset -> module under msnvi_tf.data.
 DATA_MODULES = {
     "toy": "toy",
+    "pendulum": "pendulum",
 }
 
 
