@@ -16,6 +16,6 @@ setuptools.setup(
         "numpy",
         "absl-py",
         "matplotlib",
+        "tensorboard",
     ],
-    scripts=["bin/train", "bin/plot"],
 )

@@ -38,7 +38,7 @@ __all__ = ["train_and_evaluate", "evaluate", "load_trained", "precision_policy",
 RUNTIME_FIELDS = frozenset({
     "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
-    "export_num_samples", "eval_num_samples",
+    "export_num_samples", "eval_num_samples", "learning_rate",
 })
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -100,7 +100,7 @@ def _restore(checkpoint, manager, workdir) -> Optional[str]:
     return None
   try:
     checkpoint.restore(path).assert_existing_objects_matched()
-  except (tf.errors.OpError, ValueError, AssertionError) as e:
+  except Exception as e:  # pylint: disable=broad-except  (any damage: re-raised below)
     raise RuntimeError(
         f"Checkpoint {path} in {workdir} could not be restored ({type(e).__name__}: "
         f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was deleted: move "
@@ -194,6 +194,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   restored = _restore(checkpoint, manager, workdir)
   start = int(step.numpy())
   if restored:
+    model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
     log.info("Resumed from %s at step %d.", restored, start)
 
   train_step = tf.function(model.train_step, jit_compile=config.jit_compile)

@@ -1,0 +1,160 @@
+"""End to end: bin/train runs, resumes, refuses bad input, and its export serves."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from msnvi_tf import export as export_lib
+from msnvi_tf import training
+from msnvi_tf.data import toy
+
+from conftest import REPO
+
+SMALL = ["--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=20",
+         "--set=checkpoint_every=10", "--set=train_size=512", "--set=eval_size=64",
+         "--set=eval_batch_size=32", "--set=export_num_samples=8"]
+
+
+def run_train(*args, check=True):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "train"), *args],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  if check and result.returncode != 0:
+    raise AssertionError(f"bin/train failed:\n{result.stdout}\n{result.stderr}")
+  return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A workdir trained 20 steps, then resumed to 40."""
+  workdir = str(tmp_path_factory.mktemp("toy") / "run")
+  first = run_train(f"--workdir={workdir}", "--num_steps=20", *SMALL)
+  second = run_train(f"--workdir={workdir}", "--num_steps=40", *SMALL)
+  return workdir, first, second
+
+
+def test_train_writes_tensorboard_checkpoints_metrics_and_export(trained):
+  workdir, first, _ = trained
+  assert "step 20/20" in first.stdout and "steps/s" in first.stdout
+  assert "ETA" in first.stdout
+  assert f"Results in {workdir}" in first.stdout
+  for sub in ("train", "eval"):
+    assert glob.glob(os.path.join(workdir, sub, "events.out.tfevents.*")), sub
+  tags = set()
+  for path in glob.glob(os.path.join(workdir, "eval", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"bound", "bound_ind", "bound_moe", "bound_poe"} <= tags
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    metrics = json.load(f)
+  assert metrics["step"] == 40
+  assert all(np.isfinite(metrics[k]) for k in ("bound", "ind", "moe", "poe"))
+  assert os.path.exists(os.path.join(workdir, "export", "20", "saved_model.pb"))
+
+
+def test_rerun_resumes_from_latest_checkpoint_and_keeps_old_export(trained):
+  workdir, _, second = trained
+  assert "Resumed from" in second.stdout and "at step 20" in second.stdout
+  assert "step 40/40" in second.stdout and "step 10/40" not in second.stdout
+  assert os.path.exists(os.path.join(workdir, "export", "20", "saved_model.pb"))
+  assert os.path.exists(os.path.join(workdir, "export", "40", "saved_model.pb"))
+
+
+def test_export_loads_in_fresh_process_and_matches_keras_model(trained, tmp_path):
+  workdir, _, _ = trained
+  points = toy.test_points()
+  script = f"""
+import json, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np, tensorflow as tf
+loaded = tf.saved_model.load({os.path.join(workdir, "export", "40")!r})
+x = tf.constant({points["x"].tolist()!r}); y = tf.constant({points["y"].tolist()!r})
+out = {{}}
+enc = loaded.signatures["encode"](x=x, y=y)
+out.update({{k: v.numpy().tolist() for k, v in enc.items()}})
+present = tf.constant([[1., 1.]] * 8)
+out["poe_loc"] = loaded.signatures["integrate_poe"](x=x, y=y, present=present)["loc"].numpy().tolist()
+only_x = tf.constant([[1., 0.]] * 8)
+out["poe_x_loc"] = loaded.signatures["integrate_poe"](x=x, y=tf.zeros_like(y), present=only_x)["loc"].numpy().tolist()
+out["predict_x"] = loaded.signatures["predict"](x=x, y=y, present=present)["x"].numpy().tolist()
+out["conflict"] = loaded.signatures["conflict"](x=x, y=y, present=only_x)["conflict"].numpy().tolist()
+print(json.dumps(out))
+"""
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+
+  model, config = training.load_trained(workdir)
+  beliefs = model.encode(points)
+  for s in ("x", "y"):
+    np.testing.assert_allclose(served[f"{s}_loc"], beliefs[s].mean(), atol=1e-5)
+    np.testing.assert_allclose(served[f"{s}_scale"], beliefs[s].stddev(), atol=1e-5)
+  np.testing.assert_allclose(served["poe_loc"], model.integrate(beliefs).mean(),
+                             atol=1e-5)
+  # Masking y out leaves the PoE of x alone, i.e. q_x itself.
+  np.testing.assert_allclose(served["poe_x_loc"], beliefs["x"].mean(), atol=1e-5)
+  module = export_lib.ServingModule(model, config.export_num_samples, config.seed)
+  predicted = module.predict(points, tf.ones([8, 2]))["x"]
+  np.testing.assert_allclose(served["predict_x"], predicted, atol=1e-5)
+  conflict = np.array(served["conflict"])
+  assert np.all(conflict[:, 0, 0] == 0.) and np.all(np.isnan(conflict[:, 0, 1]))
+
+
+def test_saved_model_cli_lists_every_signature(trained):
+  workdir, _, _ = trained
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  result = subprocess.run([cli, "show", "--dir", os.path.join(workdir, "export", "40"),
+                           "--all"], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  for name in export_lib.SIGNATURES + ("serving_default",):
+    assert f"signature_def['{name}']" in result.stdout
+
+
+def test_unknown_dataset_and_objective_are_usage_errors(tmp_path):
+  bad_dataset = run_train("--dataset=nope", f"--workdir={tmp_path}/a", check=False)
+  assert bad_dataset.returncode != 0
+  assert "Unknown dataset 'nope'" in bad_dataset.stderr
+  bad_objective = run_train("--objective=elbo", f"--workdir={tmp_path}/b", check=False)
+  assert bad_objective.returncode != 0
+  assert "Unknown objective 'elbo'" in bad_objective.stderr
+  bad_override = run_train("--set=num_sampels=3", f"--workdir={tmp_path}/c", check=False)
+  assert "Unknown config field 'num_sampels'" in bad_override.stderr
+
+
+def test_incompatible_rerun_is_refused_and_keeps_checkpoints(toy_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(toy_config, workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(ValueError, match="objective: 'ind' -> 'poe'"):
+    training.train_and_evaluate(toy_config.override(["objective=poe"]), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_corrupt_checkpoint_gives_clear_error_and_is_not_deleted(toy_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(toy_config, workdir)
+  data_files = glob.glob(os.path.join(workdir, "checkpoints", "ckpt-20.data-*"))
+  assert data_files
+  for path in data_files:
+    with open(path, "wb") as f:
+      f.write(b"not a checkpoint")
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(RuntimeError, match="ckpt-20 .*could not be restored"):
+    training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_diverging_loss_stops_training_and_keeps_last_checkpoint(toy_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(toy_config, workdir)
+  # A learning rate this large sends the weights to inf within a few steps.
+  diverging = toy_config.override(["num_steps=200", "learning_rate=1e30"])
+  with pytest.raises(FloatingPointError, match="diverged.*ckpt-20"):
+    training.train_and_evaluate(diverging, workdir)
+  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-20.index"))
