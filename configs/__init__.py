@@ -11,6 +11,9 @@ __all__ = ["CONFIGS", "get_config"]
 CONFIGS = {
     "toy": ("configs.toy", None),
     "pendulum": ("configs.pendulum", None),
+    "mnist_tb": ("configs.mnist", "mnist_tb"),
+    "mnist_qu": ("configs.mnist", "mnist_qu"),
+    "mnist_no": ("configs.mnist", "mnist_no"),
 }
 
 

@@ -11,6 +11,9 @@ __all__ = ["ARCHITECTURE_MODULES", "build_model", "dense_stem", "encoders_for"]
 ARCHITECTURE_MODULES = {
     "toy": "toy",
     "pendulum": "pendulum",
+    "mnist_tb": "mnist",
+    "mnist_qu": "mnist",
+    "mnist_no": "mnist",
 }
 
 

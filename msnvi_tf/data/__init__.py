@@ -15,6 +15,9 @@ __all__ = ["DATA_MODULES", "make_datasets", "check_finite"]
 DATA_MODULES = {
     "toy": "toy",
     "pendulum": "pendulum",
+    "mnist_tb": "mnist",
+    "mnist_qu": "mnist",
+    "mnist_no": "mnist",
 }
 
 
