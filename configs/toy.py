@@ -38,7 +38,7 @@ def get_config():
       checkpoint_every=5_000,
       eval_batch_size=500,
       max_checkpoints=3,
-      precision="float32",
+      precision="auto",  # see msnvi_tf.precision
       jit_compile=False,
       export_num_samples=100,
   )

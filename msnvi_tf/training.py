@@ -12,7 +12,6 @@ Checkpoints and exports are never deleted or overwritten by a failing run: an
 unreadable checkpoint or a diverging loss stops training with a message that
 names the files, and leaves them as they are.
 """
-import contextlib
 import json
 import math
 import os
@@ -29,10 +28,11 @@ from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf import export as export_lib
 from msnvi_tf import objectives
+from msnvi_tf import precision as precision_lib
 from msnvi_tf.config import Config
 
-__all__ = ["train_and_evaluate", "evaluate", "load_trained", "precision_policy",
-           "log_to_stdout", "RUNTIME_FIELDS"]
+__all__ = ["train_and_evaluate", "evaluate", "load_trained", "log_to_stdout",
+           "RUNTIME_FIELDS"]
 
 # Fields that may change between runs in one workdir (everything else must match).
 RUNTIME_FIELDS = frozenset({
@@ -40,23 +40,8 @@ RUNTIME_FIELDS = frozenset({
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
     "export_num_samples", "eval_num_samples", "learning_rate",
 })
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
 # Progress goes to this logger; `bin/` scripts print it to stdout.
 log = logging.getLogger("msnvi_tf")
-
-
-@contextlib.contextmanager
-def precision_policy(name: str):
-  """Sets the global Keras dtype policy inside the block, then restores it."""
-  if name not in PRECISIONS:
-    raise ValueError(f"Unknown precision {name!r}; choose one of {PRECISIONS}.")
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy(name)
-  try:
-    yield
-  finally:
-    keras.config.set_dtype_policy(previous)
 
 
 def _check_workdir(config: Config, workdir: str):
@@ -135,7 +120,7 @@ def load_trained(workdir: str, **overrides):
   with tf.io.gfile.GFile(path) as f:
     config = Config(json.load(f))
   config.update(overrides)
-  with precision_policy(config.precision):
+  with precision_lib.policy(config.precision):
     model = _build(config)
   step = tf.Variable(0, dtype=tf.int64)
   checkpoint = _checkpoint(model, step)
@@ -184,7 +169,9 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   objectives.check_objective(config.objective)
   _check_workdir(config, workdir)
   keras.utils.set_random_seed(config.seed)
-  with precision_policy(config.precision):
+  policy, reason = precision_lib.resolve(config.precision)
+  log.info("Precision: %s (%s).", policy, reason)
+  with precision_lib.policy(policy):
     train_ds, eval_ds = data_lib.make_datasets(config)
     model = _build(config)
   step = tf.Variable(0, dtype=tf.int64, name="step")
