@@ -14,6 +14,8 @@ CONFIGS = {
     "mnist_tb": ("configs.mnist", "mnist_tb"),
     "mnist_qu": ("configs.mnist", "mnist_qu"),
     "mnist_no": ("configs.mnist", "mnist_no"),
+    "cub": ("configs.cub", "cub"),
+    "shapes": ("configs.cub", "shapes"),
 }
 
 

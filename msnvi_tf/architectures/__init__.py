@@ -14,6 +14,8 @@ ARCHITECTURE_MODULES = {
     "mnist_tb": "mnist",
     "mnist_qu": "mnist",
     "mnist_no": "mnist",
+    "cub": "cub",
+    "shapes": "cub",
 }
 
 

@@ -18,6 +18,8 @@ DATA_MODULES = {
     "mnist_tb": "mnist",
     "mnist_qu": "mnist",
     "mnist_no": "mnist",
+    "cub": "cub",
+    "shapes": "shapes",
 }
 
 

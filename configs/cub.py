@@ -1,0 +1,68 @@
+"""Caltech-UCSD Birds 200 images + segmentation masks (Sec. 5.2, Table 6).
+
+`get_config("cub")` reads the real data (see msnvi_tf/data/cub.py);
+`get_config("shapes")` the procedurally generated stand-in of the same shape
+(msnvi_tf/data/shapes.py). Both use the Table 6 architecture and settings.
+
+Objectives of Table 2 (`--objective` and `--set`):
+  L_ind, L_hybrid    --objective=ind | hybrid              (targets "image,mask")
+  L_ind*, L_hybrid*  --objective=ind | hybrid --set targets=mask
+                     (both sources for inference, the generative model of the
+                     segmentation only; `targets=image` for the img-to-img row)
+  IWAE               --objective=iwae --set targets=mask   (encoder on the image
+                     only, `iwae_sources`; `targets=image` for the img-to-img row)
+"""
+from msnvi_tf.config import Config
+
+__all__ = ["get_config"]
+
+
+def get_config(dataset="cub"):
+  """Table 6 defaults for `dataset` "cub" or "shapes"."""
+  if dataset not in ("cub", "shapes"):
+    raise ValueError(f"configs.cub has no dataset {dataset!r}; use 'cub' or 'shapes'.")
+  return Config(
+      # What to train.
+      dataset=dataset,
+      objective="hybrid",  # the design card's headline run.
+      hybrid_weight=0.5,  # lambda of Eq. (5).
+      targets="image,mask",  # decoders (comma-separated); "mask" = the asterisk variants.
+      iwae_sources="image",  # IWAE: a single source (Table 2); "image,mask" = hard-wired.
+      # Model (Table 6): conv 3x3 lrelu pairs + 3x3/2 max pools with these widths
+      # down to 4x4, dense 256; decoders dense 4x4x96, conv pairs + bilinear x2
+      # with these widths up to 64x64x16, then a 5x5 stride-2 transposed conv.
+      image_size=128,  # = 4 * 2**len(encoder_channels) = 8 * 2**len(decoder_channels).
+      encoder_channels=(16, 32, 48, 64, 96),
+      encoder_dense=256,
+      decoder_base_channels=96,
+      decoder_channels=(64, 48, 32, 16),
+      lrelu_alpha=0.1,
+      latent_dim=96,
+      min_scale=1e-4,
+      decoder_init_scale=0.1,  # initial global std of the image Normal (App. H).
+      # Optimisation (Table 6): Adam(2e-4, 0.9, 0.999), batch 16, K = 80, 25k steps.
+      num_samples=80,
+      eval_num_samples=80,
+      batch_size=16,
+      learning_rate=2e-4,
+      beta1=0.9,
+      beta2=0.999,
+      num_steps=25_000,
+      seed=0,
+      # Data: 3000 train / 3033 test images as in CUB-200 2010.
+      data_dir="",  # cub: TFDS data dir ("" = $MSNVI_CUB_DIR, then ../shared/data/cub).
+      archive_dir="",  # cub: the original archives ("" = <data_dir>/manual).
+      train_size=3_000,  # shapes only (CUB has its fixed split).
+      eval_size=3_033,  # shapes only.
+      shuffle_buffer=3_000,
+      # Loop.
+      steps_per_call=50,
+      log_every=500,
+      eval_every=5_000,
+      checkpoint_every=1_000,
+      eval_batch_size=16,
+      max_checkpoints=3,
+      precision="float32",  # "mixed_float16" on GPU, "mixed_bfloat16" on CPU.
+      jit_compile=False,
+      export_num_samples=100,
+  )

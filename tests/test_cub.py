@@ -1,0 +1,247 @@
+"""CUB (Sec. 5.2): data loaders, generated shapes, Table 6 model, Table 2 metrics."""
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+from msnvi_tf import architectures
+from msnvi_tf import data as data_lib
+from msnvi_tf import evaluation_cub
+from msnvi_tf import plots_cub
+from msnvi_tf.architectures import cub as cub_arch
+from msnvi_tf.data import cub
+from msnvi_tf.data import shapes
+
+# 16x16 images: two pools down to 4x4, one upsampling to 8x8 + the stride-2 head.
+TINY = ["image_size=16", "encoder_channels=(4, 8)", "decoder_channels=(4,)",
+        "decoder_base_channels=8", "encoder_dense=16", "latent_dim=4",
+        "num_samples=2", "eval_num_samples=2", "batch_size=2", "eval_batch_size=2",
+        "train_size=8", "eval_size=4", "shuffle_buffer=8"]
+
+
+def _tiny_config(*overrides):
+  return configs.get_config("shapes").override(TINY + list(overrides))
+
+
+def _batch(size=16, num=2, seed=0):
+  data = shapes.generate(num, seed, size)
+  return {"image": tf.constant(data["image"], tf.float32) / 255.,
+          "mask": tf.constant(data["mask"], tf.float32)}
+
+
+def _compiled(config):
+  model = architectures.build_model(config)
+  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+# ------------------------------------------------------------------ CUB data
+def test_tfds_mock_path_yields_resized_float_images_and_binary_masks(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = configs.get_config("cub").override(
+      [f"data_dir={tmp_path}", "batch_size=3", "eval_batch_size=2", "shuffle_buffer=4"])
+  with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+    train, test = cub.make_datasets(config)
+    batch = next(iter(train))
+    eval_batch = next(iter(test))
+  assert batch["image"].shape == (3, 128, 128, 3)
+  assert batch["mask"].shape == (3, 128, 128, 1)
+  assert eval_batch["image"].shape == (2, 128, 128, 3)
+  for x in (batch, eval_batch):
+    assert x["image"].dtype == tf.float32 and x["mask"].dtype == tf.float32
+    image = x["image"].numpy()
+    assert 0. <= image.min() and image.max() <= 1. and image.std() > 0.
+    assert set(np.unique(x["mask"].numpy())) <= {0., 1.}
+  # Mock masks are random bytes, mostly > 0: mostly foreground after binarising.
+  assert batch["mask"].numpy().mean() > 0.5
+
+
+def test_preprocess_binarises_and_resizes_masks():
+  mask = np.zeros((40, 60), np.uint8)
+  mask[:, 30:] = 7  # right half is the bird, label value 7
+  image = np.full((40, 60, 3), 255, np.uint8)
+  out = cub.preprocess(image, mask, 8)
+  np.testing.assert_array_equal(out["mask"][..., 0].numpy(),
+                                np.tile([0] * 4 + [1] * 4, (8, 1)))
+  assert out["image"].shape == (8, 8, 3) and int(out["image"].numpy().min()) == 255
+
+
+def test_missing_data_error_names_directories_and_files(tmp_path, monkeypatch):
+  monkeypatch.delenv(cub.ENV_VAR, raising=False)
+  config = configs.get_config("cub").override([f"data_dir={tmp_path}"])
+  with pytest.raises(FileNotFoundError) as info:
+    data_lib.make_datasets(config)
+  message = str(info.value)
+  for needle in (os.path.join(str(tmp_path), "caltech_birds2010"),
+                 os.path.join(str(tmp_path), "manual"), "images.tgz",
+                 "annotations.tgz", "lists.tgz", "--data_dir", cub.ENV_VAR):
+    assert needle in message
+
+
+def test_data_dir_falls_back_to_environment_variable(monkeypatch, tmp_path):
+  monkeypatch.setenv(cub.ENV_VAR, str(tmp_path))
+  assert cub.resolve_data_dir("") == str(tmp_path)
+  assert cub.resolve_data_dir("/explicit") == "/explicit"
+
+
+# ------------------------------------------------------------ shapes data
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_shapes_image_is_object_inside_mask_and_background_outside(index):
+  example = shapes.render(seed=5, index=index, size=48)
+  inside = example["mask"][..., 0] == 1.
+  assert 0.02 < inside.mean() < 0.6  # a whole object, not the whole frame
+  np.testing.assert_array_equal(example["image"][inside], example["foreground"][inside])
+  np.testing.assert_array_equal(example["image"][~inside], example["background"][~inside])
+  # The object is drawn in its own colours over the clutter.
+  contrast = np.abs(example["foreground"][inside] - example["background"][inside])
+  assert contrast.mean() > 0.1
+
+
+def test_shapes_stored_data_matches_rendering():
+  data = shapes.generate(3, seed=2, size=24)
+  assert data["image"].dtype == np.uint8 and data["image"].shape == (3, 24, 24, 3)
+  for n in range(3):
+    example = shapes.render(2, n, 24)
+    np.testing.assert_array_equal(data["mask"][n], example["mask"])
+    np.testing.assert_array_equal(data["image"][n], np.round(example["image"] * 255.))
+
+
+def test_shapes_are_deterministic_from_the_seed():
+  first = shapes.generate(4, seed=11, size=16)
+  again = shapes.generate(4, seed=11, size=16)
+  fewer = shapes.generate(2, seed=11, size=16)
+  other = shapes.generate(4, seed=12, size=16)
+  for key in ("image", "mask"):
+    np.testing.assert_array_equal(first[key], again[key])
+    np.testing.assert_array_equal(first[key][:2], fewer[key])
+  assert not np.array_equal(first["image"], other["image"])
+  assert not np.array_equal(first["image"][0], first["image"][1])
+
+
+def test_shapes_datasets_have_the_config_shapes():
+  train, test = data_lib.make_datasets(_tiny_config())
+  batch = next(iter(train))
+  assert batch["image"].shape == (2, 16, 16, 3) and batch["mask"].shape == (2, 16, 16, 1)
+  assert sum(int(x["image"].shape[0]) for x in test) == 4
+
+
+# ------------------------------------------------------------------ model
+def test_table6_shapes_at_paper_size():
+  config = configs.get_config("cub").override(["num_samples=1"])
+  model = architectures.build_model(config)
+  assert sorted(model.encoders) == ["image", "mask"]
+  assert sorted(model.decoders) == ["image", "mask"]
+  h = tf.zeros([1, 128, 128, 3])
+  stem = model.encoders["image"].stem
+  for layer in stem[:-2]:
+    h = layer(h)
+  assert h.shape == (1, 4, 4, 96)  # last pool of Table 6
+  assert stem[-1](stem[-2](h)).shape == (1, 256)
+  z = tf.zeros([2, 96])
+  assert model.decoders["image"].mean(z).shape == (2, 128, 128, 3)
+  assert model.decoders["mask"].mean(z).shape == (2, 128, 128, 1)
+  h = z
+  for layer in model.decoders["mask"].stem:
+    h = layer(h)
+  assert h.shape == (2, 64, 64, 16)  # last interpolation of Table 6
+  assert model.decoders["image"].head.scale_kind == "global"
+  assert model.decoders["image"].head.raw_scale.shape == ()
+
+
+def test_wrong_image_size_and_unknown_target_are_refused():
+  with pytest.raises(ValueError, match="image_size=64"):
+    architectures.build_model(configs.get_config("shapes").override(["image_size=64"]))
+  with pytest.raises(ValueError, match="targets"):
+    architectures.build_model(_tiny_config("targets=segmentation"))
+
+
+@pytest.mark.parametrize("objective,targets,precision,encoders,decoders", [
+    ("ind", "image,mask", "mixed_bfloat16", ["image", "mask"], ["image", "mask"]),
+    ("hybrid", "image,mask", "mixed_float16", ["image", "mask"], ["image", "mask"]),
+    ("hybrid", "mask", "mixed_bfloat16", ["image", "mask"], ["mask"]),  # hybrid*
+    ("ind", "mask", "mixed_float16", ["image", "mask"], ["mask"]),  # ind*
+    ("iwae", "mask", "mixed_bfloat16", ["image"], ["mask"]),
+])
+def test_one_mixed_precision_train_step_per_objective(objective, targets, precision,
+                                                      encoders, decoders):
+  keras.config.set_dtype_policy(precision)
+  config = _tiny_config(f"objective={objective}", f"targets={targets}",
+                        f"precision={precision}")
+  model = _compiled(config)
+  assert sorted(model.encoders) == encoders and sorted(model.decoders) == decoders
+  conv = model.decoders[decoders[0]].stem[2]
+  assert conv.compute_dtype == precision.split("_")[1]  # the policy reached the convs
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  step = tf.function(model.train_step)
+  # float16 uses dynamic loss scaling: steps whose scaled gradients overflow
+  # are skipped while the scale drops, so allow a few.
+  for _ in range(1 if precision == "mixed_bfloat16" else 40):
+    logs = step(_batch())
+    assert math.isfinite(float(logs["loss"])) and math.isfinite(float(logs["bound"]))
+    if not np.array_equal(before[0], model.trainable_variables[0].numpy()):
+      break
+  bound, bounds = model._bounds(_batch(), 2, ("ind", "poe"))  # pylint: disable=protected-access
+  assert bound.dtype == tf.float32 and bounds["poe"].dtype == tf.float32
+  changed = [not np.array_equal(b, v.numpy())
+             for b, v in zip(before, model.trainable_variables)]
+  assert sum(changed) > len(changed) // 2
+
+
+# ------------------------------------------------------------ Table 2
+def test_pixel_accuracy_on_hand_made_masks():
+  predicted = tf.constant([[[0.9, 0.2], [0.6, 0.4]],
+                           [[0.1, 0.9], [0.5, 0.7]]])
+  mask = tf.constant([[[1., 0.], [0., 0.]],
+                      [[1., 0.], [0., 0.]]])
+  np.testing.assert_allclose(evaluation_cub.pixel_accuracy(predicted, mask),
+                             [0.75, 0.])
+  np.testing.assert_allclose(evaluation_cub.pixel_accuracy(mask, mask), [1., 1.])
+
+
+def test_single_source_bound_is_independent_of_chunking():
+  model = architectures.build_model(_tiny_config())
+  x = _batch()
+  tf.random.set_seed(7)
+  whole = evaluation_cub.single_source_bound(model, x, "image", "mask", 6, chunk_size=6)
+  tf.random.set_seed(7)
+  chunked = evaluation_cub.single_source_bound(model, x, "image", "mask", 6, chunk_size=4)
+  np.testing.assert_allclose(whole, chunked, rtol=1e-5)
+  tf.random.set_seed(7)
+  q = model.encode(x, ["image"])["image"]
+  z = q.sample(6)
+  log_w = model.decoders["mask"].log_prob(z, x["mask"]) + (
+      -0.5 * tf.reduce_sum(z ** 2, -1) - 2. * math.log(2. * math.pi)) - q.log_prob(z)
+  np.testing.assert_allclose(
+      whole, tf.reduce_logsumexp(log_w, 0) - math.log(6.), rtol=1e-5)
+
+
+def test_table2_rows_follow_the_model():
+  test = data_lib.make_datasets(_tiny_config())[1]
+  full = evaluation_cub.evaluate_table2(architectures.build_model(_tiny_config()), test,
+                                        num_samples=2, accuracy_samples=3)
+  star = evaluation_cub.evaluate_table2(
+      architectures.build_model(_tiny_config("targets=mask")), test, 2, 3, max_examples=2)
+  assert full["num_examples"] == 4 and star["num_examples"] == 2
+  assert all(math.isfinite(full[r]) for r in evaluation_cub.ROWS)
+  assert 0. <= full["accuracy"] <= 1.
+  assert star["img_to_img"] is None and math.isfinite(star["img_to_seg"])
+  table = evaluation_cub.table2_markdown({"ind": full, "hybrid*": star})
+  assert "(paper 5326)" in table and "(paper 0.872)" in table
+  assert "| img-to-img |" in table and " - (paper -29668)" in table
+
+
+def test_conditional_generation_figures(tmp_path):
+  model = architectures.build_model(_tiny_config())
+  x = _batch(num=3)
+  grid = plots_cub.conditional_grid(model, x, "image", [("image", 3), ("mask", 11)])
+  assert grid.shape == (15, 3, 16, 16, 3)
+  np.testing.assert_array_equal(grid[0], x["image"].numpy())
+  paths = plots_cub.cub_figures(model, x, str(tmp_path))
+  assert [os.path.basename(p) for p in paths] == ["fig8_images.png", "fig9_masks.png"]
+  assert all(os.path.getsize(p) > 1000 for p in paths)
+  assert cub_arch.parse_names(" image , mask", "targets") == ("image", "mask")
