@@ -1,0 +1,250 @@
+"""Pendulum data (geometry, noise, faults, determinism), conflict and robust integration."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+from msnvi_tf import architectures
+from msnvi_tf import beliefs as beliefs_lib
+from msnvi_tf import integration
+from msnvi_tf import robust
+from msnvi_tf.data import pendulum
+
+SQRT_HALF = math.sqrt(0.5)
+# Independent camera geometry from the paper's description (R = 1, D = 2): centre
+# and right axis; every camera looks at the origin.
+CAMERAS = (
+    (np.array([0., 0., 2.]), np.array([1., 0., 0.])),  # on the z-axis
+    (np.array([0., -2. * SQRT_HALF, 2. * SQRT_HALF]), np.array([1., 0., 0.])),  # 45 deg about x
+    (np.array([2. * SQRT_HALF, 0., 2. * SQRT_HALF]),
+     np.array([SQRT_HALF, 0., -SQRT_HALF])),  # 45 deg about y
+)
+ANGLES = np.deg2rad([0., 45., 90., 180., 250., 270.])
+
+
+def pinhole(point, centre, right, focal=22., size=32):
+  """(row, col) of a world point in a camera looking at the origin."""
+  forward = -centre / np.linalg.norm(centre)
+  up = np.cross(right, forward)
+  d = point - centre
+  depth = d @ forward
+  c0 = (size - 1) / 2.
+  return np.array([c0 - focal * (d @ up) / depth, c0 + focal * (d @ right) / depth])
+
+
+@pytest.fixture(scope="module")
+def config():
+  return configs.get_config("pendulum").override([
+      "train_size=1000", "eval_size=64", "eval_batch_size=64", "batch_size=32",
+      "learning_rate=0.003"])
+
+
+def test_projection_matches_pinhole_formula():
+  rig = pendulum.Rig()
+  points = np.stack([np.cos(ANGLES), np.sin(ANGLES), np.zeros_like(ANGLES)], -1)
+  pixels, _ = rig.project(points)  # [3, N, 2]
+  for c, (centre, right) in enumerate(CAMERAS):
+    expected = np.stack([pinhole(p, centre, right) for p in points])
+    np.testing.assert_allclose(pixels[c], expected, atol=1e-9)
+  # Camera 0 at angle 0: col = 15.5 + f R / D = 26.5.
+  np.testing.assert_allclose(pixels[0, 0], [15.5, 26.5])
+
+
+def test_rendered_bob_sits_at_projected_position():
+  rig = pendulum.Rig(rod_intensity=0.)
+  images = rig.render(ANGLES)  # [3, N, H, W]
+  rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+  mass = images.sum((-1, -2))
+  centroid = np.stack([(images * rows).sum((-1, -2)), (images * cols).sum((-1, -2))],
+                      -1) / mass[..., None]  # [3, N, 2]
+  points = np.stack([np.cos(ANGLES), np.sin(ANGLES), np.zeros_like(ANGLES)], -1)
+  for c, (centre, right) in enumerate(CAMERAS):
+    expected = np.stack([pinhole(p, centre, right) for p in points])
+    # Sub-pixel: a disc of radius ~1-3 px sampled at pixel centres.
+    np.testing.assert_allclose(centroid[c], expected, atol=0.1)
+
+
+def _conic_axis_ratio(pixels):
+  """Fits A u^2 + B uv + C v^2 + D u + E v + F = 0; returns (residual, discriminant, axis ratio)."""
+  u, v = pixels[:, 1], pixels[:, 0]
+  design = np.stack([u * u, u * v, v * v, u, v, np.ones_like(u)], -1)
+  design /= np.linalg.norm(design, axis=0)
+  _, singular, vt = np.linalg.svd(design)
+  a, b, c = vt[-1, :3] / np.linalg.norm(np.stack([u * u, u * v, v * v], -1), axis=0)
+  eig = np.linalg.eigvalsh([[a, b / 2.], [b / 2., c]])
+  return singular[-1], b * b - 4. * a * c, math.sqrt(min(abs(eig)) / max(abs(eig)))
+
+
+def test_camera0_sees_a_circle_cameras_1_2_see_ellipses():
+  rig = pendulum.Rig()
+  angles = np.linspace(0., 2. * np.pi, 90, endpoint=False)
+  pixels, _ = rig.project(pendulum.bob_positions(angles))  # [3, N, 2]
+  radius = np.linalg.norm(pixels[0] - 15.5, axis=-1)
+  np.testing.assert_allclose(radius, 22. * 1. / 2., atol=1e-9)
+  for c in (1, 2):
+    residual, discriminant, ratio = _conic_axis_ratio(pixels[c])
+    assert residual < 1e-8
+    assert discriminant < 0.  # an ellipse
+    assert 0.5 < ratio < 0.9  # not a circle: foreshortened by the 45 deg tilt
+  _, _, ratio0 = _conic_axis_ratio(pixels[0])
+  assert ratio0 == pytest.approx(1., abs=1e-6)
+
+
+def test_noise_std(config):
+  rig = pendulum.Rig.from_config(config)
+  batch, angles = pendulum.make_sequence(rig, 200, seed=3)
+  clean = rig.render(angles)
+  for c, s in enumerate(pendulum.SOURCES):
+    noise = batch[s] - clean[c]
+    assert np.std(noise) == pytest.approx(0.1, abs=0.003)
+    assert abs(np.mean(noise)) < 0.003
+  train, _ = pendulum.make_datasets(config)
+  for batch in train.take(3):
+    for s in pendulum.SOURCES:
+      corner = batch[s].numpy()[:, :3, :3]  # always background
+      assert np.std(corner) == pytest.approx(0.1, abs=0.02)
+
+
+@pytest.mark.parametrize("fault", pendulum.FAULTS)
+def test_fault_starts_at_requested_frame(fault):
+  rig = pendulum.Rig()
+  start = 37
+  healthy, _ = pendulum.make_sequence(rig, 60, seed=5, num_rotations=1.)
+  faulty, _ = pendulum.make_sequence(rig, 60, seed=5, num_rotations=1., fault=fault,
+                                     fault_sensor=1, fault_start=start)
+  for s in ("camera0", "camera2", "position"):
+    np.testing.assert_array_equal(faulty[s], healthy[s])
+  np.testing.assert_array_equal(faulty["camera1"][:start], healthy["camera1"][:start])
+  changed = np.any(faulty["camera1"] != healthy["camera1"], axis=(1, 2))  # [T]
+  np.testing.assert_array_equal(changed, np.arange(60) >= start)
+  after = faulty["camera1"][start:]
+  if fault == "noise":
+    assert after.min() >= 0. and after.max() <= 1.
+    assert np.mean(after) == pytest.approx(0.5, abs=0.01)
+  elif fault == "frozen":
+    np.testing.assert_array_equal(after, np.broadcast_to(healthy["camera1"][start - 1],
+                                                         after.shape))
+  elif fault == "black":
+    assert not np.any(after)
+  else:
+    np.testing.assert_array_equal(after[:, :, :16], healthy["camera1"][start:, :, :16])
+    assert np.mean(after[:, :, 16:]) == pytest.approx(0.5, abs=0.01)
+
+
+def test_unknown_fault_and_bad_start_raise():
+  images = np.zeros((4, 32, 32), np.float32)
+  rng = np.random.default_rng(0)
+  with pytest.raises(ValueError, match="Unknown fault"):
+    pendulum.inject_fault(images, images, "melted", 1, rng)
+  with pytest.raises(ValueError, match="outside"):
+    pendulum.inject_fault(images, images, "black", 5, rng)
+
+
+def test_deterministic_from_seed(config):
+  rig = pendulum.Rig.from_config(config)
+  a, _ = pendulum.make_sequence(rig, 30, seed=7, fault="noise")
+  b, _ = pendulum.make_sequence(rig, 30, seed=7, fault="noise")
+  c, _ = pendulum.make_sequence(rig, 30, seed=8, fault="noise")
+  for s in pendulum.SOURCES:
+    np.testing.assert_array_equal(a[s], b[s])
+    assert np.any(a[s] != c[s])
+  first = [next(iter(ds)) for ds in pendulum.make_datasets(config)]
+  second = [next(iter(ds)) for ds in pendulum.make_datasets(config)]
+  for x, y in zip(first, second):
+    for key in x:
+      np.testing.assert_array_equal(x[key].numpy(), y[key].numpy())
+
+
+def _beliefs(locs, scales):
+  """`{s_i: N(loc_i, diag(scale_i^2))}` with batch shape [1]."""
+  return {f"s{i}": beliefs_lib.make_belief(np.array([loc], np.float32),
+                                            np.array([scale], np.float32))
+          for i, (loc, scale) in enumerate(zip(locs, scales))}
+
+
+def test_robust_equals_poe_without_conflict():
+  beliefs = _beliefs([[0.5, -0.2], [0.55, -0.25], [0.45, -0.15]],
+                     [[0.2, 0.3], [0.25, 0.3], [0.2, 0.2]])
+  loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))
+  np.testing.assert_array_equal(robust.robust_weights(loc, scale).numpy(), 1.)
+  q_rob = integration.integrate(beliefs, "robust")
+  q_poe = integration.poe(beliefs)
+  np.testing.assert_allclose(q_rob.mean().numpy(), q_poe.mean().numpy(), rtol=1e-6)
+  np.testing.assert_allclose(q_rob.stddev().numpy(), q_poe.stddev().numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("failed_scale", [0.1, 0.8])
+def test_robust_mutes_a_conflicting_source(failed_scale):
+  # s2 fails: confident (0.1) or vague (0.8) and far from the two agreeing sources.
+  beliefs = _beliefs([[1., 0.], [1.05, 0.05], [-1., 1.]],
+                     [[0.2, 0.2], [0.2, 0.2], [failed_scale] * 2])
+  loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))
+  weights = robust.robust_weights(loc, scale).numpy()[:, 0]
+  np.testing.assert_array_equal(weights[:2], 1.)
+  assert weights[2] < 0.1
+  q_rob = integration.integrate(beliefs, "robust")
+  q_healthy = integration.poe(beliefs, ["s0", "s1"])
+  q_all = integration.poe(beliefs)
+  error = np.abs(q_rob.mean().numpy() - q_healthy.mean().numpy()).max()
+  assert error < 0.03
+  assert error < 0.2 * np.abs(q_all.mean().numpy() - q_healthy.mean().numpy()).max()
+
+
+def test_robust_mask_and_fallbacks():
+  beliefs = _beliefs([[1., 0.], [1.05, 0.05], [-1., 1.]], [[0.2, 0.2]] * 3)
+  loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))  # [3, 1, 2]
+  # Masking the failed source out is PoE of the others.
+  masked, _, weights = robust.robust_stacked(loc, scale, tf.constant([[1.], [1.], [0.]]))
+  np.testing.assert_array_equal(weights.numpy()[:, 0], [1., 1., 0.])
+  np.testing.assert_allclose(masked.numpy(), integration.poe(beliefs, ["s0", "s1"]).mean(),
+                             rtol=1e-6)
+  # Two conflicting sources: the less conflicting keeps weight 1, no collapse to the prior.
+  _, _, weights = robust.robust_stacked(loc[1:], scale[1:])
+  assert weights.numpy().max() == 1.
+  # A single present source is integrated alone.
+  single, _, _ = robust.robust_stacked(loc, scale, tf.constant([[0.], [0.], [1.]]))
+  np.testing.assert_allclose(single.numpy(), loc[2].numpy(), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(config):
+  """A pendulum model trained briefly (400 steps) with a large learning rate."""
+  keras.utils.set_random_seed(0)
+  model = architectures.build_model(config)
+  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+  train, _ = pendulum.make_datasets(config)
+  iterator = iter(train)
+
+  @tf.function
+  def train_steps(num):
+    for _ in tf.range(num):
+      model.train_step(next(iterator))
+
+  train_steps(tf.constant(400))
+  return model
+
+
+def test_conflict_of_failed_sensor_rises_above_healthy_pairs(trained, config):
+  rig = pendulum.Rig.from_config(config)
+  batch, _ = pendulum.make_sequence(rig, 180, seed=11, fault="noise")  # fails at 120
+  x = {k: tf.constant(v) for k, v in batch.items()}
+  c = trained.conflict(x).numpy()  # [T, 3, 3]
+  before, after = c[:120], c[120:]
+  healthy_after = np.median(np.maximum(after[:, 1, 2], after[:, 2, 1]))
+  healthy_before = np.median(np.maximum(before[:, 0, 1], before[:, 1, 0]))
+  for j in (1, 2):
+    failed = np.median(np.maximum(after[:, 0, j], after[:, j, 0]))
+    assert failed > 3. * healthy_after
+    assert failed > 3. * healthy_before
+  # model.integrate(method="robust") is the registered robust integration and
+  # mutes the failed camera.
+  beliefs = trained.encode(x)
+  q = trained.integrate(beliefs, method="robust")
+  loc, scale = beliefs_lib.stack_beliefs(beliefs, trained.sources)
+  loc_rob, _, weights = robust.robust_stacked(loc, scale)
+  np.testing.assert_allclose(q.mean().numpy(), loc_rob.numpy(), rtol=1e-6)
+  assert np.median(weights.numpy()[0, 120:]) < 0.5
+  assert np.median(weights.numpy()[1:, 120:]) == 1.
