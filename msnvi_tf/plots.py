@@ -289,7 +289,7 @@ def fig5_pendulum(run, path: str, threshold: float = 1., num_thumbnails: int = 9
   fail = degrees[run["fault_start"]] if run["fault"] else None
   predictions = run["predictions"]
   pred_rows = (len(predictions) + 1) // 2
-  fig = mfigure.Figure(figsize=(13., 2.2 * pred_rows + 2. * len(sources) / 3. + 5.5),
+  fig = mfigure.Figure(figsize=(10., 1.7 * pred_rows + 1.6 * len(sources) / 3. + 4.3),
                        layout="constrained")
   backend_agg.FigureCanvasAgg(fig)
   fig.suptitle(
