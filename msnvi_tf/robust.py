@@ -26,7 +26,7 @@ with the failing one, while a source that conflicts with every other source
 scores high. (R4) takes tau = 1 as the conflict threshold, the decision
 criterion of the KL ratio of Bousquet (2008) that Eq. (2) adapts ("a ratio
 greater than 1"); the reference is raised to the lowest score when every source
-conflicts, so the most consistent source always keeps weight 1 and the result
+conflicts, so the most consistent sources always keep weight 1 and the result
 never collapses to the prior. (R5) leaves every source with s_m <= s_ref at
 full weight and decays the others continuously as (tau / s_m)^kappa (kappa = 2:
 a source conflicting ten-fold beyond the threshold keeps 1 % of its evidence;
@@ -35,9 +35,10 @@ kappa = inf gives hard selection).
 Properties: if no source conflicts (every s_m <= tau), q_rob equals the PoE of
 S exactly. With one failure among M >= 3 sources, the healthy sources keep
 weight ~1 and the failing one is muted, so q_rob is close to the PoE of the
-healthy sources. Limits: a failure is only recognisable by disagreement, so with
-two sources a conflict cannot be attributed (the less conflicting one is kept),
-and failures that agree with each other keep each other. A vague healthy
+healthy sources. Limits: a failure is only recognisable by disagreement. Two
+sources have equal scores s_m = C(1, 2), so both keep weight 1 and the result
+is their PoE: a conflict between two sources cannot be attributed. Failures
+that agree with each other keep each other. A vague healthy
 source (near the prior) may be down-weighted, which changes the product little
 since its precision is close to Lambda_0 = 1.
 

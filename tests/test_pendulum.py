@@ -201,9 +201,16 @@ def test_robust_mask_and_fallbacks():
   np.testing.assert_array_equal(weights.numpy()[:, 0], [1., 1., 0.])
   np.testing.assert_allclose(masked.numpy(), integration.poe(beliefs, ["s0", "s1"]).mean(),
                              rtol=1e-6)
-  # Two conflicting sources: the less conflicting keeps weight 1, no collapse to the prior.
-  _, _, weights = robust.robust_stacked(loc[1:], scale[1:])
-  assert weights.numpy().max() == 1.
+  # Two conflicting sources: the conflict cannot be attributed, both are kept (PoE).
+  pair, _, weights = robust.robust_stacked(loc[1:], scale[1:])
+  np.testing.assert_array_equal(weights.numpy(), 1.)
+  np.testing.assert_allclose(pair.numpy(), integration.poe(beliefs, ["s1", "s2"]).mean(),
+                             rtol=1e-6)
+  # Every source conflicting with every other: the least conflicting keeps weight 1.
+  spread = _beliefs([[1., 0.], [-1., 0.], [0., 1.5]], [[0.2, 0.2], [0.3, 0.3], [0.5, 0.5]])
+  loc3, scale3 = beliefs_lib.stack_beliefs(spread, list(spread))
+  weights = robust.robust_weights(loc3, scale3).numpy()[:, 0]
+  assert weights.max() == 1. and weights.min() < 1.
   # A single present source is integrated alone.
   single, _, _ = robust.robust_stacked(loc, scale, tf.constant([[0.], [0.], [1.]]))
   np.testing.assert_allclose(single.numpy(), loc[2].numpy(), rtol=1e-5)
