@@ -127,7 +127,14 @@ class Rig:
     return self.rotations @ np.array([0., 0., self.distance])
 
   def project(self, points):
-    """Pinhole projection, Eqs. (1)-(2): `[N, 3]` -> pixels `[3, N, 2]` (row, col), depth `[3, N]`."""
+    """Pinhole projection, Eqs. (1)-(2), into every camera.
+
+    Args:
+      points: `[N, 3]` world points.
+
+    Returns:
+      `(pixels [3, N, 2], depth [3, N])`: (row, col) and depth per camera.
+    """
     d = np.einsum("cji,cnj->cni", self.rotations,
                   np.asarray(points)[None] - self.centres[:, None])  # [3, N, 3]
     depth = -d[..., 2]  # [3, N]
