@@ -161,10 +161,12 @@ def load_idx_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
 def load_tfds_split(split: str, tfds_data_dir: str = "") -> Tuple[np.ndarray, np.ndarray]:
   """`(images [N, 28, 28] uint8, labels [N] uint8)` from a prepared TFDS `mnist` (no download)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  data = tfds.as_numpy(tfds.load("mnist", split=split, data_dir=tfds_data_dir or None,
-                                 download=False, batch_size=-1))
-  images = np.asarray(data["image"], np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-  return images, np.asarray(data["label"]).astype(np.uint8)
+  dataset = tfds.load("mnist", split=split, data_dir=tfds_data_dir or None,
+                      download=False)
+  batches = list(tfds.as_numpy(dataset.batch(10_000)))
+  images = np.concatenate([b["image"] for b in batches]).astype(np.uint8)
+  labels = np.concatenate([b["label"] for b in batches]).astype(np.uint8)
+  return images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels
 
 
 def _tfds_prepared(tfds_data_dir: str) -> bool:

@@ -1,0 +1,247 @@
+"""Table 1: trained models evaluated under every integration, next to the paper.
+
+Each trained model (one workdir of `bin/train`) is evaluated on the test set
+with K importance samples under the three bounds of `objectives`:
+  ind  (Eq. 1)   the average of the single-source bounds,
+  moe  (App. B)  the mixture of the beliefs as proposal,
+  poe  (Eq. 4)   the product of the beliefs (Eq. 3) as proposal,
+giving one column of the Table 1 grid (rows: evaluation objective, columns:
+training objective). The grid is reported as negative ELBOs (nats, lower is
+better), like the paper. A large-K estimate of ln p(x) (`MultiSourceVAE.
+log_likelihood`, PoE proposal, drawn in chunks) is added per model.
+"""
+import csv
+import json
+import math
+import os
+import re
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from msnvi_tf import data as data_lib
+from msnvi_tf import objectives
+from msnvi_tf import training
+
+__all__ = [
+    "COLUMNS",
+    "COLUMN_TITLES",
+    "VARIANT_TITLES",
+    "PAPER_TABLE1",
+    "column_of",
+    "evaluate_workdir",
+    "grid_rows",
+    "format_markdown",
+    "write_grid",
+    "load_results",
+]
+
+EVAL_ROWS = objectives.INTEGRATED_BOUNDS  # ("ind", "moe", "poe")
+COLUMNS = ("ind", "moe", "poe", "hybrid", "hybrid_k1", "iwae")
+COLUMN_TITLES = {"ind": "L_ind", "moe": "L_MoE", "poe": "L_PoE", "hybrid": "L_hybrid",
+                 "hybrid_k1": "L_hybrid (K=1)", "iwae": "IWAE"}
+VARIANT_TITLES = {"mnist_tb": "MNIST-TB", "mnist_qu": "MNIST-QU", "mnist_no": "MNIST-NO"}
+
+
+def _table(ind, moe, poe, iwae):
+  """One variant of Table 1: `{eval row: {train column: negative ELBO}}`."""
+  cols = COLUMNS[:5]
+  return {"ind": dict(zip(cols, ind)), "moe": dict(zip(cols, moe)),
+          "poe": {**dict(zip(cols, poe)), "iwae": iwae}}
+
+
+# Table 1 of the paper: negative ELBOs (K = 16) on the test set, lower is better.
+# The IWAE (hard-wired on MNIST-TB/-QU, single noisy source on MNIST-NO) has one
+# encoder, so only its PoE row is reported.
+PAPER_TABLE1 = {
+    "mnist_tb": _table((102.20, 102.40, 265.59, 104.03, 108.97),
+                       (101.51, 101.82, 264.48, 103.37, 108.30),
+                       (94.38, 94.39, 87.59, 90.07, 90.81), 88.79),
+    "mnist_qu": _table((120.46, 120.37, 447.67, 129.63, 140.61),
+                       (119.10, 119.98, 446.02, 128.16, 139.19),
+                       (108.07, 107.85, 87.67, 89.20, 90.17), 88.79),
+    "mnist_no": _table((94.81, 94.86, 101.20, 96.27, 95.31),
+                       (93.98, 94.03, 100.36, 95.58, 94.55),
+                       (94.52, 94.65, 92.27, 92.21, 94.49), 94.95),
+}
+
+
+def column_of(config) -> str:
+  """The Table 1 column of a training config: its objective, "_k1" when K = 1."""
+  column = config.objective
+  if config.objective != "iwae" and config.num_samples != 16:
+    column += f"_k{config.num_samples}"
+  return column
+
+
+def _step_of(workdir: str) -> int:
+  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  match = re.search(r"-(\d+)$", path or "")
+  return int(match.group(1)) if match else -1
+
+
+def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
+                     large_k: int = 1000, large_k_examples: int = 500,
+                     chunk_size: int = 100, eval_batch_size: int = 500) -> Dict:
+  """Evaluates one trained model under ind / MoE / PoE and with a large-K estimate.
+
+  Bounds: ln (1/K) sum_k p(x, z_k) / q(z_k) with q the single-source beliefs (Eq. 1),
+  their mixture (App. B) or their product (Eqs. 3, 4), averaged over the test set.
+
+  Args:
+    workdir: a workdir written by `bin/train`.
+    num_samples: K of the three bounds (16 in Table 1).
+    eval_size: first N test examples (0: the whole test set).
+    large_k: K of the log-likelihood estimate (0: skip it).
+    large_k_examples: test examples of the large-K estimate (its cost is
+      large_k times that of one bound).
+    chunk_size: samples per chunk of the large-K estimate.
+    eval_batch_size: examples per evaluation batch.
+
+  Returns:
+    `{"workdir", "dataset", "column", "objective", "step", "num_samples",
+    "num_examples", "ind", "moe", "poe", "large_k", "large_k_examples",
+    "log_likelihood"}`; bounds and log-likelihood in nats per example (higher is
+    better; the grid reports their negatives).
+  """
+  model, config = training.load_trained(
+      workdir, eval_num_samples=num_samples, eval_size=eval_size,
+      eval_batch_size=eval_batch_size)
+  _, eval_ds = data_lib.make_datasets(config)
+  metrics = training.evaluate(model, eval_ds)
+  result = {"workdir": os.path.abspath(workdir), "dataset": config.dataset,
+            "column": column_of(config), "objective": config.objective,
+            "step": _step_of(workdir), "num_samples": num_samples,
+            "num_examples": int(sum(int(tf.shape(next(iter(b.values())))[0])
+                                    for b in eval_ds)),
+            **{k: metrics[k] for k in EVAL_ROWS},
+            "large_k": large_k, "large_k_examples": 0, "log_likelihood": math.nan}
+  if large_k:
+    values = []
+    for batch in eval_ds.unbatch().take(large_k_examples).batch(eval_batch_size):
+      values.append(model.log_likelihood(batch, large_k, chunk_size=chunk_size).numpy())
+    values = np.concatenate(values)  # [N]
+    result.update(large_k_examples=int(values.size),
+                  log_likelihood=float(np.mean(values)))
+  return result
+
+
+def _fmt(value):
+  return "" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def grid_rows(results: Sequence[Mapping]) -> List[Dict]:
+  """Long-format rows of the Table 1 grid, ours beside the paper's.
+
+  Returns:
+    One dict per (dataset, evaluation objective, training column) that either
+    we or the paper have: `{"dataset", "eval_objective", "train_objective",
+    "ours", "paper", "step", "workdir"}` with negative ELBOs (None if absent).
+  """
+  ours = {(r["dataset"], r["column"]): r for r in results}
+  datasets = [d for d in PAPER_TABLE1 if any(r["dataset"] == d for r in results)]
+  datasets += sorted({r["dataset"] for r in results} - set(datasets))
+  rows = []
+  for dataset in datasets:
+    paper = PAPER_TABLE1.get(dataset, {})
+    columns = list(COLUMNS) + sorted(
+        {c for d, c in ours if d == dataset} - set(COLUMNS))
+    for row in EVAL_ROWS:
+      for column in columns:
+        result = ours.get((dataset, column))
+        if column == "iwae" and row != "poe":  # One encoder: ind = MoE = PoE.
+          result = None
+        value = paper.get(row, {}).get(column)
+        if result is None and value is None:
+          continue
+        rows.append({"dataset": dataset, "eval_objective": row,
+                     "train_objective": column,
+                     "ours": None if result is None else -result[row],
+                     "paper": value,
+                     "step": None if result is None else result["step"],
+                     "workdir": None if result is None else result["workdir"]})
+  return rows
+
+
+def format_markdown(results: Sequence[Mapping]) -> str:
+  """The grid as Markdown tables, one per data set: cells "ours (paper)"."""
+  rows = grid_rows(results)
+  lines = []
+  for dataset in dict.fromkeys(r["dataset"] for r in rows):
+    mine = [r for r in rows if r["dataset"] == dataset]
+    columns = list(dict.fromkeys(r["train_objective"] for r in mine))
+    steps = sorted({r["step"] for r in mine if r["step"] is not None})
+    lines += [f"### {VARIANT_TITLES.get(dataset, dataset)}",
+              "",
+              "Negative ELBO on the test set (nats, lower is better), "
+              f"ours (paper); training steps: {', '.join(map(str, steps)) or '-'}.",
+              "",
+              "| eval \\ train | " + " | ".join(
+                  COLUMN_TITLES.get(c, c) for c in columns) + " |",
+              "|---" * (len(columns) + 1) + "|"]
+    for row in EVAL_ROWS:
+      cells = []
+      for column in columns:
+        match = [r for r in mine if r["eval_objective"] == row
+                 and r["train_objective"] == column]
+        if not match:
+          cells.append("-")
+          continue
+        ours, paper = match[0]["ours"], match[0]["paper"]
+        ours_text = "-" if ours is None else _fmt(ours)
+        cells.append(ours_text if paper is None else f"{ours_text} ({paper:.2f})")
+      lines.append(f"| {COLUMN_TITLES[row]} | " + " | ".join(cells) + " |")
+    lines.append("")
+  large = [r for r in results if r.get("large_k")]
+  if large:
+    lines += ["### Large-K log-likelihood (PoE proposal)", "",
+              "| data set | training objective | steps | K | examples | "
+              "-ln p(x) | -L_PoE (K=16) |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(large, key=lambda r: (r["dataset"], r["column"])):
+      lines.append(
+          f"| {VARIANT_TITLES.get(r['dataset'], r['dataset'])} | "
+          f"{COLUMN_TITLES.get(r['column'], r['column'])} | {r['step']} | "
+          f"{r['large_k']} | {r['large_k_examples']} | "
+          f"{_fmt(-r['log_likelihood'])} | {_fmt(-r['poe'])} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write_grid(results: Sequence[Mapping], output_dir: str) -> Dict[str, str]:
+  """Writes table1.md, table1.csv, large_k.csv and results.json into `output_dir`.
+
+  Returns:
+    `{"markdown", "csv", "large_k_csv", "json"}` paths.
+  """
+  tf.io.gfile.makedirs(output_dir)
+  paths = {name: os.path.join(output_dir, file) for name, file in (
+      ("markdown", "table1.md"), ("csv", "table1.csv"),
+      ("large_k_csv", "large_k.csv"), ("json", "results.json"))}
+  with tf.io.gfile.GFile(paths["markdown"], "w") as f:
+    f.write(format_markdown(results))
+  fields = ("dataset", "eval_objective", "train_objective", "ours", "paper", "step",
+            "workdir")
+  with tf.io.gfile.GFile(paths["csv"], "w") as f:
+    writer = csv.DictWriter(f, fields, lineterminator="\n")
+    writer.writeheader()
+    for row in grid_rows(results):
+      writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
+  large_fields = ("dataset", "column", "step", "large_k", "large_k_examples",
+                  "log_likelihood", "poe", "workdir")
+  with tf.io.gfile.GFile(paths["large_k_csv"], "w") as f:
+    writer = csv.DictWriter(f, large_fields, lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(r for r in results if r.get("large_k"))
+  with tf.io.gfile.GFile(paths["json"], "w") as f:
+    json.dump(list(results), f, indent=2)
+  return paths
+
+
+def load_results(path: str) -> Optional[List[Dict]]:
+  """Results saved by `write_grid` (results.json), or None if there are none."""
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
