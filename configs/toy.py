@@ -39,6 +39,7 @@ def get_config():
       eval_batch_size=500,
       max_checkpoints=3,
       precision="auto",  # see msnvi_tf.precision
+      distribute="auto",  # see msnvi_tf.training.make_strategy
       jit_compile=False,
       export_num_samples=100,
   )

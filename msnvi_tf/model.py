@@ -201,7 +201,9 @@ class MultiSourceVAE(keras.Model):
     with tf.GradientTape() as tape:
       bound, _ = self._bounds(x, self.num_samples, training=True)  # [B]
       loss = -tf.reduce_mean(bound)
-      scaled_loss = self.optimizer.scale_loss(loss)
+      # Under tf.distribute the optimizer sums gradients over replicas.
+      replicas = tf.distribute.get_strategy().num_replicas_in_sync
+      scaled_loss = self.optimizer.scale_loss(loss / replicas)
     grads = tape.gradient(scaled_loss, self.trainable_variables)
     self.optimizer.apply(grads, self.trainable_variables)
     self._trackers["loss"].update_state(loss)
@@ -213,7 +215,7 @@ class MultiSourceVAE(keras.Model):
     x = data[0] if isinstance(data, tuple) else data
     bound, bounds = self._bounds(x, self.eval_num_samples,
                                  objectives.INTEGRATED_BOUNDS)
-    self._trackers["loss"].update_state(-tf.reduce_mean(bound))
+    self._trackers["loss"].update_state(-bound)
     self._trackers["bound"].update_state(bound)
     for name, value in bounds.items():
       self._trackers[name].update_state(value)

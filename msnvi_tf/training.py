@@ -38,7 +38,7 @@ __all__ = ["train_and_evaluate", "evaluate", "load_trained", "log_to_stdout",
 RUNTIME_FIELDS = frozenset({
     "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
-    "export_num_samples", "eval_num_samples", "learning_rate",
+    "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
 })
 # Progress goes to this logger; `bin/` scripts print it to stdout.
 log = logging.getLogger("msnvi_tf")
@@ -94,14 +94,15 @@ def _restore(checkpoint, manager, workdir) -> Optional[str]:
   return path
 
 
-def evaluate(model, dataset, test_fn=None) -> Dict[str, float]:
-  """Mean of `test_step` metrics over one pass of `dataset`."""
+def evaluate(model, dataset, test_fn=None, strategy=None) -> Dict[str, float]:
+  """Mean of `test_step` metrics over one pass of `dataset` (on every replica)."""
+  strategy = strategy or tf.distribute.get_strategy()
   test_fn = test_fn or tf.function(model.test_step, reduce_retracing=True)
   for metric in model.metrics:
     metric.reset_state()
   count = 0
-  for batch in dataset:
-    test_fn(batch)
+  for batch in strategy.experimental_distribute_dataset(dataset):
+    strategy.run(test_fn, args=(batch,))
     count += 1
   if not count:
     raise ValueError("The evaluation dataset is empty.")
@@ -109,6 +110,40 @@ def evaluate(model, dataset, test_fn=None) -> Dict[str, float]:
   for metric in model.metrics:
     metric.reset_state()
   return results
+
+
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+  """The `tf.distribute` strategy for `config.distribute`.
+
+  "auto": MultiWorkerMirroredStrategy when TF_CONFIG is set (several hosts or
+  processes), MirroredStrategy with more than one GPU, else the default
+  (single-device) strategy. "multi_worker", "mirrored" and "none" force one.
+  """
+  if kind == "auto":
+    if os.environ.get("TF_CONFIG"):
+      kind = "multi_worker"
+    elif len(tf.config.list_physical_devices("GPU")) > 1:
+      kind = "mirrored"
+    else:
+      kind = "none"
+  if kind == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if kind == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if kind == "none":
+    return tf.distribute.get_strategy()
+  raise ValueError(f"Unknown distribute {kind!r}; choose one of "
+                   "auto, none, mirrored, multi_worker.")
+
+
+def _is_chief(strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def load_trained(workdir: str, **overrides):
@@ -163,20 +198,29 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
 
   Returns:
     The final evaluation metrics: "bound" (training objective), "ind", "moe",
-    "poe" bounds per example (nats, higher is better), "loss", and "step".
+    "poe" bounds per example (nats, higher is better), "loss", "step", and
+    "param_norm" (global norm of the trainable weights).
   """
   config = Config(config)
   objectives.check_objective(config.objective)
-  _check_workdir(config, workdir)
+  # First: MultiWorkerMirroredStrategy must exist before any other TF op runs.
+  strategy = make_strategy(config.get("distribute", "auto"))
+  chief = _is_chief(strategy)
+  if chief:
+    _check_workdir(config, workdir)
+    logdir = workdir
+  else:  # Other workers write their (required) checkpoints to a scratch dir.
+    logdir = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
   keras.utils.set_random_seed(config.seed)
   policy, reason = precision_lib.resolve(config.precision)
-  log.info("Precision: %s (%s).", policy, reason)
-  with precision_lib.policy(policy):
+  log.info("Precision: %s (%s). Replicas: %d (%s).", policy, reason,
+           strategy.num_replicas_in_sync, type(strategy).__name__)
+  with precision_lib.policy(policy), strategy.scope():
     train_ds, eval_ds = data_lib.make_datasets(config)
     model = _build(config)
-  step = tf.Variable(0, dtype=tf.int64, name="step")
+    step = tf.Variable(0, dtype=tf.int64, name="step")
   checkpoint = _checkpoint(model, step)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt_dir = os.path.join(logdir, "checkpoints")
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.max_checkpoints)
   restored = _restore(checkpoint, manager, workdir)
   start = int(step.numpy())
@@ -187,22 +231,26 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   train_step = tf.function(model.train_step, jit_compile=config.jit_compile)
   test_fn = tf.function(model.test_step, jit_compile=config.jit_compile,
                         reduce_retracing=True)
-  iterator = iter(train_ds)
+  iterator = iter(strategy.experimental_distribute_dataset(train_ds))
 
   @tf.function
   def train_chunk(num):
     logs = {"loss": tf.constant(0.), "bound": tf.constant(0.)}
     for _ in tf.range(num):
-      logs = train_step(next(iterator))
+      per_replica = strategy.run(train_step, args=(next(iterator),))
+      logs = {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
     return logs
 
-  train_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
-  eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "eval"))
+  if chief:
+    train_writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "eval"))
+  else:
+    train_writer = eval_writer = tf.summary.create_noop_writer()
   intervals = (config.log_every, config.eval_every, config.checkpoint_every)
   total = config.num_steps
   log.info("Training %s with L_%s for %d steps (K=%d, batch %d) in %s.",
-               config.dataset, config.objective, total, config.num_samples,
-               config.batch_size, workdir)
+           config.dataset, config.objective, total, config.num_samples,
+           config.batch_size, workdir)
   t_start = time.time()
   t_last, s_last, rate = t_start, start, None
   results = None
@@ -225,24 +273,30 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
       _write(train_writer, {"loss": loss, "bound": float(logs["bound"]),
                             "steps_per_sec": rate}, current)
       log.info("step %d/%d | %.0f steps/s | ETA %s | bound %.4f", current, total,
-                   rate, _format_time((total - current) / max(rate, 1e-9)),
-                   float(logs["bound"]))
+               rate, _format_time((total - current) / max(rate, 1e-9)),
+               float(logs["bound"]))
       for metric in model.metrics:
         metric.reset_state()
     if current % config.eval_every == 0 or current == total:
-      results = evaluate(model, eval_ds, test_fn)
+      results = evaluate(model, eval_ds, test_fn, strategy)
       _write(eval_writer, {"bound": results["bound"], "loss": results["loss"],
                            **{f"bound_{k}": results[k]
                               for k in objectives.INTEGRATED_BOUNDS}}, current)
       log.info("eval step %d | bound %.4f | ind %.4f | moe %.4f | poe %.4f",
-                   current, results["bound"], results["ind"], results["moe"],
-                   results["poe"])
+               current, results["bound"], results["ind"], results["moe"],
+               results["poe"])
     if current % config.checkpoint_every == 0 or current == total:
       manager.save(checkpoint_number=current)
 
   if results is None:  # Nothing left to train: evaluate the restored model.
-    results = evaluate(model, eval_ds, test_fn)
+    results = evaluate(model, eval_ds, test_fn, strategy)
   results["step"] = current
+  # Identical on every worker when replicas stay in sync.
+  results["param_norm"] = float(tf.linalg.global_norm(
+      [tf.convert_to_tensor(v) for v in model.trainable_variables]))
+  if not chief:
+    tf.io.gfile.rmtree(logdir)
+    return results
   with tf.io.gfile.GFile(os.path.join(workdir, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
 
