@@ -133,6 +133,13 @@ def test_default_directory_is_relative_to_the_repository():
       os.path.join(repo, "..", "shared", "data", "mnist"))
 
 
+def test_unprepared_tfds_error_names_the_directory(tmp_path):
+  config = _config("mnist_tb", "data_source=tfds", f"tfds_data_dir={tmp_path}")
+  with pytest.raises(FileNotFoundError, match="tfds build mnist") as info:
+    mnist.load_split(config, "test")
+  assert str(tmp_path) in str(info.value)
+
+
 @pytest.mark.parametrize("content, message", [
     (b"not gzip at all", "not a readable gzip"),
     (gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 12), "magic number 2049"),

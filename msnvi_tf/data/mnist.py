@@ -161,8 +161,12 @@ def load_idx_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
 def load_tfds_split(split: str, tfds_data_dir: str = "") -> Tuple[np.ndarray, np.ndarray]:
   """`(images [N, 28, 28] uint8, labels [N] uint8)` from a prepared TFDS `mnist` (no download)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  dataset = tfds.load("mnist", split=split, data_dir=tfds_data_dir or None,
-                      download=False)
+  try:
+    dataset = tfds.load("mnist", split=split, data_dir=tfds_data_dir or None,
+                        download=False)
+  except AssertionError as e:  # TFDS's "could not find data in <dir>".
+    raise FileNotFoundError(f"TFDS mnist is not prepared ({e}). "
+                            f"{_how_to_provide()}") from None
   batches = list(tfds.as_numpy(dataset.batch(10_000)))
   images = np.concatenate([b["image"] for b in batches]).astype(np.uint8)
   labels = np.concatenate([b["label"] for b in batches]).astype(np.uint8)
@@ -171,10 +175,7 @@ def load_tfds_split(split: str, tfds_data_dir: str = "") -> Tuple[np.ndarray, np
 
 def _tfds_prepared(tfds_data_dir: str) -> bool:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    return tfds.builder("mnist", data_dir=tfds_data_dir or None).is_prepared()
-  except Exception:  # pylint: disable=broad-except
-    return False
+  return tfds.builder("mnist", data_dir=tfds_data_dir or None).is_prepared()
 
 
 def load_split(config, split: str) -> Tuple[np.ndarray, np.ndarray]:
