@@ -6,6 +6,8 @@
   encode          sources -> `<source>_loc`, `<source>_scale` [B, Dz] per source
   integrate_poe   sources, present -> loc, scale [B, Dz]          (Eq. 3)
   integrate_moe   sources, present -> loc, scale [B, M, Dz], weights [B, M] (App. B)
+  integrate_robust sources, present -> loc, scale [B, Dz], weights [B, M]
+                  (conflict-aware PoE, `msnvi_tf.robust`)
   predict         sources, present -> one [B, ...] mean per target (Eq. 6)
   conflict        sources, present -> conflict [B, M, M]          (Eq. 2)
   log_likelihood  sources, targets, present -> log_likelihood [B]
@@ -27,11 +29,12 @@ import tensorflow as tf
 
 from msnvi_tf import conflict as conflict_lib
 from msnvi_tf import integration
+from msnvi_tf import robust
 
 __all__ = ["ServingModule", "export", "SIGNATURES"]
 
-SIGNATURES = ("encode", "integrate_poe", "integrate_moe", "predict", "conflict",
-              "log_likelihood")
+SIGNATURES = ("encode", "integrate_poe", "integrate_moe", "integrate_robust",
+              "predict", "conflict", "log_likelihood")
 
 
 def _safe(name):
@@ -122,6 +125,12 @@ class ServingModule(tf.Module):
       return {"loc": tf.transpose(loc, [1, 0, 2]),
               "scale": tf.transpose(scale, [1, 0, 2]), "weights": weights}
 
+    def integrate_robust(present, **inputs):
+      loc, scale = self.stacked_beliefs(inputs)
+      loc_rob, scale_rob, weights = robust.robust_stacked(
+          loc, scale, tf.transpose(present))
+      return {"loc": loc_rob, "scale": scale_rob, "weights": tf.transpose(weights)}
+
     def predict(present, **inputs):
       return {_safe(t): m for t, m in self.predict(inputs, present).items()}
 
@@ -135,6 +144,7 @@ class ServingModule(tf.Module):
         "encode": (encode, src, False),
         "integrate_poe": (integrate_poe, src, True),
         "integrate_moe": (integrate_moe, src, True),
+        "integrate_robust": (integrate_robust, src, True),
         "predict": (predict, src, True),
         "conflict": (conflict, src, True),
         "log_likelihood": (log_likelihood, everything, True),

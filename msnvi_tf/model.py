@@ -21,6 +21,7 @@ from msnvi_tf import beliefs as beliefs_lib
 from msnvi_tf import conflict as conflict_lib
 from msnvi_tf import integration
 from msnvi_tf import objectives
+from msnvi_tf import robust  # pylint: disable=unused-import  (registers "robust")
 
 tfd = tfp.distributions
 

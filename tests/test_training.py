@@ -81,6 +81,7 @@ present = tf.constant([[1., 1.]] * 8)
 out["poe_loc"] = loaded.signatures["integrate_poe"](x=x, y=y, present=present)["loc"].numpy().tolist()
 only_x = tf.constant([[1., 0.]] * 8)
 out["poe_x_loc"] = loaded.signatures["integrate_poe"](x=x, y=tf.zeros_like(y), present=only_x)["loc"].numpy().tolist()
+out["robust_loc"] = loaded.signatures["integrate_robust"](x=x, y=y, present=present)["loc"].numpy().tolist()
 out["predict_x"] = loaded.signatures["predict"](x=x, y=y, present=present)["x"].numpy().tolist()
 out["conflict"] = loaded.signatures["conflict"](x=x, y=y, present=only_x)["conflict"].numpy().tolist()
 print(json.dumps(out))
@@ -97,6 +98,8 @@ print(json.dumps(out))
     np.testing.assert_allclose(served[f"{s}_scale"], beliefs[s].stddev(), atol=1e-5)
   np.testing.assert_allclose(served["poe_loc"], model.integrate(beliefs).mean(),
                              atol=1e-5)
+  np.testing.assert_allclose(served["robust_loc"],
+                             model.integrate(beliefs, method="robust").mean(), atol=1e-5)
   # Masking y out leaves the PoE of x alone, i.e. q_x itself.
   np.testing.assert_allclose(served["poe_x_loc"], beliefs["x"].mean(), atol=1e-5)
   module = export_lib.ServingModule(model, config.export_num_samples, config.seed)
