@@ -40,6 +40,6 @@ def get_config():
       max_checkpoints=3,
       precision="auto",  # see msnvi_tf.precision
       distribute="auto",  # see msnvi_tf.training.make_strategy
-      jit_compile=False,
+      jit_compile="auto",  # XLA: on with a GPU, off on CPU (see bench/step_time.py)
       export_num_samples=100,
   )

@@ -32,7 +32,7 @@ from msnvi_tf import precision as precision_lib
 from msnvi_tf.config import Config
 
 __all__ = ["train_and_evaluate", "evaluate", "load_trained", "log_to_stdout",
-           "RUNTIME_FIELDS"]
+           "make_strategy", "resolve_jit", "RUNTIME_FIELDS"]
 
 # Fields that may change between runs in one workdir (everything else must match).
 RUNTIME_FIELDS = frozenset({
@@ -136,6 +136,22 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
                    "auto, none, mirrored, multi_worker.")
 
 
+def resolve_jit(value) -> bool:
+  """`config.jit_compile`: True/False, or "auto" = XLA on GPU only.
+
+  On the 2-core CPUs here XLA made the MNIST-TB float32 step slower
+  (bench/step_time.py); on GPUs it fuses the many small ops of the objectives.
+  """
+  text = str(value).lower()
+  if text in ("true", "on", "1"):
+    return True
+  if text in ("false", "off", "0"):
+    return False
+  if text == "auto":
+    return bool(tf.config.list_physical_devices("GPU"))
+  raise ValueError(f"jit_compile must be True, False or 'auto', got {value!r}.")
+
+
 def _is_chief(strategy) -> bool:
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
@@ -213,8 +229,9 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     logdir = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
   keras.utils.set_random_seed(config.seed)
   policy, reason = precision_lib.resolve(config.precision)
-  log.info("Precision: %s (%s). Replicas: %d (%s).", policy, reason,
-           strategy.num_replicas_in_sync, type(strategy).__name__)
+  log.info("Precision: %s (%s). XLA: %s. Replicas: %d (%s).", policy, reason,
+           resolve_jit(config.jit_compile), strategy.num_replicas_in_sync,
+           type(strategy).__name__)
   with precision_lib.policy(policy), strategy.scope():
     train_ds, eval_ds = data_lib.make_datasets(config)
     model = _build(config)
@@ -228,9 +245,9 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
     log.info("Resumed from %s at step %d.", restored, start)
 
-  train_step = tf.function(model.train_step, jit_compile=config.jit_compile)
-  test_fn = tf.function(model.test_step, jit_compile=config.jit_compile,
-                        reduce_retracing=True)
+  jit = resolve_jit(config.jit_compile)
+  train_step = tf.function(model.train_step, jit_compile=jit)
+  test_fn = tf.function(model.test_step, jit_compile=jit, reduce_retracing=True)
   iterator = iter(strategy.experimental_distribute_dataset(train_ds))
 
   @tf.function
