@@ -102,12 +102,17 @@ class MultiSourceVAE(keras.Model):
         shapes[keys[0]] = tuple(self.encoders[name].source_shape)
     return shapes
 
+  def _check_is_dict(self, x):
+    if not isinstance(x, Mapping):
+      keys = sorted(set(self.data_shapes()) | {
+          k for keys in self.encoder_inputs.values() for k in keys})
+      raise TypeError(
+          f"A batch must be a dict {{name: tensor}} with keys from {keys}; "
+          f"got {type(x).__name__}.")
+
   def _check_batch(self, x, keys):
     """Clear errors for missing entries and wrong shapes (at trace time)."""
-    if not isinstance(x, Mapping):
-      raise TypeError(
-          f"A batch must be a dict {{name: tensor}} with keys {sorted(keys)}; "
-          f"got {type(x).__name__}.")
+    self._check_is_dict(x)
     missing = [k for k in keys if k not in x]
     if missing:
       raise KeyError(
@@ -125,6 +130,7 @@ class MultiSourceVAE(keras.Model):
             f"{shapes[k]} (full shape [batch, {', '.join(map(str, shapes[k]))}]).")
 
   def _available_sources(self, x, sources):
+    self._check_is_dict(x)
     if sources is None:
       sources = [s for s, keys in self.encoder_inputs.items()
                  if all(k in x for k in keys)]
