@@ -1,6 +1,8 @@
 """CUB (Sec. 5.2): data loaders, generated shapes, Table 6 model, Table 2 metrics."""
+import io
 import math
 import os
+import tarfile
 
 import keras
 import numpy as np
@@ -81,6 +83,45 @@ def test_missing_data_error_names_directories_and_files(tmp_path, monkeypatch):
                  os.path.join(str(tmp_path), "manual"), "images.tgz",
                  "annotations.tgz", "lists.tgz", "--data_dir", cub.ENV_VAR):
     assert needle in message
+
+
+def _add(tar, name, payload):
+  info = tarfile.TarInfo(name)
+  info.size = len(payload)
+  tar.addfile(info, io.BytesIO(payload))
+
+
+def test_original_archives_are_read_when_tfds_is_absent(tmp_path, monkeypatch):
+  # The archive walk, split lists, mask matching and resizing; only the MATLAB
+  # decoding (scipy, not a requirement) is replaced: masks are stored as .npy.
+  monkeypatch.setattr(cub, "_mat_segmentation", lambda b: np.load(io.BytesIO(b)))
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  names = {"train": ["001.Albatross/Albatross_0001.jpg", "002.Auklet/Auklet_0002.jpg"],
+           "test": ["001.Albatross/Albatross_0003.jpg"]}
+  with tarfile.open(manual / "lists.tgz", "w:gz") as tar:
+    for split, files in names.items():
+      _add(tar, f"lists/{split}.txt", "\n".join(files).encode())
+  with tarfile.open(manual / "images.tgz", "w:gz") as tar, \
+       tarfile.open(manual / "annotations.tgz", "w:gz") as ann:
+    for i, name in enumerate(names["train"] + names["test"]):
+      image = np.full((30 + i, 20, 3), 40 * (i + 1), np.uint8)
+      _add(tar, f"images/{name}", tf.io.encode_jpeg(image).numpy())
+      seg = np.zeros((30 + i, 20), np.uint8)
+      seg[:, 10:] = 1  # right half
+      buffer = io.BytesIO()
+      np.save(buffer, seg)
+      _add(ann, f"annotations-mat/{name[:-4]}.mat", buffer.getvalue())
+    _add(tar, "images/003.Other/Other_0009.jpg", b"not listed, never decoded")
+  config = configs.get_config("cub").override(
+      [f"data_dir={tmp_path}", "image_size=8", "batch_size=2", "eval_batch_size=4",
+       "shuffle_buffer=2"])
+  train, test = cub.make_datasets(config)
+  batch, eval_batch = next(iter(train)), next(iter(test))
+  assert batch["image"].shape == (2, 8, 8, 3) and eval_batch["image"].shape == (1, 8, 8, 3)
+  np.testing.assert_allclose(eval_batch["image"].numpy(), 120. / 255., atol=3. / 255.)
+  np.testing.assert_array_equal(eval_batch["mask"][0, :, :, 0].numpy(),
+                                np.tile([0.] * 4 + [1.] * 4, (8, 1)))
 
 
 def test_data_dir_falls_back_to_environment_variable(monkeypatch, tmp_path):

@@ -122,21 +122,25 @@ def _read_lists(path):
   return lists
 
 
-def _read_masks(path):
-  """`{"<class dir>/<name>": [H, W] uint8}` from the `seg` of annotations.tgz."""
+def _mat_segmentation(payload: bytes) -> np.ndarray:
+  """The `seg` array `[H, W]` of one annotations-mat file (MATLAB v5 bytes)."""
   try:
     from scipy import io as scipy_io  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError("Reading the CUB masks from annotations.tgz needs scipy "
                       "(`pip install scipy`).") from e
+  mat = scipy_io.loadmat(io.BytesIO(payload), squeeze_me=True, variable_names=["seg"])
+  return np.asarray(mat["seg"], np.uint8)
+
+
+def _read_masks(path):
+  """`{"<class dir>/<name>": [H, W] uint8}` from the `seg` of annotations.tgz."""
   masks = {}
   with tarfile.open(path) as tar:
     for member in tar.getmembers():
       if member.isfile() and member.name.endswith(".mat"):
-        mat = scipy_io.loadmat(io.BytesIO(tar.extractfile(member).read()),
-                               squeeze_me=True, variable_names=["seg"])
         key = "/".join(os.path.splitext(member.name)[0].split("/")[-2:])
-        masks[key] = np.asarray(mat["seg"], np.uint8)
+        masks[key] = _mat_segmentation(tar.extractfile(member).read())
   return masks
 
 
