@@ -172,10 +172,12 @@ def format_markdown(results: Sequence[Mapping]) -> str:
     mine = [r for r in rows if r["dataset"] == dataset]
     columns = list(dict.fromkeys(r["train_objective"] for r in mine))
     steps = sorted({r["step"] for r in mine if r["step"] is not None})
+    sizes = sorted({r["num_examples"] for r in results if r["dataset"] == dataset})
     lines += [f"### {VARIANT_TITLES.get(dataset, dataset)}",
               "",
               "Negative ELBO on the test set (nats, lower is better), "
-              f"ours (paper); training steps: {', '.join(map(str, steps)) or '-'}.",
+              f"ours (paper); training steps: {', '.join(map(str, steps)) or '-'}; "
+              f"test examples: {', '.join(map(str, sizes)) or '-'}.",
               "",
               "| eval \\ train | " + " | ".join(
                   COLUMN_TITLES.get(c, c) for c in columns) + " |",
@@ -197,7 +199,8 @@ def format_markdown(results: Sequence[Mapping]) -> str:
   if large:
     lines += ["### Large-K log-likelihood (PoE proposal)", "",
               "| data set | training objective | steps | K | examples | "
-              "-ln p(x) | -L_PoE (K=16) |", "|---|---|---|---|---|---|---|"]
+              "-ln p(x) | -L_PoE (K=16, grid's examples) |",
+              "|---|---|---|---|---|---|---|"]
     for r in sorted(large, key=lambda r: (r["dataset"], r["column"])):
       lines.append(
           f"| {VARIANT_TITLES.get(r['dataset'], r['dataset'])} | "

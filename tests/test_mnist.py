@@ -198,10 +198,10 @@ def _results():
   return [
       {"workdir": "/w/tb_ind", "dataset": "mnist_tb", "column": "ind", "step": 3000,
        "ind": -150., "moe": -149.5, "poe": -170.25, "large_k": 1000,
-       "large_k_examples": 500, "log_likelihood": -120.},
+       "large_k_examples": 500, "log_likelihood": -120., "num_examples": 2000},
       {"workdir": "/w/tb_iwae", "dataset": "mnist_tb", "column": "iwae", "step": 3000,
        "ind": -130., "moe": -130., "poe": -130., "large_k": 0, "large_k_examples": 0,
-       "log_likelihood": float("nan")},
+       "log_likelihood": float("nan"), "num_examples": 2000},
   ]
 
 
@@ -222,7 +222,8 @@ def test_grid_writer_puts_ours_beside_the_paper(tmp_path):
   assert "| L_PoE | 170.25 (94.38) | - (94.39) | - (87.59) |" in markdown
   assert "| - (108.97) | - |" in markdown  # IWAE: PoE row only
   assert "| - (90.81) | 130.00 (88.79) |" in markdown
-  assert "### MNIST-TB" in markdown and "3000" in markdown
+  assert "### MNIST-TB" in markdown
+  assert "training steps: 3000; test examples: 2000." in markdown
   assert "| MNIST-TB | L_ind | 3000 | 1000 | 500 | 120.00 | 170.25 |" in markdown
   assert evaluation.load_results(paths["json"])[0]["workdir"] == "/w/tb_ind"
 
