@@ -12,11 +12,8 @@ given the observed part x_o, estimated with L latent samples:
 from typing import Dict, Mapping, Sequence, Tuple
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from msnvi_tf import objectives
-
-tfd = tfp.distributions
 
 __all__ = ["MISSING", "missing_log_prob", "predictive_log_likelihood",
            "markov_chain_imputation", "imputation_curves"]

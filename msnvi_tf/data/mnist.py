@@ -29,6 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "IMAGE_SIZE",
+    "NUM_PIXELS",
+    "NUM_CLASSES",
     "VARIANTS",
     "ENV_VAR",
     "IDX_FILES",
