@@ -15,6 +15,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from msnvi_tf import networks
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -108,6 +110,11 @@ class BeliefHead(keras.layers.Layer):
     self.loc_layer = keras.layers.Dense(latent_dim, name="loc")
     self.scale_layer = keras.layers.Dense(latent_dim, name="scale_logit")
 
+  def build(self, input_shape):
+    for layer in (self.loc_layer, self.scale_layer):  # Unique variable names.
+      with keras.name_scope(layer.name):
+        layer.build(input_shape)
+
   def call(self, h):
     loc = tf.cast(self.loc_layer(h), tf.float32)  # [B, Dz]
     logit = tf.cast(self.scale_layer(h), tf.float32)  # [B, Dz]
@@ -119,7 +126,7 @@ class BeliefHead(keras.layers.Layer):
             "min_scale": self.min_scale}
 
 
-class Encoder(keras.Model):
+class Encoder(networks.StemAndHead):
   """One source's inference network x_m -> (loc, scale) of q_m(z | x_m).
 
   Args:
@@ -132,17 +139,9 @@ class Encoder(keras.Model):
 
   def __init__(self, stem: Sequence[keras.layers.Layer], latent_dim: int,
                input_shape: Sequence[int], min_scale=1e-4, **kwargs):
-    super().__init__(**kwargs)
-    self.stem = list(stem)
-    self.head = BeliefHead(latent_dim, min_scale, name="belief")
     self.source_shape = tuple(int(d) for d in input_shape)
-    self(keras.ops.zeros((1,) + self.source_shape))
-
-  def call(self, x):
-    h = x
-    for layer in self.stem:
-      h = layer(h)
-    return self.head(h)
+    super().__init__(stem, BeliefHead(latent_dim, min_scale, name="belief"),
+                     self.source_shape, **kwargs)
 
   def belief(self, x):
     """q_m(z | x_m) as a `tfd.MultivariateNormalDiag` with batch shape `[B]`."""

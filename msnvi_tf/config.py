@@ -5,10 +5,18 @@ applies `key=value` strings from the command line, parsing each value to the
 type of the default it replaces, and refuses unknown keys.
 """
 import ast
+import importlib
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-__all__ = ["Config"]
+__all__ = ["Config", "dataset_module"]
+
+
+def dataset_module(registry: Mapping[str, str], package: str, dataset: str):
+  """Imports `<package>.<registry[dataset]>`; a clear error for unknown names."""
+  if dataset not in registry:
+    raise ValueError(f"Unknown dataset {dataset!r}; choose one of {sorted(registry)}.")
+  return importlib.import_module(f"{package}.{registry[dataset]}")
 
 
 class Config(dict):

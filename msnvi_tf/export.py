@@ -50,10 +50,17 @@ class ServingModule(tf.Module):
     seed: stateless seed of those samples.
   """
 
+  # The Keras model is used by the functions but not saved as an object: the
+  # SavedModel holds its raw tf.Variables, which TF1-style loaders (TF Serving,
+  # `saved_model_cli run`) restore by name; Keras variable wrappers would be
+  # saved as separate objects that those loaders do not connect to the graph.
+  _TF_MODULE_IGNORED_PROPERTIES = (
+      tf.Module._TF_MODULE_IGNORED_PROPERTIES | frozenset({"model"}))  # pylint: disable=protected-access
+
   def __init__(self, model, num_samples=100, seed=0):
     super().__init__(name="msnvi_serving")
     self.model = model
-    self.model_variables = list(model.variables)
+    self.model_variables = [v.value for v in model.variables]  # tf.Variables
     self.num_samples = int(num_samples)
     self.seed = int(seed)
     shapes = model.data_shapes()
@@ -151,22 +158,38 @@ class ServingModule(tf.Module):
     }
     out = {}
     for name, (fn, specs, masked) in fns.items():
+      specs = dict(specs, present=self._present) if masked else specs
       kwargs = {_safe(k): v for k, v in specs.items()}
-      if masked:
-        kwargs["present"] = self._present
-      out[name] = tf.function(_unsafe_keys(fn, specs)).get_concrete_function(**kwargs)
+      out[name] = tf.function(_checked_inputs(fn, specs)).get_concrete_function(**kwargs)
     out["serving_default"] = out["predict"]
     return out
 
 
-def _unsafe_keys(fn, specs):
-  """Maps sanitised argument names back to batch keys before calling `fn`."""
+def _checked_inputs(fn, specs):
+  """Checks request shapes, then calls `fn` with the batch keys' original names.
+
+  Placeholders of shape [None, ...] only fix the rank, so every request is
+  checked: a wrong per-example shape, or a batch size that differs between the
+  inputs, fails with a message naming the input and the shape it must have.
+
+  Args:
+    fn: `fn(**inputs)`, or `fn(present, **inputs)` when `specs` has "present".
+    specs: `{batch key or "present": tf.TensorSpec}`.
+  """
   names = {_safe(k): k for k in specs}
 
   def wrapped(**kwargs):
-    present = kwargs.pop("present", None)
     inputs = {names[k]: v for k, v in kwargs.items()}
-    return fn(**inputs) if present is None else fn(present, **inputs)
+    batch = tf.shape(next(iter(inputs.values())))[0]
+    for key, value in inputs.items():
+      expected = specs[key].shape[1:].as_list()
+      message = (f"input {key} must have shape [batch, "
+                 f"{', '.join(map(str, expected))}], one batch for all inputs")
+      tf.debugging.assert_equal(tf.shape(value), tf.stack([batch, *expected]),
+                                message=message)
+    if "present" in inputs:
+      return fn(inputs.pop("present"), **inputs)
+    return fn(**inputs)
 
   return wrapped
 

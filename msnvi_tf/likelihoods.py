@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from msnvi_tf import networks
+
 tfd = tfp.distributions
 
 __all__ = [
@@ -90,16 +92,20 @@ class NormalHead(_Head):
       raise ValueError(f"NormalHead scale must be 'global' or 'dense', got {scale!r}.")
     self.scale_kind = scale
     self.min_scale = min_scale
+    self.scale_shape = tuple(scale_shape)
     raw_init = math.log(math.expm1(max(init_scale - min_scale, 1e-6)))
-    if scale == "global":
-      self.raw_scale = self.add_weight(
-          shape=tuple(scale_shape), name="raw_scale", dtype="float32",
-          initializer=keras.initializers.Constant(raw_init))
-    else:
+    self._raw_init = raw_init
+    if scale == "dense":
       self.scale_layer = keras.Sequential([
           keras.layers.Dense(int(np.prod(self.event_shape)),
                              bias_initializer=keras.initializers.Constant(raw_init)),
           keras.layers.Reshape(self.event_shape)], name="scale")
+
+  def build(self, input_shape):
+    if self.scale_kind == "global":  # Created here, inside the head's name scope.
+      self.raw_scale = self.add_weight(
+          shape=self.scale_shape, name="raw_scale", dtype="float32",
+          initializer=keras.initializers.Constant(self._raw_init))
 
   def call(self, h):
     loc = self._params(h)  # [N, *event]
@@ -146,7 +152,7 @@ HEADS = {"bernoulli": BernoulliHead, "normal": NormalHead,
          "categorical": CategoricalHead}
 
 
-class Decoder(keras.Model):
+class Decoder(networks.StemAndHead):
   """One target's generative network z -> p(x_t | z).
 
   Args:
@@ -157,21 +163,12 @@ class Decoder(keras.Model):
 
   def __init__(self, stem: Sequence[keras.layers.Layer], head, latent_dim: int,
                **kwargs):
-    super().__init__(**kwargs)
-    self.stem = list(stem)
-    self.head = head
     self.latent_dim = latent_dim
-    self(keras.ops.zeros((1, latent_dim)))
+    super().__init__(stem, head, (latent_dim,), **kwargs)
 
   @property
   def event_shape(self):
     return self.head.event_shape
-
-  def call(self, z):
-    h = z
-    for layer in self.stem:
-      h = layer(h)
-    return self.head(h)
 
   def _apply(self, z):
     """Runs the network on z of any leading shape `[..., Dz]`."""

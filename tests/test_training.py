@@ -84,6 +84,14 @@ out["poe_x_loc"] = loaded.signatures["integrate_poe"](x=x, y=tf.zeros_like(y), p
 out["robust_loc"] = loaded.signatures["integrate_robust"](x=x, y=y, present=present)["loc"].numpy().tolist()
 out["predict_x"] = loaded.signatures["predict"](x=x, y=y, present=present)["x"].numpy().tolist()
 out["conflict"] = loaded.signatures["conflict"](x=x, y=y, present=only_x)["conflict"].numpy().tolist()
+out["conflict_all"] = loaded.signatures["conflict"](x=x, y=y, present=present)["conflict"].numpy().tolist()
+moe = loaded.signatures["integrate_moe"](x=x, y=y, present=only_x)
+out.update({{"moe_" + k: v.numpy().tolist() for k, v in moe.items()}})
+out["log_likelihood"] = loaded.signatures["log_likelihood"](x=x, y=y, present=present)["log_likelihood"].numpy().tolist()
+try:
+  loaded.signatures["encode"](x=tf.zeros([8, 3]), y=y)
+except Exception as e:  # The error a client sees for a wrong shape.
+  out["wrong_shape_error"] = str(e)
 print(json.dumps(out))
 """
   result = subprocess.run([sys.executable, "-c", script], capture_output=True,
@@ -105,8 +113,34 @@ print(json.dumps(out))
   module = export_lib.ServingModule(model, config.export_num_samples, config.seed)
   predicted = module.predict(points, tf.ones([8, 2]))["x"]
   np.testing.assert_allclose(served["predict_x"], predicted, atol=1e-5)
+  np.testing.assert_allclose(served["log_likelihood"],
+                             module.log_likelihood(points, tf.ones([8, 2])), atol=1e-4)
   conflict = np.array(served["conflict"])
   assert np.all(conflict[:, 0, 0] == 0.) and np.all(np.isnan(conflict[:, 0, 1]))
+  np.testing.assert_allclose(served["conflict_all"], model.conflict(points), rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(served["moe_loc"], np.stack(
+      [beliefs["x"].mean(), beliefs["y"].mean()], 1), atol=1e-5)
+  np.testing.assert_allclose(served["moe_weights"], [[1., 0.]] * 8)
+  assert "input x must have shape [batch, 1]" in served["wrong_shape_error"]
+
+
+def test_saved_model_cli_runs_a_signature(trained):
+  workdir, _, _ = trained
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  result = subprocess.run(
+      [cli, "run", "--dir", os.path.join(workdir, "export", "40"), "--tag_set", "serve",
+       "--signature_def", "integrate_poe",
+       "--input_exprs", "x=[[0.7]];y=[[0.0]];present=[[1.0, 0.0]]"],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  model, _ = training.load_trained(workdir)
+  loc = model.encode({"x": np.array([[0.7]], np.float32)}, ["x"])["x"].mean()
+  assert "Result for output key loc" in result.stdout
+  printed = result.stdout.split("Result for output key loc:")[1].split("Result")[0]
+  np.testing.assert_allclose(
+      np.array(printed.replace("[", " ").replace("]", " ").split(), float),
+      np.ravel(loc), rtol=1e-4)
 
 
 def test_saved_model_cli_lists_every_signature(trained):
@@ -130,34 +164,52 @@ def test_unknown_dataset_and_objective_are_usage_errors(tmp_path):
   assert "Unknown config field 'num_sampels'" in bad_override.stderr
 
 
-def test_incompatible_rerun_is_refused_and_keeps_checkpoints(toy_config, tmp_path):
+@pytest.fixture
+def small_run(toy_config, tmp_path):
+  """A workdir trained 20 steps in-process, checkpointed at 10 and 20."""
   workdir = str(tmp_path / "run")
   training.train_and_evaluate(toy_config, workdir)
-  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  return workdir
+
+
+def checkpoint_files(workdir):
+  return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def test_incompatible_rerun_is_refused_and_keeps_checkpoints(small_run, toy_config):
+  before = checkpoint_files(small_run)
   with pytest.raises(ValueError, match="objective: 'ind' -> 'poe'"):
-    training.train_and_evaluate(toy_config.override(["objective=poe"]), workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+    training.train_and_evaluate(toy_config.override(["objective=poe"]), small_run)
+  assert checkpoint_files(small_run) == before
 
 
-def test_corrupt_checkpoint_gives_clear_error_and_is_not_deleted(toy_config, tmp_path):
-  workdir = str(tmp_path / "run")
-  training.train_and_evaluate(toy_config, workdir)
-  data_files = glob.glob(os.path.join(workdir, "checkpoints", "ckpt-20.data-*"))
+def test_corrupt_checkpoint_gives_clear_error_and_is_not_deleted(small_run, toy_config):
+  data_files = glob.glob(os.path.join(small_run, "checkpoints", "ckpt-20.data-*"))
   assert data_files
   for path in data_files:
     with open(path, "wb") as f:
       f.write(b"not a checkpoint")
-  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  before = checkpoint_files(small_run)
   with pytest.raises(RuntimeError, match="ckpt-20 .*could not be restored"):
-    training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+    training.train_and_evaluate(toy_config.override(["num_steps=30"]), small_run)
+  assert checkpoint_files(small_run) == before
 
 
-def test_diverging_loss_stops_training_and_keeps_last_checkpoint(toy_config, tmp_path):
-  workdir = str(tmp_path / "run")
-  training.train_and_evaluate(toy_config, workdir)
+def test_diverging_loss_stops_training_and_keeps_last_checkpoint(small_run, toy_config):
   # A learning rate this large sends the weights to inf within a few steps.
   diverging = toy_config.override(["num_steps=200", "learning_rate=1e30"])
   with pytest.raises(FloatingPointError, match="diverged.*ckpt-20"):
-    training.train_and_evaluate(diverging, workdir)
-  assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-20.index"))
+    training.train_and_evaluate(diverging, small_run)
+  assert os.path.exists(os.path.join(small_run, "checkpoints", "ckpt-20.index"))
+
+
+@pytest.mark.parametrize("dataset", ["toy", "mnist_tb", "pendulum", "shapes"])
+@pytest.mark.parametrize("objective", ["hybrid", "iwae"])
+def test_every_variable_has_a_unique_tensorflow_name(dataset, objective):
+  # TF Serving's loader finds variables by name; duplicates break the export.
+  import configs  # pylint: disable=g-import-not-at-top
+  from msnvi_tf import architectures  # pylint: disable=g-import-not-at-top
+  model = architectures.build_model(
+      configs.get_config(dataset).override([f"objective={objective}"]))
+  names = [v.value.name for v in model.variables]
+  assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

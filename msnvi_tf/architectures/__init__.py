@@ -3,7 +3,7 @@
 `build_model` returns an uncompiled `MultiSourceVAE` whose encoders, decoders
 and objective follow the config (paper App. H).
 """
-import importlib
+from msnvi_tf.config import dataset_module
 
 __all__ = ["ARCHITECTURE_MODULES", "build_model", "dense_stem", "encoders_for"]
 
@@ -21,12 +21,7 @@ ARCHITECTURE_MODULES = {
 
 def build_model(config):
   """The `MultiSourceVAE` of `config.dataset`."""
-  if config.dataset not in ARCHITECTURE_MODULES:
-    raise ValueError(f"Unknown dataset {config.dataset!r}; choose one of "
-                     f"{sorted(ARCHITECTURE_MODULES)}.")
-  module = importlib.import_module(
-      f"msnvi_tf.architectures.{ARCHITECTURE_MODULES[config.dataset]}")
-  return module.build_model(config)
+  return dataset_module(ARCHITECTURE_MODULES, __name__, config.dataset).build_model(config)
 
 
 def dense_stem(hidden, activation, prefix):

@@ -4,10 +4,11 @@
 `{name: [B, ...] float32}`: `train` repeats forever and is shuffled from the
 config's seed, `eval` is one fixed pass over the evaluation split.
 """
-import importlib
 from typing import Mapping
 
 import numpy as np
+
+from msnvi_tf.config import dataset_module
 
 __all__ = ["DATA_MODULES", "make_datasets", "check_finite"]
 
@@ -25,11 +26,7 @@ DATA_MODULES = {
 
 def make_datasets(config):
   """`(train, eval)` datasets of `config.dataset` (see module docstring)."""
-  if config.dataset not in DATA_MODULES:
-    raise ValueError(f"Unknown dataset {config.dataset!r}; choose one of "
-                     f"{sorted(DATA_MODULES)}.")
-  module = importlib.import_module(f"msnvi_tf.data.{DATA_MODULES[config.dataset]}")
-  return module.make_datasets(config)
+  return dataset_module(DATA_MODULES, __name__, config.dataset).make_datasets(config)
 
 
 def check_finite(arrays: Mapping[str, np.ndarray], what: str):
