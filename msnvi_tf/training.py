@@ -39,6 +39,7 @@ RUNTIME_FIELDS = frozenset({
     "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
     "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
+    "archive_dir", "tfds_data_dir",
 })
 # Progress goes to this logger; `bin/` scripts print it to stdout.
 log = logging.getLogger("msnvi_tf")

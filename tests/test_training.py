@@ -53,7 +53,8 @@ def test_train_writes_tensorboard_checkpoints_metrics_and_export(trained):
   with open(os.path.join(workdir, "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["step"] == 40
-  assert all(np.isfinite(metrics[k]) for k in ("bound", "ind", "moe", "poe"))
+  assert all(np.isfinite(metrics[k]) and metrics[k] != 0.
+             for k in ("bound", "ind", "moe", "poe"))
   assert os.path.exists(os.path.join(workdir, "export", "20", "saved_model.pb"))
 
 
