@@ -12,7 +12,7 @@ Objectives of Table 2 (`--objective` and `--set`):
   IWAE               --objective=iwae --set targets=mask   (encoder on the image
                      only, `iwae_sources`; `targets=image` for the img-to-img row)
 """
-from msnvi_tf.config import Config
+from configs import common
 
 __all__ = ["get_config"]
 
@@ -21,11 +21,10 @@ def get_config(dataset="cub"):
   """Table 6 defaults for `dataset` "cub" or "shapes"."""
   if dataset not in ("cub", "shapes"):
     raise ValueError(f"configs.cub has no dataset {dataset!r}; use 'cub' or 'shapes'.")
-  return Config(
+  return common.base_config(
       # What to train.
       dataset=dataset,
       objective="hybrid",  # the design card's headline run.
-      hybrid_weight=0.5,  # lambda of Eq. (5).
       targets="image,mask",  # decoders (comma-separated); "mask" = the asterisk variants.
       iwae_sources="image",  # IWAE: a single source (Table 2); "image,mask" = hard-wired.
       # Model (Table 6): conv 3x3 lrelu pairs + 3x3/2 max pools with these widths
@@ -38,17 +37,13 @@ def get_config(dataset="cub"):
       decoder_channels=(64, 48, 32, 16),
       lrelu_alpha=0.1,
       latent_dim=96,
-      min_scale=1e-4,
       decoder_init_scale=0.1,  # initial global std of the image Normal (App. H).
       # Optimisation (Table 6): Adam(2e-4, 0.9, 0.999), batch 16, K = 80, 25k steps.
       num_samples=80,
       eval_num_samples=80,
       batch_size=16,
       learning_rate=2e-4,
-      beta1=0.9,
-      beta2=0.999,
       num_steps=25_000,
-      seed=0,
       # Data: 3000 train / 3033 test images as in CUB-200 2010.
       data_dir="",  # cub: TFDS data dir ("" = $MSNVI_CUB_DIR, then ../shared/data/cub).
       archive_dir="",  # cub: the original archives ("" = <data_dir>/manual).
@@ -61,8 +56,4 @@ def get_config(dataset="cub"):
       eval_every=5_000,
       checkpoint_every=1_000,
       eval_batch_size=16,
-      max_checkpoints=3,
-      precision="float32",  # "mixed_float16" on GPU, "mixed_bfloat16" on CPU.
-      jit_compile=False,
-      export_num_samples=100,
   )

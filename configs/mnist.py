@@ -1,5 +1,5 @@
 """Randomly binarised MNIST variants MNIST-TB / -QU / -NO (Sec. 5.2, Table 4)."""
-from msnvi_tf.config import Config
+from configs import common
 
 __all__ = ["get_config"]
 
@@ -9,28 +9,23 @@ def get_config(variant="mnist_tb"):
   if variant not in ("mnist_tb", "mnist_qu", "mnist_no"):
     raise ValueError(f"Unknown MNIST variant {variant!r}; choose mnist_tb, "
                      "mnist_qu or mnist_no.")
-  return Config(
+  return common.base_config(
       # What to train (Table 1 columns: ind, moe, poe, hybrid, hybrid with
       # num_samples=1, iwae).
       dataset=variant,
       objective="ind",
-      hybrid_weight=0.5,  # lambda of Eq. (5).
       iwae_sources=None,  # IWAE: None = hard-wired on all sources; ["noisy0"] = single.
       use_label=False,  # add a one-hot "label" source and target (Fig. 3b).
       # Model (Table 4): elu 200x2 stems, Dz = 16.
       hidden=(200, 200),
       activation="elu",
       latent_dim=16,
-      min_scale=1e-4,
       # Optimisation (Table 4): Adam(5e-5, 0.9, 0.999), batch 128, K = 16, 250k steps.
       num_samples=16,
       eval_num_samples=16,
       batch_size=128,
       learning_rate=5e-5,
-      beta1=0.9,
-      beta2=0.999,
       num_steps=250_000,
-      seed=0,
       # Data.
       data_dir="",  # IDX directory; "" = $MSNVI_MNIST_DIR or <repo>/../shared/data/mnist.
       data_source="auto",  # "auto", "idx" or "tfds" (prepared TFDS mnist, no download).
@@ -45,8 +40,4 @@ def get_config(variant="mnist_tb"):
       eval_every=25_000,
       checkpoint_every=5_000,
       eval_batch_size=500,
-      max_checkpoints=3,
-      precision="float32",
-      jit_compile=False,
-      export_num_samples=100,
   )

@@ -1,13 +1,12 @@
 """Perspective pendulum seen by three cameras (Sec. 5.3, Table 5)."""
-from msnvi_tf.config import Config
+from configs import common
 
 
 def get_config():
-  return Config(
+  return common.base_config(
       # What to train.
       dataset="pendulum",
       objective="ind",  # Sec. 5.3 trains L_ind.
-      hybrid_weight=0.5,  # lambda of Eq. (5).
       iwae_sources=None,  # IWAE: None = hard-wired encoder on all cameras.
       # Model (Table 5): encoders tanh 32x2 on the flattened image, decoder tanh
       # 256/64/16 to a Normal over (x, y) with a global std (App. H), Dz = 2.
@@ -15,17 +14,13 @@ def get_config():
       decoder_hidden=(256, 64, 16),
       activation="tanh",
       latent_dim=2,
-      min_scale=1e-4,
       decoder_init_scale=0.1,
       # Optimisation (Table 5): Adam(5e-5, 0.9, 0.999), batch 16, K = 16, 50k steps.
       num_samples=16,
       eval_num_samples=16,
       batch_size=16,
       learning_rate=5e-5,
-      beta1=0.9,
-      beta2=0.999,
       num_steps=50_000,
-      seed=0,
       # Data (Sec. 5.3): R = 1, cameras at D = 2R, tilts 45 deg, 32x32 pixels,
       # pixel noise std 0.1. See msnvi_tf/data/pendulum.py.
       image_size=32,
@@ -46,8 +41,4 @@ def get_config():
       eval_every=5_000,
       checkpoint_every=5_000,
       eval_batch_size=500,
-      max_checkpoints=3,
-      precision="float32",
-      jit_compile=False,
-      export_num_samples=100,
   )

@@ -1,19 +1,17 @@
 """Toy mixture of bivariate Gaussians (Sec. 5.1, Table 3)."""
-from msnvi_tf.config import Config
+from configs import common
 
 
 def get_config():
-  return Config(
+  return common.base_config(
       # What to train.
       dataset="toy",
       objective="ind",  # Sec. 5.1 trains L_ind.
-      hybrid_weight=0.5,  # lambda of Eq. (5).
       iwae_sources=None,  # IWAE: None = hard-wired encoder on all sources.
       # Model (Table 3): tanh 32x2 stems, Dz = 2.
       hidden=(32, 32),
       activation="tanh",
       latent_dim=2,
-      min_scale=1e-4,
       decoder_scale="dense",  # "dense": std from a linear layer (App. H); or "global".
       decoder_init_scale=0.1,  # the data noise level; 1.0 collapses L_ind to the prior.
       # Optimisation (Table 3): Adam(1e-4, 0.9, 0.999), batch 32, K = 8, 25k steps.
@@ -21,10 +19,7 @@ def get_config():
       eval_num_samples=8,
       batch_size=32,
       learning_rate=1e-4,
-      beta1=0.9,
-      beta2=0.999,
       num_steps=25_000,
-      seed=0,
       # Data: 8 components on the unit circle, std 0.1.
       num_components=8,
       component_std=0.1,
@@ -37,9 +32,4 @@ def get_config():
       eval_every=5_000,
       checkpoint_every=5_000,
       eval_batch_size=500,
-      max_checkpoints=3,
-      precision="auto",  # see msnvi_tf.precision
-      distribute="auto",  # see msnvi_tf.training.make_strategy
-      jit_compile="auto",  # XLA: on with a GPU, off on CPU (see bench/step_time.py)
-      export_num_samples=100,
   )

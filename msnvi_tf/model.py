@@ -76,7 +76,9 @@ class MultiSourceVAE(keras.Model):
     self.encoder_inputs = {
         name: tuple(encoder_inputs.get(name, (name,))) for name in self.encoders}
     self._extra_shapes = {k: tuple(v) for k, v in (source_shapes or {}).items()}
-    self.rng = tf.random.Generator.from_seed(seed)
+    self.rng = tf.random.Generator.from_seed(seed)  # Training samples.
+    # Evaluation draws from its own stream, so evaluating never changes training.
+    self.eval_rng = tf.random.Generator.from_seed(seed + 1)
     self._trackers = {
         name: keras.metrics.Mean(name=name)
         for name in ("loss", "bound") + objectives.INTEGRATED_BOUNDS}
@@ -191,12 +193,13 @@ class MultiSourceVAE(keras.Model):
     return log_prior + tf.add_n([self.decoders[t].log_prob(z, x[t]) for t in targets])
 
   def _bounds(self, x, num_samples, extra_bounds=(), training=False):
+    rng = self.rng if training else self.eval_rng
     self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
                                  for k in keys} | set(self.targets)))
     loc, scale = self._encode_stacked(x, self.sources, training)  # [M, B, Dz]
     return objectives.objective_bound(
         self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,
-        self.hybrid_weight, self.rng.normal, extra_bounds)
+        self.hybrid_weight, rng.normal, extra_bounds)
 
   # -------------------------------------------------------------- training
   @property

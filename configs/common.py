@@ -1,0 +1,21 @@
+"""Fields every experiment config shares (App. H and the training loop)."""
+from msnvi_tf.config import Config
+
+__all__ = ["base_config"]
+
+
+def base_config(**fields) -> Config:
+  """The shared defaults, updated with one experiment's `fields`."""
+  return Config({
+      "hybrid_weight": 0.5,  # lambda of Eq. (5).
+      "min_scale": 1e-4,  # floor of the beliefs' std (msnvi_tf.beliefs).
+      "beta1": 0.9,  # Adam (App. H).
+      "beta2": 0.999,
+      "seed": 0,
+      "max_checkpoints": 3,
+      "export_num_samples": 100,  # latent samples of the serving signatures.
+      "precision": "auto",  # msnvi_tf.precision: what pays on this machine.
+      "jit_compile": "auto",  # XLA on a single replica (msnvi_tf.training.resolve_jit).
+      "distribute": "auto",  # msnvi_tf.training.make_strategy.
+      **fields,
+  })
