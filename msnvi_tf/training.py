@@ -76,7 +76,10 @@ def _build(config: Config):
 
 
 def _checkpoint(model, step):
-  return tf.train.Checkpoint(step=step, model=model, optimizer=model.optimizer,
+  # The Adam state, without float16's loss scale: a checkpoint then restores
+  # under every precision policy (the loss scale re-settles in a few steps).
+  optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+  return tf.train.Checkpoint(step=step, model=model, optimizer=optimizer,
                              rng=model.rng)
 
 
@@ -85,7 +88,9 @@ def _restore(checkpoint, manager, workdir) -> Optional[str]:
   if path is None:
     return None
   try:
-    checkpoint.restore(path).assert_existing_objects_matched()
+    # Objects that a checkpoint need not hold (float16's loss scale) may be
+    # unmatched; config.json guards against a different architecture.
+    checkpoint.restore(path).expect_partial().assert_nontrivial_match()
   except Exception as e:  # pylint: disable=broad-except  (any damage: re-raised below)
     raise RuntimeError(
         f"Checkpoint {path} in {workdir} could not be restored ({type(e).__name__}: "
