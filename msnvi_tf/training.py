@@ -83,8 +83,9 @@ def _checkpoint(model, step):
                              rng=model.rng)
 
 
-def _restore(checkpoint, manager, workdir) -> Optional[str]:
-  path = manager.latest_checkpoint
+def _restore(checkpoint, workdir) -> Optional[str]:
+  """Restores the latest checkpoint of `workdir` (every worker reads the chief's)."""
+  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   if path is None:
     return None
   try:
@@ -183,11 +184,7 @@ def load_trained(workdir: str, **overrides):
   config.update(overrides)
   with precision_lib.policy(config.precision):
     model = _build(config)
-  step = tf.Variable(0, dtype=tf.int64)
-  checkpoint = _checkpoint(model, step)
-  manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(workdir, "checkpoints"), config.max_checkpoints)
-  if _restore(checkpoint, manager, workdir) is None:
+  if _restore(_checkpoint(model, tf.Variable(0, dtype=tf.int64)), workdir) is None:
     raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
   return model, config
 
@@ -239,9 +236,9 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     logdir = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
   keras.utils.set_random_seed(config.seed)
   policy, reason = precision_lib.resolve(config.precision)
-  log.info("Precision: %s (%s). XLA: %s. Replicas: %d (%s).", policy, reason,
-           resolve_jit(config.jit_compile, strategy), strategy.num_replicas_in_sync,
-           type(strategy).__name__)
+  jit = resolve_jit(config.jit_compile, strategy)
+  log.info("Precision: %s (%s). XLA: %s. Replicas: %d (%s).", policy, reason, jit,
+           strategy.num_replicas_in_sync, type(strategy).__name__)
   with precision_lib.policy(policy), strategy.scope():
     train_ds, eval_ds = data_lib.make_datasets(config)
     model = _build(config)
@@ -249,13 +246,12 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   checkpoint = _checkpoint(model, step)
   ckpt_dir = os.path.join(logdir, "checkpoints")
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.max_checkpoints)
-  restored = _restore(checkpoint, manager, workdir)
+  restored = _restore(checkpoint, workdir)
   start = int(step.numpy())
   if restored:
     model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
     log.info("Resumed from %s at step %d.", restored, start)
 
-  jit = resolve_jit(config.jit_compile, strategy)
   train_step = tf.function(model.train_step, jit_compile=jit)
   test_fn = tf.function(model.test_step, jit_compile=jit, reduce_retracing=True)
   iterator = iter(strategy.experimental_distribute_dataset(train_ds))
