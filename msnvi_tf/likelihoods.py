@@ -47,6 +47,10 @@ class _Head(keras.layers.Layer):
   def _independent(self, dist):
     return tfd.Independent(dist, reinterpreted_batch_ndims=len(self.event_shape))
 
+  def log_prob(self, params, x):
+    """ln p(x | params), summed over the event axes: `[..., B]` float32."""
+    return self.distribution(params).log_prob(x)
+
   def get_config(self):
     return {**super().get_config(), "event_shape": self.event_shape}
 
@@ -63,6 +67,14 @@ class BernoulliHead(_Head):
   def distribution(self, params):
     (logits,) = params
     return self._independent(tfd.Bernoulli(logits=logits, dtype=tf.float32))
+
+  def log_prob(self, params, x):
+    """sum_i x_i l_i - softplus(l_i): TFP's Bernoulli log_prob without its
+    broadcasting and validation ops (measured: 5 of 16 ms of the MNIST-TB
+    decoders' forward pass)."""
+    (logits,) = params
+    axes = list(range(-len(self.event_shape), 0))
+    return tf.reduce_sum(x * logits - tf.nn.softplus(logits), axes)
 
   def mean(self, params):
     return tf.sigmoid(params[0])
@@ -183,7 +195,7 @@ class Decoder(networks.StemAndHead):
 
   def log_prob(self, z, x):
     """ln p(x_t | z): z `[..., B, Dz]`, x `[B, *event]` -> `[..., B]` float32."""
-    return self.distribution(z).log_prob(tf.cast(x, tf.float32))
+    return self.head.log_prob(self._apply(z), tf.cast(x, tf.float32))
 
   def mean(self, z):
     """E[x_t | z]: z `[..., Dz]` -> `[..., *event]`."""

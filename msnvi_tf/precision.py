@@ -9,8 +9,8 @@ loss scaling (`keras.optimizers.LossScaleOptimizer`, added by `Model.compile`).
 "auto" picks mixed_float16 where a GPU is visible, mixed_bfloat16 on CPUs with
 AMX-BF16 tiles (Sapphire Rapids and later), and float32 elsewhere. On a CPU with
 only avx512_bf16 (AMD EPYC, bench/step_time.py, MNIST-TB L_ind step): bf16 was
-1.19x faster than float32 without XLA but 1.14x slower than float32 with XLA,
-the fastest setting and the default there.
+1.19x faster than float32 without XLA and 1.16x slower with XLA; "auto" keeps
+float32 there, the numerically safer choice at a similar speed.
 """
 import contextlib
 from typing import Tuple
@@ -44,8 +44,8 @@ def default_precision(gpus=None, flags=None) -> Tuple[str, str]:
   if "amx_bf16" in flags:
     return "mixed_bfloat16", "the CPU has AMX-BF16 tiles"
   if "avx512_bf16" in flags:
-    return "float32", ("the CPU has avx512_bf16 but no AMX tiles; float32 with "
-                       "XLA is faster than bf16 there")
+    return "float32", ("the CPU has avx512_bf16 but no AMX tiles; float32 "
+                       "keeps full precision at a similar speed there")
   return "float32", "no GPU and no bf16 support on this CPU"
 
 
