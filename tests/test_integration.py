@@ -101,11 +101,16 @@ def test_masked_poe_has_exactly_zero_gradient_for_absent_sources():
   assert np.all(np.abs(grad_scale.numpy()[~absent]) > 0.)
 
 
+def _exact_single_source_beliefs(model, x):
+  """{name: p(z | x_m)} of the linear-Gaussian model, as beliefs."""
+  return {n: beliefs_lib.make_belief(*model.posterior(x, [m]))
+          for m, n in enumerate(NAMES)}
+
+
 def test_poe_of_exact_single_source_posteriors_is_exact_joint_posterior():
   model = LinearGaussian(num_sources=4, latent_dim=3, seed=4)
   x = model.sample(32, seed=5)
-  beliefs = {n: beliefs_lib.make_belief(*model.posterior(x, [m]))
-             for m, n in enumerate(NAMES)}
+  beliefs = _exact_single_source_beliefs(model, x)
   for subset in _all_subsets():
     want_loc, want_scale = model.posterior(x, [NAMES.index(n) for n in subset])
     q = integration.poe(beliefs, subset)
@@ -147,8 +152,7 @@ def test_masked_moe_stacked_equals_moe_of_present_subset():
 def test_pmi_of_exact_posteriors_equals_log_marginal_ratio():
   model = LinearGaussian(num_sources=4, latent_dim=2, seed=8)
   x = model.sample(16, seed=9)
-  beliefs = {n: beliefs_lib.make_belief(*model.posterior(x, [m]))
-             for m, n in enumerate(NAMES)}
+  beliefs = _exact_single_source_beliefs(model, x)
   for subset in _all_subsets():
     index = [NAMES.index(n) for n in subset]
     expected = model.log_marginal(x, index) - sum(
