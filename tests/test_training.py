@@ -214,3 +214,11 @@ def test_every_variable_has_a_unique_tensorflow_name(dataset, objective):
       configs.get_config(dataset).override([f"objective={objective}"]))
   names = [v.value.name for v in model.variables]
   assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_missing_data_dir_is_a_clear_error_naming_it(tmp_path):
+  missing = str(tmp_path / "no_birds_here")
+  result = run_train("--dataset=cub", f"--data_dir={missing}",
+                     f"--workdir={tmp_path}/run", check=False)
+  assert result.returncode != 0
+  assert missing in result.stderr and "Traceback" not in result.stderr
