@@ -9,6 +9,7 @@ condition of App. C for a valid product of experts.
 Beliefs are `tfd.MultivariateNormalDiag` in float32 whatever the Keras dtype
 policy; they travel in dicts keyed by source name.
 """
+import math
 from typing import Mapping, Sequence
 
 import keras
@@ -87,7 +88,7 @@ def log_partition(precision, eta):
     `[...]` float32 tensor.
   """
   dz = tf.cast(tf.shape(precision)[-1], precision.dtype)
-  return (0.5 * dz * tf.math.log(2. * tf.constant(3.141592653589793, precision.dtype))
+  return (0.5 * dz * math.log(2. * math.pi)
           - 0.5 * tf.reduce_sum(tf.math.log(precision), -1)
           + 0.5 * tf.reduce_sum(tf.square(eta) / precision, -1))
 

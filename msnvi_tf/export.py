@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from msnvi_tf import conflict as conflict_lib
 from msnvi_tf import integration
+from msnvi_tf import objectives
 from msnvi_tf import robust
 
 __all__ = ["ServingModule", "export", "SIGNATURES"]
@@ -78,28 +79,26 @@ class ServingModule(tf.Module):
     """`([M, B, Dz], [M, B, Dz])` beliefs of all sources."""
     return self.model._encode_stacked(inputs, self.model.sources)  # pylint: disable=protected-access
 
-  def _noise(self, loc):
-    shape = tf.concat([[self.num_samples], tf.shape(loc)], 0)  # [K, B, Dz]
-    return tf.random.stateless_normal(shape, seed=[self.seed, 0])
-
   def poe(self, inputs, present):
     loc, scale = self.stacked_beliefs(inputs)
     return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
 
-  def predict(self, inputs, present):
+  def _poe_samples(self, inputs, present):
+    """K latent samples `[K, B, Dz]` of the masked PoE, and its `(loc, scale)`."""
     loc, scale = self.poe(inputs, present)
-    z = loc + scale * self._noise(loc)  # [K, B, Dz]
+    shape = tf.concat([[self.num_samples], tf.shape(loc)], 0)  # [K, B, Dz]
+    z = loc + scale * tf.random.stateless_normal(shape, seed=[self.seed, 0])
+    return z, loc, scale
+
+  def predict(self, inputs, present):
+    z, _, _ = self._poe_samples(inputs, present)  # [K, B, Dz]
     return {t: tf.reduce_mean(self.model.decoders[t].mean(z), 0)
             for t in self.model.targets}
 
   def log_likelihood(self, inputs, present):
-    loc, scale = self.poe(inputs, present)
-    z = loc + scale * self._noise(loc)  # [K, B, Dz]
-    log_q = -0.5 * tf.reduce_sum(
-        tf.square((z - loc) / scale) + 2. * tf.math.log(scale)
-        + math.log(2. * math.pi), -1)  # [K, B]
-    log_w = self.model.log_joint(inputs, z) - log_q
-    return tf.reduce_logsumexp(log_w, 0) - math.log(self.num_samples)
+    z, loc, scale = self._poe_samples(inputs, present)  # [K, B, Dz]
+    log_q = objectives.diag_normal_log_prob(z, loc, scale)  # [K, B]
+    return objectives.iw_bound(self.model.log_joint(inputs, z) - log_q)
 
   def conflict(self, inputs, present):
     c = conflict_lib.conflict_stacked(*self.stacked_beliefs(inputs))  # [B, M, M]

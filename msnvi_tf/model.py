@@ -188,8 +188,7 @@ class MultiSourceVAE(keras.Model):
     """ln p(x_T, z) = sum_t ln p(x_t | z) + ln p(z): z `[..., B, Dz]` -> `[..., B]`."""
     targets = self.targets if targets is None else list(targets)
     z = tf.cast(z, tf.float32)
-    log_prior = -0.5 * tf.reduce_sum(tf.square(z), -1) - (
-        0.5 * self.latent_dim * math.log(2. * math.pi))
+    log_prior = objectives.diag_normal_log_prob(z, 0., 1.)  # p(z) = N(0, I)
     return log_prior + tf.add_n([self.decoders[t].log_prob(z, x[t]) for t in targets])
 
   def _bounds(self, x, num_samples, extra_bounds=(), training=False):

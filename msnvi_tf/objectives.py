@@ -29,6 +29,7 @@ __all__ = [
     "OBJECTIVES",
     "INTEGRATED_BOUNDS",
     "iw_bound",
+    "diag_normal_log_prob",
     "importance_bounds",
     "objective_bound",
     "check_objective",
@@ -43,7 +44,7 @@ def iw_bound(log_w):
   return tf.reduce_logsumexp(log_w, axis=-2) - tf.math.log(num)
 
 
-def _diag_normal_log_prob(z, loc, scale):
+def diag_normal_log_prob(z, loc, scale):
   """ln N(z; loc, diag(scale^2)) summed over the last axis (broadcasting)."""
   return -0.5 * tf.reduce_sum(
       tf.square((z - loc) / scale) + 2. * tf.math.log(scale)
@@ -92,16 +93,16 @@ def importance_bounds(loc, scale, log_joint: Callable, num_samples: int,
   if which & {"ind", "moe"}:
     log_p_experts = log_p[:num_sources]  # [M, K, B]
     if "ind" in which:
-      log_q = _diag_normal_log_prob(z_experts, loc[:, None], scale[:, None])  # [M, K, B]
+      log_q = diag_normal_log_prob(z_experts, loc[:, None], scale[:, None])  # [M, K, B]
       bounds["ind"] = tf.reduce_mean(iw_bound(log_p_experts - log_q), 0)
     if "moe" in which:
       # Density of every expert's samples under every component: [M, M', K, B].
-      log_q_all = _diag_normal_log_prob(
+      log_q_all = diag_normal_log_prob(
           z_experts[:, None], loc[None, :, None], scale[None, :, None])
       log_q = tf.reduce_logsumexp(log_q_all, 1) - math.log(num_sources)  # [M, K, B]
       bounds["moe"] = tf.reduce_mean(iw_bound(log_p_experts - log_q), 0)
   if "poe" in which:
-    log_q = _diag_normal_log_prob(z_star, loc_star, scale_star)  # [1, K, B]
+    log_q = diag_normal_log_prob(z_star, loc_star, scale_star)  # [1, K, B]
     bounds["poe"] = iw_bound(log_p[-1:] - log_q)[0]
   return bounds
 
