@@ -20,6 +20,7 @@ import tensorflow_probability as tfp
 from msnvi_tf import beliefs as beliefs_lib
 from msnvi_tf import conflict as conflict_lib
 from msnvi_tf import integration
+from msnvi_tf import likelihoods
 from msnvi_tf import objectives
 from msnvi_tf import robust  # pylint: disable=unused-import  (registers "robust")
 
@@ -196,9 +197,10 @@ class MultiSourceVAE(keras.Model):
     self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
                                  for k in keys} | set(self.targets)))
     loc, scale = self._encode_stacked(x, self.sources, training)  # [M, B, Dz]
-    return objectives.objective_bound(
-        self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,
-        self.hybrid_weight, rng.normal, extra_bounds)
+    with likelihoods.compiled_kernels():
+      return objectives.objective_bound(
+          self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,
+          self.hybrid_weight, rng.normal, extra_bounds)
 
   # -------------------------------------------------------------- training
   @property

@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from msnvi_tf import likelihoods
 
@@ -23,3 +24,41 @@ def test_head_log_prob_equals_tfp_log_prob_with_samples_broadcast(head, x):
   got = decoder.log_prob(z, data)
   assert got.shape == (7, 5)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_bernoulli_log_prob_value_and_gradient_equal_tfp_even_for_extreme_logits(compiled):
+  rng = np.random.default_rng(1)
+  logits = np.concatenate([rng.normal(scale=3., size=(4, 5, 6)),
+                           np.full((4, 5, 2), 80.), np.full((4, 5, 2), -80.)], -1)
+  logits = tf.constant(logits, tf.float32)  # [K, B, 10]
+  x = tf.constant(rng.random((5, 10)) < .5, tf.float32)  # [B, 10]
+  weights = tf.constant(rng.normal(size=(4, 5)), tf.float32)  # upstream gradient
+
+  def value_and_grad(fn):
+    with tf.GradientTape() as tape:
+      tape.watch(logits)
+      value = fn(logits)
+      total = tf.reduce_sum(weights * value)
+    return value, tape.gradient(total, logits)
+
+  expected, expected_grad = value_and_grad(lambda l: tf.reduce_sum(
+      tfp.distributions.Bernoulli(logits=l).log_prob(x), -1))
+  with likelihoods.compiled_kernels(compiled):
+    got, grad = tf.function(lambda: value_and_grad(
+        lambda l: likelihoods.bernoulli_log_prob(l, x, 1)))()
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
+  assert np.all(np.isfinite(got)) and np.all(np.isfinite(grad))
+  # The +-80 logits give the right answer: -80 nats per mismatched pixel.
+  assert np.min(got) < -80.
+
+
+def test_compiled_kernels_are_per_context_and_restore_the_previous_setting():
+  assert not getattr(likelihoods._KERNELS, "enabled", False)  # pylint: disable=protected-access
+  with likelihoods.compiled_kernels():
+    assert likelihoods._KERNELS.enabled  # pylint: disable=protected-access
+    with likelihoods.compiled_kernels(False):
+      assert not likelihoods._KERNELS.enabled  # pylint: disable=protected-access
+    assert likelihoods._KERNELS.enabled  # pylint: disable=protected-access
+  assert not likelihoods._KERNELS.enabled  # pylint: disable=protected-access

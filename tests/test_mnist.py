@@ -7,10 +7,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 import configs
 from msnvi_tf import architectures
 from msnvi_tf import evaluation
+from msnvi_tf import export
 from msnvi_tf import imputation
 from msnvi_tf import training
 from msnvi_tf.data import mnist
@@ -192,6 +194,29 @@ def test_one_train_step_and_evaluate_per_variant(variant, objective, extra):
     assert np.isfinite(results[name]) and results[name] < 0.
   if objective == "iwae":  # A single encoder: every integration is that belief.
     assert results["ind"] == pytest.approx(results["poe"], abs=5.)
+
+
+def _xla_compiled_functions(graph_def):
+  return [f.signature.name for f in graph_def.library.function
+          if f.attr["_XlaMustCompile"].b]
+
+
+def test_training_step_uses_fused_kernels_but_the_export_has_no_xla(tmp_path):
+  # TF Serving's CPU build runs no XLA-compiled functions by default.
+  config = _config("mnist_tb")
+  model = architectures.build_model(config)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  batch = next(iter(mnist.make_datasets(config)[0]))
+  step = tf.function(model.train_step).get_concrete_function(batch)
+  assert _xla_compiled_functions(step.graph.as_graph_def())
+  path = export.export(model, str(tmp_path), version=1, num_samples=4)
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    saved.ParseFromString(f.read())
+  graph = saved.meta_graphs[0]
+  assert "log_likelihood" in graph.signature_def  # it runs the Bernoulli heads
+  assert graph.graph_def.library.function
+  assert not _xla_compiled_functions(graph.graph_def)
 
 
 def _results():
