@@ -15,7 +15,7 @@ def base_config(**fields) -> Config:
       "max_checkpoints": 3,
       "export_num_samples": 100,  # latent samples of the serving signatures.
       "precision": "auto",  # msnvi_tf.precision: what pays on this machine.
-      "jit_compile": "auto",  # XLA on a single replica (msnvi_tf.training.resolve_jit).
+      "jit_compile": "auto",  # XLA on a single GPU replica (msnvi_tf.training.resolve_jit).
       "distribute": "auto",  # msnvi_tf.training.make_strategy.
       **fields,
   })

@@ -1,4 +1,6 @@
-"""Mixed precision: policy choice per machine, and every policy trains to close bounds."""
+"""Mixed precision and XLA: choice per machine, and every policy trains to close bounds."""
+import types
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,18 @@ def test_auto_precision_follows_the_hardware():
   assert precision.default_precision(gpus=[], flags=frozenset())[0] == "float32"
   with pytest.raises(ValueError, match="Unknown precision 'half'"):
     precision.resolve("half")
+
+
+def test_auto_xla_only_on_a_single_gpu_replica():
+  one, two = types.SimpleNamespace(num_replicas_in_sync=1), types.SimpleNamespace(
+      num_replicas_in_sync=2)
+  assert training.resolve_jit("auto", one, gpus=["gpu0"])
+  assert not training.resolve_jit("auto", one, gpus=[])  # oneDNN beats XLA:CPU
+  assert not training.resolve_jit("auto", two, gpus=["gpu0", "gpu1"])
+  assert training.resolve_jit("on", two, gpus=[])
+  assert not training.resolve_jit(False, one, gpus=["gpu0"])
+  with pytest.raises(ValueError, match="jit_compile must be"):
+    training.resolve_jit("sometimes", one)
 
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
