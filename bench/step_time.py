@@ -36,6 +36,7 @@ import tensorflow as tf
 
 import configs  # pylint: disable=g-import-not-at-top
 from msnvi_tf import architectures
+from msnvi_tf import likelihoods
 from msnvi_tf import precision as precision_lib
 
 FLAGS = flags.FLAGS
@@ -149,7 +150,7 @@ def component_times(model, batch, steps, warmup, repeats):
 
   @tf.function
   def decoders():
-    with tf.GradientTape() as tape:
+    with tf.GradientTape() as tape, likelihoods.compiled_kernels():  # as in train_step
       loss = -tf.reduce_sum(model.log_joint(batch, z))
     return tape.gradient(loss, [v for d in model.decoders.values()
                                 for v in d.trainable_variables])

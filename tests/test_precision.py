@@ -14,11 +14,19 @@ def test_auto_precision_follows_the_hardware():
   amx = frozenset({"amx_bf16", "amx_tile", "avx512_bf16"})
   assert precision.default_precision(gpus=[], flags=amx)[0] == "mixed_bfloat16"
   no_amx = frozenset({"avx512_bf16", "avx2"})
-  name, reason = precision.default_precision(gpus=[], flags=no_amx)
-  assert name == "float32" and "no AMX" in reason
+  name, reason = precision.default_precision(gpus=[], flags=no_amx, bf16_speedup=lambda: 0.8)
+  assert name == "float32" and "no AMX" in reason and "0.80x" in reason
+  name, reason = precision.default_precision(gpus=[], flags=no_amx, bf16_speedup=lambda: 1.6)
+  assert name == "mixed_bfloat16" and "1.60x" in reason
   assert precision.default_precision(gpus=[], flags=frozenset())[0] == "float32"
   with pytest.raises(ValueError, match="Unknown precision 'half'"):
     precision.resolve("half")
+
+
+def test_bf16_probe_measures_a_plausible_ratio_once_per_process():
+  ratio = precision.bf16_matmul_speedup()
+  assert 0.05 < ratio < 20.
+  assert precision.bf16_matmul_speedup() == ratio  # cached, not re-measured
 
 
 def test_auto_xla_only_on_a_single_gpu_replica():
