@@ -57,12 +57,9 @@ def compiled_kernels(enabled: bool = True):
 
 
 def _kernel(fn):
-  """`fn`, run as one XLA-compiled function inside `compiled_kernels()`."""
-  compiled = tf.function(fn, jit_compile=True, autograph=False)
-
-  def run(*args):
-    return (compiled if getattr(_KERNELS, "enabled", False) else fn)(*args)
-  return run
+  """`kernel(compiled)` is `fn` itself or `fn` as one XLA-compiled function."""
+  jitted = tf.function(fn, jit_compile=True, autograph=False)
+  return lambda compiled: jitted if compiled else fn
 
 
 @_kernel
@@ -97,10 +94,13 @@ def bernoulli_log_prob(logits, x, event_ndims: int):
   Returns:
     `[..., B]` float32.
   """
+  # Read now: the gradient is built later, after the caller left the context.
+  compiled = getattr(_KERNELS, "enabled", False)
+
   @tf.custom_gradient
   def log_prob(logits):
-    value, probs = _bernoulli_value(logits, x, event_ndims)  # [..., B], [..., B, *event]
-    return value, lambda upstream: _bernoulli_grad(upstream, x, probs, event_ndims)
+    value, probs = _bernoulli_value(compiled)(logits, x, event_ndims)  # [..., B], [..., B, *event]
+    return value, lambda upstream: _bernoulli_grad(compiled)(upstream, x, probs, event_ndims)
   return log_prob(logits)
 
 
