@@ -3,8 +3,9 @@
 
 For every data set config, precision and objective this times the jitted and
 non-jitted training step on a synthetic batch of the config's shapes and, in the
-same run, a square float32 matmul with the same FLOPs as the step (the roofline
-of this machine's matmul kernels). It prints examples/s and the ratio
+same run, float32 square matmuls with the same FLOPs as the step (the roofline
+of this machine's matmul kernels, see `matmul_time`). It prints examples/s and
+the ratio
 
     roofline fraction = time(matmul of the step's FLOPs) / time(step),
 
@@ -41,7 +42,7 @@ from msnvi_tf import precision as precision_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["mnist_tb"], "Data set configs to benchmark.")
-flags.DEFINE_list("objectives", ["ind", "moe", "poe", "hybrid"], "Objectives.")
+flags.DEFINE_list("objectives", ["ind", "moe", "poe", "hybrid", "iwae"], "Objectives.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Dtype policies.")
 flags.DEFINE_list("jit", ["off", "on"], "XLA settings to time: off, on.")
 flags.DEFINE_multi_string("set", [], "Config override config:key=value.")
@@ -124,12 +125,20 @@ def best_time(fn, steps, warmup, repeats):
 
 
 def matmul_time(flops, steps, warmup, repeats):
-  """Seconds of a float32 square matmul with `flops` FLOPs (2 n^3)."""
-  n = max(64, int(round((flops / 2.) ** (1. / 3.))))
-  a = tf.random.normal([n, n])
-  b = tf.random.normal([n, n])
-  mm = tf.function(lambda: tf.matmul(a, b))
-  return best_time(mm, steps, warmup, repeats) * flops / (2. * n ** 3), n
+  """Seconds for `flops` FLOPs of float32 matmul at this machine's best rate.
+
+  The faster of one square matmul of `flops` FLOPs and one smaller square matmul
+  per CPU core side by side, so the roofline uses every core whether TF runs
+  them as intra-op threads (the default) or inter-op threads
+  (TF_NUM_INTRAOP_THREADS=1).
+  """
+  rates = []
+  for parts in sorted({1, os.cpu_count() or 1}):
+    n = max(64, int(round((flops / parts / 2.) ** (1. / 3.))))
+    pairs = [(tf.random.normal([n, n]), tf.random.normal([n, n])) for _ in range(parts)]
+    matmuls = tf.function(lambda pairs=pairs: [tf.matmul(a, b) for a, b in pairs])
+    rates.append(parts * 2. * n ** 3 / best_time(matmuls, steps, warmup, repeats))
+  return flops / max(rates)
 
 
 def component_times(model, batch, steps, warmup, repeats):
@@ -159,6 +168,15 @@ def component_times(model, batch, steps, warmup, repeats):
           best_time(decoders, steps, warmup, repeats))
 
 
+def build(config, objective, policy):
+  """The model of `config` for `objective` under `policy`, optimizer built."""
+  with precision_lib.policy(policy):
+    model = architectures.build_model(config.override([f"objective={objective}"]))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    model.optimizer.build(model.trainable_variables)
+  return model
+
+
 def main(argv):
   del argv
   overrides = {}
@@ -179,15 +197,11 @@ def main(argv):
     print(header)
     baseline = {}
     for policy in FLAGS.precisions:
-      with precision_lib.policy(policy):
-        model = architectures.build_model(config.override(["objective=ind"]))
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-        model.optimizer.build(model.trainable_variables)
-      batch = synthetic_batch(model, config.batch_size)
       for objective in FLAGS.objectives:
-        model.objective = objective
+        model = build(config, objective, policy)
+        batch = synthetic_batch(model, config.batch_size)
         flops, _, _ = step_flops(model, batch, objective)
-        t_mm, _ = matmul_time(flops, FLAGS.steps, FLAGS.warmup, FLAGS.repeats)
+        t_mm = matmul_time(flops, FLAGS.steps, FLAGS.warmup, FLAGS.repeats)
         for jit in FLAGS.jit:
           step = tf.function(model.train_step, jit_compile=(jit == "on"))
           t = best_time(lambda: step(batch), FLAGS.steps, FLAGS.warmup,
@@ -197,7 +211,8 @@ def main(argv):
           print(f"{name:10} {objective:9} {policy:15} {jit:4} {flops / 1e9:6.2f} "
                 f"{1e3 * t:8.2f} {config.batch_size / t:8.0f} {t_mm / t:8.2f} "
                 f"{baseline[key] / t:7.2f}", flush=True)
-      model.objective = "ind"
+      model = build(config, "ind", policy)
+      batch = synthetic_batch(model, config.batch_size)
       t_enc, t_dec = component_times(model, batch, FLAGS.steps, FLAGS.warmup,
                                      FLAGS.repeats)
       ind_step = tf.function(model.train_step)
