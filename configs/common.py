@@ -17,5 +17,6 @@ def base_config(**fields) -> Config:
       "precision": "auto",  # msnvi_tf.precision: what pays on this machine.
       "jit_compile": "auto",  # XLA on a single GPU replica (msnvi_tf.training.resolve_jit).
       "distribute": "auto",  # msnvi_tf.training.make_strategy.
+      "intra_op_threads": "auto",  # msnvi_tf.training.configure_threads.
       **fields,
   })

@@ -32,14 +32,14 @@ from msnvi_tf import precision as precision_lib
 from msnvi_tf.config import Config
 
 __all__ = ["train_and_evaluate", "evaluate", "load_trained", "log_to_stdout",
-           "make_strategy", "resolve_jit", "RUNTIME_FIELDS"]
+           "make_strategy", "resolve_jit", "configure_threads", "RUNTIME_FIELDS"]
 
 # Fields that may change between runs in one workdir (everything else must match).
 RUNTIME_FIELDS = frozenset({
     "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
     "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
-    "archive_dir", "tfds_data_dir",
+    "archive_dir", "tfds_data_dir", "intra_op_threads",
 })
 # Progress goes to this logger; `bin/` scripts print it to stdout.
 log = logging.getLogger("msnvi_tf")
@@ -143,6 +143,42 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
                    "auto, none, mirrored, multi_worker.")
 
 
+def configure_threads(value, gpus=None, cores=None) -> str:
+  """Applies `config.intra_op_threads` (before TF starts); returns it for the log.
+
+  "auto": 1 on CPU-only machines with at most 2 cores, otherwise TensorFlow's
+  default (0, one thread per core); TF_NUM_INTRAOP_THREADS, if set, wins. On the
+  2-core AMD EPYC here (bench/step_time.py, float32, no XLA) one intra-op thread
+  made every step 6-12% faster (MNIST-TB L_ind 24.5 -> 22.9 ms, CUB hybrid at
+  32x32 91.9 -> 81.8 ms): independent ops (each source's decoder, a layer's two
+  backward matmuls) then run side by side, one per core, instead of each
+  splitting across both. Once TF has started the setting can no longer change;
+  that is logged, not an error.
+  """
+  if str(value).lower() == "auto":
+    if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+      return f"{os.environ['TF_NUM_INTRAOP_THREADS']} (TF_NUM_INTRAOP_THREADS)"
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    threads = 1 if not gpus and cores <= 2 else 0
+  else:
+    try:
+      threads = int(value)
+    except ValueError:
+      raise ValueError(
+          f"intra_op_threads must be 'auto' or an integer, got {value!r}.") from None
+  current = tf.config.threading.get_intra_op_parallelism_threads()
+  if threads <= 0 or threads == current:
+    return str(current or "TF default")
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+  except RuntimeError:
+    log.warning("TensorFlow has already started: intra-op threads stay at %s "
+                "(wanted %d).", current or "TF default", threads)
+    return str(current or "TF default")
+  return str(threads)
+
+
 def resolve_jit(value, strategy=None, gpus=None) -> bool:
   """`config.jit_compile`: True/False, or "auto" = XLA on a GPU with a single replica.
 
@@ -230,7 +266,8 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   """
   config = Config(config)
   objectives.check_objective(config.objective)
-  # First: MultiWorkerMirroredStrategy must exist before any other TF op runs.
+  # First: threads and MultiWorkerMirroredStrategy must be set before TF starts.
+  threads = configure_threads(config.get("intra_op_threads", "auto"))
   strategy = make_strategy(config.get("distribute", "auto"))
   chief = _is_chief(strategy)
   if chief:
@@ -241,8 +278,9 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   keras.utils.set_random_seed(config.seed)
   policy, reason = precision_lib.resolve(config.precision)
   jit = resolve_jit(config.jit_compile, strategy)
-  log.info("Precision: %s (%s). XLA: %s. Replicas: %d (%s).", policy, reason, jit,
-           strategy.num_replicas_in_sync, type(strategy).__name__)
+  log.info("Precision: %s (%s). XLA: %s. Intra-op threads: %s. Replicas: %d (%s).",
+           policy, reason, jit, threads, strategy.num_replicas_in_sync,
+           type(strategy).__name__)
   with precision_lib.policy(policy), strategy.scope():
     train_ds, eval_ds = data_lib.make_datasets(config)
     model = _build(config)

@@ -1,4 +1,7 @@
 """Mixed precision and XLA: choice per machine, and every policy trains to close bounds."""
+import os
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 from msnvi_tf import data
 from msnvi_tf import precision
 from msnvi_tf import training
+from conftest import REPO
 
 
 def test_auto_precision_follows_the_hardware():
@@ -39,6 +43,28 @@ def test_auto_xla_only_on_a_single_gpu_replica():
   assert not training.resolve_jit(False, one, gpus=["gpu0"])
   with pytest.raises(ValueError, match="jit_compile must be"):
     training.resolve_jit("sometimes", one)
+
+
+_THREADS_SCRIPT = """
+import tensorflow as tf
+from msnvi_tf import training
+print(training.configure_threads("auto", gpus=[], cores=8))  # many cores: TF's default
+print(training.configure_threads("auto", gpus=["gpu0"], cores=2))  # a GPU: TF's default
+print(training.configure_threads("auto", gpus=[], cores=2))  # 2 CPU cores: one thread
+print(tf.config.threading.get_intra_op_parallelism_threads())
+tf.constant(1.) + 1.  # TF has started
+print(training.configure_threads(2))  # too late: logged, kept
+"""
+
+
+def test_auto_threads_use_one_intra_op_thread_on_two_cpu_cores_only():
+  env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
+  out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], cwd=REPO, env=env,
+                       capture_output=True, text=True, check=True)
+  assert out.stdout.split("\n")[:5] == ["TF default", "TF default", "1", "1", "1"]
+  assert "intra-op threads stay at 1 (wanted 2)" in out.stderr
+  with pytest.raises(ValueError, match="intra_op_threads must be 'auto' or an integer"):
+    training.configure_threads("many")
 
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
