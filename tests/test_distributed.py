@@ -26,6 +26,7 @@ if logical > 1:
       cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
 import configs
 from msnvi_tf import training
+training.log_to_stdout()
 config = configs.get_config("toy").override({overrides!r} + ["distribute={distribute}"])
 results = training.train_and_evaluate(config, {workdir!r})
 print("RESULTS " + json.dumps(results))
@@ -42,22 +43,33 @@ def _free_ports(n):
   return ports
 
 
-def _start(workdir, distribute, logical=1, tf_config=None):
+def _start(workdir, distribute, logical=1, tf_config=None, extra=()):
   env = dict(os.environ)
   env.pop("TF_CONFIG", None)
   if tf_config is not None:
     env["TF_CONFIG"] = json.dumps(tf_config)
-  code = RUN.format(repo=REPO, logical=logical, overrides=OVERRIDES,
+  code = RUN.format(repo=REPO, logical=logical, overrides=OVERRIDES + list(extra),
                     distribute=distribute, workdir=workdir)
   return subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _results(proc):
+def _results(proc, log=None):
   out, err = proc.communicate(timeout=400)
   assert proc.returncode == 0, err[-3000:]
+  if log is not None:
+    log.append(out)
   lines = [l for l in out.splitlines() if l.startswith("RESULTS ")]
   return json.loads(lines[-1][len("RESULTS "):])
+
+
+def _two_workers(workdir, extra=(), logs=None):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  workers = [_start(workdir, "multi_worker", extra=extra,
+                    tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}})
+             for i in range(2)]
+  return [_results(w, logs) for w in workers]
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +77,8 @@ def single(tmp_path_factory):
   return _results(_start(str(tmp_path_factory.mktemp("single")), "none"))
 
 
-def test_two_local_workers_stay_in_sync_and_match_single_worker(single, tmp_path):
-  ports = _free_ports(2)
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  workers = [_start(str(tmp_path / "run"), "multi_worker",
-                    tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}})
-             for i in range(2)]
-  chief, other = [_results(w) for w in workers]
+def test_two_local_workers_stay_in_sync_match_single_worker_and_resume_together(single, tmp_path):
+  chief, other = _two_workers(str(tmp_path / "run"))
   # Same weights on both workers after 20 synchronous steps.
   assert chief["param_norm"] == pytest.approx(other["param_norm"], rel=1e-6)
   assert chief["step"] == other["step"] == 20
@@ -84,6 +91,17 @@ def test_two_local_workers_stay_in_sync_and_match_single_worker(single, tmp_path
   run = tmp_path / "run"
   assert (run / "export" / "20" / "saved_model.pb").exists()
   assert not [p for p in os.listdir(run) if p.startswith("worker_tmp")]
+
+  # Rerun with more steps: both workers resume from the chief's step-20
+  # checkpoint and again end in sync.
+  logs = []
+  chief, other = _two_workers(str(run), ["num_steps=30", "eval_every=30"], logs)
+  for out in logs:
+    assert "at step 20." in out and "Resumed from" in out
+  assert chief["step"] == other["step"] == 30
+  assert chief["param_norm"] == pytest.approx(other["param_norm"], rel=1e-6)
+  assert (run / "export" / "30" / "saved_model.pb").exists()
+  assert (run / "export" / "20" / "saved_model.pb").exists()  # the old export is kept
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single, tmp_path):
