@@ -17,6 +17,7 @@ B=128, K=16: encoders 0.06 + decoders 2.0 GFLOP forward, 6.2 GFLOP per step.
   bench/step_time.py                                    # MNIST-TB, the paper's shapes
   bench/step_time.py --configs=mnist_tb,cub --set=cub:num_samples=8
   bench/step_time.py --precisions=float32,mixed_bfloat16,mixed_float16
+  bench/step_time.py --intra_op_threads=0                # TF's default threading
 
 Runs unchanged on a GPU host (where mixed_float16 is the interesting policy).
 Numbers from one run are comparable with each other; machines here are shared
@@ -39,6 +40,7 @@ import configs  # pylint: disable=g-import-not-at-top
 from msnvi_tf import architectures
 from msnvi_tf import likelihoods
 from msnvi_tf import precision as precision_lib
+from msnvi_tf import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["mnist_tb"], "Data set configs to benchmark.")
@@ -49,6 +51,8 @@ flags.DEFINE_multi_string("set", [], "Config override config:key=value.")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps (tracing, compilation) first.")
 flags.DEFINE_integer("repeats", 3, "Measurements per setting; the fastest counts.")
+flags.DEFINE_string("intra_op_threads", "auto",
+                    "As the config field: auto (training's choice), 0 = TF default, or N.")
 
 
 def network_flops(network, example):
@@ -183,7 +187,8 @@ def main(argv):
   for item in FLAGS.set:
     name, _, assignment = item.partition(":")
     overrides.setdefault(name, []).append(assignment)
-  print(f"TensorFlow {tf.__version__}; CPU flags: AMX-BF16="
+  threads = training.configure_threads(FLAGS.intra_op_threads)  # before TF starts
+  print(f"TensorFlow {tf.__version__}; intra-op threads: {threads}; CPU flags: AMX-BF16="
         f"{'amx_bf16' in precision_lib.cpu_flags()}, AVX512-BF16="
         f"{'avx512_bf16' in precision_lib.cpu_flags()}; GPUs: "
         f"{len(tf.config.list_physical_devices('GPU'))}; auto precision: "

@@ -143,24 +143,26 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
                    "auto, none, mirrored, multi_worker.")
 
 
-def configure_threads(value, gpus=None, cores=None) -> str:
+def configure_threads(value, gpus=None, cores=None, xla=False) -> str:
   """Applies `config.intra_op_threads` (before TF starts); returns it for the log.
 
-  "auto": 1 on CPU-only machines with at most 2 cores, otherwise TensorFlow's
-  default (0, one thread per core); TF_NUM_INTRAOP_THREADS, if set, wins. On the
-  2-core AMD EPYC here (bench/step_time.py, float32, no XLA) one intra-op thread
-  made every step 6-12% faster (MNIST-TB L_ind 24.5 -> 22.9 ms, CUB hybrid at
-  32x32 91.9 -> 81.8 ms): independent ops (each source's decoder, a layer's two
-  backward matmuls) then run side by side, one per core, instead of each
-  splitting across both. Once TF has started the setting can no longer change;
-  that is logged, not an error.
+  "auto": 1 on CPU-only machines with at most 2 cores when XLA is not forced
+  on (`xla`), otherwise TensorFlow's default (0, one thread per core);
+  TF_NUM_INTRAOP_THREADS, if set, wins. On the 2-core AMD EPYC here
+  (bench/step_time.py, no XLA) one intra-op thread made every step 6-16%
+  faster (MNIST-TB L_ind float32 25.6 -> 23.3 ms, CUB hybrid at 32x32 91.9 ->
+  81.8 ms): independent ops (each source's decoder, a layer's two backward
+  matmuls) then run side by side, one per core, instead of each splitting
+  across both. XLA:CPU runs one op at a time and needs the intra-op threads
+  (MNIST-TB L_ind with XLA: 26 ms with them, 43 ms without). Once TF has
+  started the setting can no longer change; that is logged, not an error.
   """
   if str(value).lower() == "auto":
     if os.environ.get("TF_NUM_INTRAOP_THREADS"):
       return f"{os.environ['TF_NUM_INTRAOP_THREADS']} (TF_NUM_INTRAOP_THREADS)"
     gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
     cores = len(os.sched_getaffinity(0)) if cores is None else cores
-    threads = 1 if not gpus and cores <= 2 else 0
+    threads = 1 if not gpus and cores <= 2 and not xla else 0
   else:
     try:
       threads = int(value)
@@ -267,7 +269,8 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   config = Config(config)
   objectives.check_objective(config.objective)
   # First: threads and MultiWorkerMirroredStrategy must be set before TF starts.
-  threads = configure_threads(config.get("intra_op_threads", "auto"))
+  threads = configure_threads(config.get("intra_op_threads", "auto"),
+                              xla=str(config.jit_compile).lower() in ("true", "on", "1"))
   strategy = make_strategy(config.get("distribute", "auto"))
   chief = _is_chief(strategy)
   if chief:

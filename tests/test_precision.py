@@ -50,6 +50,7 @@ import tensorflow as tf
 from msnvi_tf import training
 print(training.configure_threads("auto", gpus=[], cores=8))  # many cores: TF's default
 print(training.configure_threads("auto", gpus=["gpu0"], cores=2))  # a GPU: TF's default
+print(training.configure_threads("auto", gpus=[], cores=2, xla=True))  # XLA needs them
 print(training.configure_threads("auto", gpus=[], cores=2))  # 2 CPU cores: one thread
 print(tf.config.threading.get_intra_op_parallelism_threads())
 tf.constant(1.) + 1.  # TF has started
@@ -61,7 +62,7 @@ def test_auto_threads_use_one_intra_op_thread_on_two_cpu_cores_only():
   env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
   out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], cwd=REPO, env=env,
                        capture_output=True, text=True, check=True)
-  assert out.stdout.split("\n")[:5] == ["TF default", "TF default", "1", "1", "1"]
+  assert out.stdout.split("\n")[:6] == ["TF default"] * 3 + ["1", "1", "1"]
   assert "intra-op threads stay at 1 (wanted 2)" in out.stderr
   with pytest.raises(ValueError, match="intra_op_threads must be 'auto' or an integer"):
     training.configure_threads("many")
