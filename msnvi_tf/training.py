@@ -216,13 +216,32 @@ def _is_chief(strategy) -> bool:
 
 
 def load_trained(workdir: str, **overrides):
-  """`(model, config)` restored from the latest checkpoint of a workdir."""
+  """`(model, config)` restored from the latest checkpoint of a workdir.
+
+  Args:
+    workdir: a directory written by `train_and_evaluate`.
+    **overrides: config fields to change for this use: the runtime fields
+      (`RUNTIME_FIELDS`) and the evaluation set (`eval_size`, `eval_seed`).
+
+  Raises:
+    FileNotFoundError: no config.json or no checkpoint.
+    ValueError: an override names an unknown field or one that defines the
+      trained model (architecture, objective, data).
+  """
   path = os.path.join(workdir, "config.json")
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
         f"{path} not found: {workdir} is not a workdir written by bin/train.")
   with tf.io.gfile.GFile(path) as f:
     config = Config(json.load(f))
+  unknown = sorted(set(overrides) - set(config))
+  if unknown:
+    raise ValueError(f"Unknown config field(s) {unknown} for {workdir}.")
+  fixed = sorted(set(overrides) - RUNTIME_FIELDS - {"eval_size", "eval_seed"})
+  if fixed:
+    raise ValueError(
+        f"Cannot override {fixed} when loading {workdir}: they define the trained "
+        "model; train a new workdir instead.")
   config.update(overrides)
   with precision_lib.policy(config.precision):
     model = _build(config)

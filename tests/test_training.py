@@ -184,6 +184,15 @@ def test_incompatible_rerun_is_refused_and_keeps_checkpoints(small_run, toy_conf
   assert checkpoint_files(small_run) == before
 
 
+def test_loading_refuses_overrides_that_would_change_the_trained_model(small_run):
+  model, config = training.load_trained(small_run, eval_num_samples=3, eval_size=10)
+  assert config.eval_num_samples == 3 and model.eval_num_samples == 3
+  with pytest.raises(ValueError, match=r"Cannot override \['hidden'\]"):
+    training.load_trained(small_run, hidden=(8, 8))
+  with pytest.raises(ValueError, match=r"Unknown config field\(s\) \['num_sample'\]"):
+    training.load_trained(small_run, num_sample=4)
+
+
 def test_corrupt_checkpoint_gives_clear_error_and_is_not_deleted(small_run, toy_config):
   data_files = glob.glob(os.path.join(small_run, "checkpoints", "ckpt-20.data-*"))
   assert data_files
