@@ -29,6 +29,11 @@ tfd = tfp.distributions
 __all__ = ["MultiSourceVAE"]
 
 
+def _stateless_seed(seed: Optional[int]):
+  """An integer seed as a stateless `[2]` seed (TFP's `sample(seed=...)`), or None."""
+  return None if seed is None else tf.constant([seed, 0], tf.int32)
+
+
 class MultiSourceVAE(keras.Model):
   """Multi-source VAE of Kurle et al. (2019).
 
@@ -235,7 +240,8 @@ class MultiSourceVAE(keras.Model):
   # ------------------------------------------------------- paper's tools
   def predict(self, x, sources: Optional[Sequence[str]] = None,
               targets: Optional[Sequence[str]] = None, method: str = "poe",
-              num_samples: int = 100, return_samples: bool = False):
+              num_samples: int = 100, return_samples: bool = False,
+              seed: Optional[int] = None):
     """Predicts targets from any subset of sources (Eq. 6).
 
     p(x_t | x_S) = E_{z ~ q_S(z | x_S)} [p(x_t | z)], with q_S the integrated
@@ -248,6 +254,7 @@ class MultiSourceVAE(keras.Model):
       method: integration method for S.
       num_samples: latent samples.
       return_samples: also return the per-sample means.
+      seed: integer for reproducible samples (default: TF's global RNG).
 
     Returns:
       `{target: [B, ...]}` predictive means; with `return_samples`, also
@@ -258,7 +265,7 @@ class MultiSourceVAE(keras.Model):
     if unknown:
       raise ValueError(f"Unknown target(s) {unknown}; the model has {self.targets}.")
     q = self.integrate(self.encode(x, sources), method)
-    z = q.sample(num_samples)  # [K, B, Dz]
+    z = q.sample(num_samples, seed=_stateless_seed(seed))  # [K, B, Dz]
     means = {t: self.decoders[t].mean(z) for t in targets}  # [K, B, ...]
     averaged = {t: tf.reduce_mean(m, 0) for t, m in means.items()}
     return (averaged, means) if return_samples else averaged
@@ -272,31 +279,39 @@ class MultiSourceVAE(keras.Model):
     return integration.pmi(self.encode(x, sources))
 
   def sir(self, x, sources: Optional[Sequence[str]] = None, method: str = "poe",
-          num_samples: int = 100, num_resamples: Optional[int] = None):
+          num_samples: int = 100, num_resamples: Optional[int] = None,
+          seed: Optional[int] = None):
     """Sampling importance resampling from an integrated belief (App. E).
 
     Proposals z_k ~ q_S(z | x_S), weights w_k = p(x, z_k) / q_S(z_k) using all
     targets present in `x`, then `num_resamples` draws from the weighted set.
+    `seed` (an integer) makes both draws reproducible.
 
     Returns:
       `(proposals [K, B, Dz], resampled [R, B, Dz])`.
     """
     num_resamples = num_resamples or num_samples
     q = self.integrate(self.encode(x, sources), method)
-    z = q.sample(num_samples)  # [K, B, Dz]
+    seeds = [None, None] if seed is None else tf.unstack(
+        tf.random.experimental.stateless_split(_stateless_seed(seed), 2))
+    z = q.sample(num_samples, seed=seeds[0])  # [K, B, Dz]
     targets = [t for t in self.targets if t in x]
     log_w = self.log_joint(x, z, targets) - q.log_prob(z)  # [K, B]
-    idx = tf.random.categorical(tf.transpose(log_w), num_resamples)  # [B, R]
+    if seed is None:
+      idx = tf.random.categorical(tf.transpose(log_w), num_resamples)  # [B, R]
+    else:
+      idx = tf.random.stateless_categorical(tf.transpose(log_w), num_resamples, seeds[1])
     resampled = tf.gather(tf.transpose(z, [1, 0, 2]), idx, batch_dims=1)  # [B, R, Dz]
     return z, tf.transpose(resampled, [1, 0, 2])
 
   def log_likelihood(self, x, num_samples: int = 1000,
                      sources: Optional[Sequence[str]] = None, method: str = "poe",
-                     chunk_size: int = 100):
+                     chunk_size: int = 100, seed: Optional[int] = None):
     """IWAE estimate of ln p(x) with many samples, drawn in chunks.
 
     ln p(x) >= ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q_S (Sec. 2); K =
-    `num_samples` split into chunks of `chunk_size` so memory stays bounded.
+    `num_samples` split into chunks of `chunk_size` so memory stays bounded;
+    `seed` (an integer) makes the estimate reproducible.
 
     Returns:
       `[B]` float32.
@@ -305,13 +320,15 @@ class MultiSourceVAE(keras.Model):
     self._check_batch(x, self.targets)
 
     @tf.function
-    def chunk(n):
-      z = tf.stop_gradient(q.sample(n))  # [n, B, Dz]
+    def chunk(n, chunk_seed):
+      z = tf.stop_gradient(q.sample(n, seed=chunk_seed))  # [n, B, Dz]
       return tf.reduce_logsumexp(self.log_joint(x, z) - q.log_prob(z), 0)  # [B]
 
     parts, done = [], 0
     while done < num_samples:
       n = min(chunk_size, num_samples - done)
-      parts.append(chunk(tf.constant(n)))
+      chunk_seed = (None if seed is None else
+                    tf.random.experimental.stateless_fold_in(_stateless_seed(seed), done))
+      parts.append(chunk(tf.constant(n), chunk_seed))
       done += n
     return tf.reduce_logsumexp(tf.stack(parts), 0) - math.log(num_samples)
