@@ -14,6 +14,7 @@ from msnvi_tf import architectures
 from msnvi_tf import evaluation
 from msnvi_tf import export
 from msnvi_tf import imputation
+from msnvi_tf import precision
 from msnvi_tf import training
 from msnvi_tf.data import mnist
 
@@ -219,6 +220,26 @@ def test_training_step_uses_fused_kernels_but_the_export_has_no_xla(tmp_path):
   assert "log_likelihood" in graph.signature_def  # it runs the Bernoulli heads
   assert graph.graph_def.library.function
   assert not _xla_compiled_functions(graph.graph_def)
+
+
+def test_gpu_setting_mixed_float16_with_xla_trains_like_float32_on_cpu():
+  # The configuration "auto" picks on a GPU, run here on the CPU.
+  config = _config("mnist_tb", "objective=hybrid")
+  batch = next(iter(mnist.make_datasets(config)[0]))
+  first_loss = {}
+  for policy, jit in (("float32", False), ("mixed_float16", True)):
+    keras.utils.set_random_seed(0)
+    with precision.policy(policy):
+      model = architectures.build_model(config)
+      model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    step = tf.function(model.train_step, jit_compile=jit)
+    losses = [float(step(batch)["loss"]) for _ in range(10)]
+    assert np.all(np.isfinite(losses)), policy
+    assert any(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables))
+    first_loss[policy] = losses[0]
+  # Same weights and noise: float16 networks round, the objectives are float32.
+  assert first_loss["mixed_float16"] == pytest.approx(first_loss["float32"], rel=0.01)
 
 
 def _results():
