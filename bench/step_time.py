@@ -39,6 +39,7 @@ import tensorflow as tf
 import configs  # pylint: disable=g-import-not-at-top
 from msnvi_tf import architectures
 from msnvi_tf import likelihoods
+from msnvi_tf import optimizers
 from msnvi_tf import precision as precision_lib
 from msnvi_tf import training
 
@@ -176,7 +177,7 @@ def build(config, objective, policy):
   """The model of `config` for `objective` under `policy`, optimizer built."""
   with precision_lib.policy(policy):
     model = architectures.build_model(config.override([f"objective={objective}"]))
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=optimizers.Adam(config.learning_rate))
     model.optimizer.build(model.trainable_variables)
   return model
 

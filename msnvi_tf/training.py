@@ -28,6 +28,7 @@ from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf import export as export_lib
 from msnvi_tf import objectives
+from msnvi_tf import optimizers
 from msnvi_tf import precision as precision_lib
 from msnvi_tf.config import Config
 
@@ -69,7 +70,7 @@ def _build(config: Config):
   """Model with a compiled and built Adam optimizer (Adam as in App. H)."""
   objectives.check_objective(config.objective)
   model = architectures.build_model(config)
-  model.compile(optimizer=keras.optimizers.Adam(
+  model.compile(optimizer=optimizers.Adam(
       config.learning_rate, beta_1=config.beta1, beta_2=config.beta2))
   model.optimizer.build(model.trainable_variables)
   return model

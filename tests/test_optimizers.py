@@ -1,0 +1,39 @@
+"""The fused Adam: the same trajectory as Keras' Adam, in one kernel per variable."""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from msnvi_tf import optimizers
+
+
+def _trajectory(optimizer, steps=5):
+  rng = np.random.default_rng(0)
+  variables = [keras.Variable(rng.normal(size=(4, 3)).astype(np.float32)),
+               keras.Variable(rng.normal(size=(3,)).astype(np.float32))]
+  optimizer.build(variables)
+  apply = tf.function(lambda grads: optimizer.apply(grads, variables))
+  for _ in range(steps):
+    grads = [tf.constant(rng.normal(size=v.shape) * 10., tf.float32) for v in variables]
+    apply(grads)
+  slots = [v.numpy() for v in optimizer.variables]
+  return [v.numpy() for v in variables], slots
+
+
+def test_fused_adam_follows_keras_adam_and_keeps_its_slot_variables():
+  kwargs = dict(learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-6)
+  fused, fused_slots = _trajectory(optimizers.Adam(**kwargs))
+  reference, reference_slots = _trajectory(keras.optimizers.Adam(**kwargs))
+  start, _ = _trajectory(keras.optimizers.Adam(**kwargs), steps=0)
+  assert not np.allclose(fused[0], start[0])  # it moved
+  for got, expected in zip(fused + fused_slots, reference + reference_slots):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  assert len(fused_slots) == len(reference_slots)  # checkpoints are interchangeable
+
+
+def test_fused_adam_under_loss_scaling_applies_unscaled_steps():
+  fused = keras.optimizers.LossScaleOptimizer(optimizers.Adam(0.01))
+  reference = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.01))
+  got, _ = _trajectory(fused, steps=3)
+  expected, _ = _trajectory(reference, steps=3)
+  for g, e in zip(got, expected):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
