@@ -4,8 +4,8 @@
 For every data set config, precision and objective this times the jitted and
 non-jitted training step on a synthetic batch of the config's shapes and, in the
 same run, float32 square matmuls with the same FLOPs as the step (the roofline
-of this machine's matmul kernels, see `matmul_time`). It prints examples/s and
-the ratio
+of this machine's matmul kernels, see `roofline`; timed in turns with the
+steps). It prints examples/s and the ratio
 
     roofline fraction = time(matmul of the step's FLOPs) / time(step),
 
@@ -115,35 +115,44 @@ def synthetic_batch(model, batch_size, seed=0):
           for k, s in model.data_shapes().items()}
 
 
-def best_time(fn, steps, warmup, repeats):
-  """Fastest seconds per call of `fn` over `repeats` runs of `steps` calls."""
-  for _ in range(warmup):
-    fn()
-  times = []
+def best_times(fns, steps, warmup, repeats):
+  """Fastest seconds per call of each of `fns` (a dict), over `repeats` runs of
+  `steps` calls; the functions take turns, so a busy neighbour slows all alike."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(steps):
-      out = fn()
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-    times.append((time.perf_counter() - start) / steps)
-  return min(times)
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      for _ in range(steps):
+        out = fn()
+      tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+      times[name].append((time.perf_counter() - start) / steps)
+  return {name: min(t) for name, t in times.items()}
 
 
-def matmul_time(flops, steps, warmup, repeats):
-  """Seconds for `flops` FLOPs of float32 matmul at this machine's best rate.
+def best_time(fn, steps, warmup, repeats):
+  """Fastest seconds per call of `fn` (see `best_times`)."""
+  return best_times({0: fn}, steps, warmup, repeats)[0]
 
-  The faster of one square matmul of `flops` FLOPs and one smaller square matmul
-  per CPU core side by side, so the roofline uses every core whether TF runs
-  them as intra-op threads (the default) or inter-op threads
-  (TF_NUM_INTRAOP_THREADS=1).
+
+def roofline(flops):
+  """`{name: (fn, flops of fn)}`: float32 matmuls of about `flops` FLOPs.
+
+  One square matmul, and one smaller square matmul per CPU core side by side,
+  so the faster of the two uses every core whether TF runs them as intra-op
+  threads (the default) or inter-op threads (TF_NUM_INTRAOP_THREADS=1). The
+  roofline time of the step is `flops` at the faster one's rate.
   """
-  rates = []
+  fns = {}
   for parts in sorted({1, os.cpu_count() or 1}):
     n = max(64, int(round((flops / parts / 2.) ** (1. / 3.))))
     pairs = [(tf.random.normal([n, n]), tf.random.normal([n, n])) for _ in range(parts)]
-    matmuls = tf.function(lambda pairs=pairs: [tf.matmul(a, b) for a, b in pairs])
-    rates.append(parts * 2. * n ** 3 / best_time(matmuls, steps, warmup, repeats))
-  return flops / max(rates)
+    fns[f"matmul x{parts}"] = (
+        tf.function(lambda pairs=pairs: [tf.matmul(a, b) for a, b in pairs]),
+        parts * 2. * n ** 3)
+  return fns
 
 
 def component_times(model, batch, steps, warmup, repeats):
@@ -207,11 +216,15 @@ def main(argv):
         model = build(config, objective, policy)
         batch = synthetic_batch(model, config.batch_size)
         flops, _, _ = step_flops(model, batch, objective)
-        t_mm = matmul_time(flops, FLAGS.steps, FLAGS.warmup, FLAGS.repeats)
+        matmuls = roofline(flops)
+        fns = {name: fn for name, (fn, _) in matmuls.items()}
         for jit in FLAGS.jit:
           step = tf.function(model.train_step, jit_compile=(jit == "on"))
-          t = best_time(lambda: step(batch), FLAGS.steps, FLAGS.warmup,
-                        FLAGS.repeats)
+          fns[jit] = lambda step=step: step(batch)
+        times = best_times(fns, FLAGS.steps, FLAGS.warmup, FLAGS.repeats)
+        t_mm = flops / max(f / times[name] for name, (_, f) in matmuls.items())
+        for jit in FLAGS.jit:
+          t = times[jit]
           key = (objective, jit)
           baseline.setdefault(key, t)
           print(f"{name:10} {objective:9} {policy:15} {jit:4} {flops / 1e9:6.2f} "
