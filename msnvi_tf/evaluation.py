@@ -105,9 +105,11 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
     "log_likelihood"}`; bounds and log-likelihood in nats per example (higher is
     better; the grid reports their negatives).
   """
+  # float32 whatever `precision=auto` would pick here: table entries must not
+  # depend on the machine.
   model, config = training.load_trained(
       workdir, eval_num_samples=num_samples, eval_size=eval_size,
-      eval_batch_size=eval_batch_size)
+      eval_batch_size=eval_batch_size, precision="float32")
   _, eval_ds = data_lib.make_datasets(config)
   metrics = training.evaluate(model, eval_ds)
   result = {"workdir": os.path.abspath(workdir), "dataset": config.dataset,

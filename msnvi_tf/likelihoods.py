@@ -99,7 +99,8 @@ def bernoulli_log_prob(logits, x, event_ndims: int):
 
   @tf.custom_gradient
   def log_prob(logits):
-    value, probs = _bernoulli_value(compiled)(logits, x, event_ndims)  # [..., B], [..., B, *event]
+    # value [..., B], probs [..., B, *event]
+    value, probs = _bernoulli_value(compiled)(logits, x, event_ndims)
     return value, lambda upstream: _bernoulli_grad(compiled)(upstream, x, probs, event_ndims)
   return log_prob(logits)
 

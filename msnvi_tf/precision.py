@@ -9,7 +9,7 @@ loss scaling (`keras.optimizers.LossScaleOptimizer`, added by `Model.compile`).
 "auto" picks mixed_float16 where a GPU is visible, mixed_bfloat16 on CPUs with
 AMX-BF16 tiles (Sapphire Rapids and later), and float32 on CPUs without bf16
 instructions. On CPUs with avx512_bf16 but no AMX, bf16 matmuls are slower than
-float32 on some models and faster on others, so "auto" measures: it times a
+float32 on some CPU models and faster on others, so "auto" measures: it times a
 bf16 and a float32 matmul (about 0.2 s, once per process) and picks
 mixed_bfloat16 only if bf16 is at least `BF16_MIN_SPEEDUP` times faster. On the
 2-core AMD EPYC here bf16 matmuls run 1.6x faster and the MNIST-TB L_ind step
