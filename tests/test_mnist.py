@@ -242,6 +242,26 @@ def test_gpu_setting_mixed_float16_with_xla_trains_like_float32_on_cpu():
   assert first_loss["mixed_float16"] == pytest.approx(first_loss["float32"], rel=0.01)
 
 
+def test_evaluate_workdir_gives_table1_entries_in_float32(tmp_path, monkeypatch):
+  config = _config("mnist_tb", "objective=hybrid", "num_steps=4", "steps_per_call=2",
+                   "eval_every=4", "checkpoint_every=4", "export_num_samples=4",
+                   "precision=mixed_bfloat16")
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(config, workdir)
+  loaded = []
+  load = training.load_trained
+  monkeypatch.setattr(training, "load_trained",
+                      lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
+  result = evaluation.evaluate_workdir(workdir, num_samples=4, eval_size=16,
+                                       large_k=32, large_k_examples=8, chunk_size=16,
+                                       eval_batch_size=8)
+  assert loaded[0][0].encoders["top"].compute_dtype == "float32"  # trained in bf16
+  assert result["step"] == 4 and result["num_examples"] == 16
+  assert result["column"].startswith("hybrid") and result["large_k_examples"] == 8
+  for key in ("ind", "moe", "poe", "log_likelihood"):
+    assert np.isfinite(result[key]) and result[key] < 0., key
+
+
 def _results():
   return [
       {"workdir": "/w/tb_ind", "dataset": "mnist_tb", "column": "ind", "step": 3000,
