@@ -11,6 +11,9 @@ from msnvi_tf import likelihoods
 @pytest.mark.parametrize("head,x", [
     (likelihoods.BernoulliHead((3, 4)), lambda rng: (rng.random((5, 3, 4)) < .4)),
     (likelihoods.NormalHead((6,), scale="dense"), lambda rng: rng.normal(size=(5, 6))),
+    (likelihoods.NormalHead((3, 4), init_scale=.5), lambda rng: rng.normal(size=(5, 3, 4))),
+    (likelihoods.NormalHead((3, 4), scale_shape=(4,), init_scale=.5),
+     lambda rng: rng.normal(size=(5, 3, 4))),
     (likelihoods.CategoricalHead(10), lambda rng: np.eye(10)[rng.integers(10, size=5)]),
 ])
 def test_head_log_prob_equals_tfp_log_prob_with_samples_broadcast(head, x):
@@ -62,3 +65,30 @@ def test_compiled_kernels_are_per_context_and_restore_the_previous_setting():
       assert not likelihoods._KERNELS.enabled  # pylint: disable=protected-access
     assert likelihoods._KERNELS.enabled  # pylint: disable=protected-access
   assert not likelihoods._KERNELS.enabled  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("scale_shape", [(4, 5, 3), (1, 1, 1), (1, 1, 3)])
+def test_normal_log_prob_value_and_gradients_equal_tfp(compiled, scale_shape):
+  # A dense std, a global scalar std and a global per-channel std.
+  rng = np.random.default_rng(2)
+  loc = tf.constant(rng.normal(size=(4, 5, 3)), tf.float32)  # [K, B, 3]
+  scale = tf.constant(rng.uniform(.1, 2., size=scale_shape), tf.float32)
+  x = tf.constant(rng.normal(size=(5, 3)), tf.float32)  # [B, 3]
+  weights = tf.constant(rng.normal(size=(4, 5)), tf.float32)
+
+  def value_and_grads(fn):
+    with tf.GradientTape() as tape:
+      tape.watch([loc, scale])
+      value = fn(loc, scale)
+      total = tf.reduce_sum(weights * value)
+    return [value] + tape.gradient(total, [loc, scale])
+
+  expected = value_and_grads(lambda l, s: tf.reduce_sum(
+      tfp.distributions.Normal(l, s).log_prob(x), -1))
+  with likelihoods.compiled_kernels(compiled):
+    got = tf.function(lambda: value_and_grads(
+        lambda l, s: likelihoods.normal_log_prob(l, s, x, 1)))()
+  assert got[2].shape == scale_shape
+  for g, e in zip(got, expected):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
