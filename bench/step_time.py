@@ -19,6 +19,10 @@ B=128, K=16: encoders 0.06 + decoders 2.0 GFLOP forward, 6.2 GFLOP per step.
   bench/step_time.py --precisions=float32,mixed_bfloat16,mixed_float16
   bench/step_time.py --intra_op_threads=0                # TF's default threading
 
+The XLA rows are only representative with --intra_op_threads=0: training's "auto"
+gives one intra-op thread on small CPUs only when XLA is off, and XLA:CPU needs
+the intra-op threads.
+
 Runs unchanged on a GPU host (where mixed_float16 is the interesting policy).
 Numbers from one run are comparable with each other; machines here are shared
 and differ (AMX or not), so compare ratios, not absolute times across runs.
@@ -146,7 +150,7 @@ def roofline(flops):
   roofline time of the step is `flops` at the faster one's rate.
   """
   fns = {}
-  for parts in sorted({1, os.cpu_count() or 1}):
+  for parts in sorted({1, len(os.sched_getaffinity(0))}):
     n = max(64, int(round((flops / parts / 2.) ** (1. / 3.))))
     pairs = [(tf.random.normal([n, n]), tf.random.normal([n, n])) for _ in range(parts)]
     fns[f"matmul x{parts}"] = (
