@@ -77,7 +77,7 @@ def single(tmp_path_factory):
   return _results(_start(str(tmp_path_factory.mktemp("single")), "none"))
 
 
-def test_two_local_workers_stay_in_sync_match_single_worker_and_resume_together(single, tmp_path):
+def test_two_workers_stay_in_sync_match_one_worker_and_resume_together(single, tmp_path):
   chief, other = _two_workers(str(tmp_path / "run"))
   # Same weights on both workers after 20 synchronous steps.
   assert chief["param_norm"] == pytest.approx(other["param_norm"], rel=1e-6)
