@@ -49,12 +49,22 @@ def compiled_kernels(enabled: bool = True):
   The flag is read when a function is traced and is per thread (tf.distribute
   traces each replica in its own thread, inside the replica function).
   """
-  previous = getattr(_KERNELS, "enabled", False)
+  previous = _compiled_now()
   _KERNELS.enabled = enabled
   try:
     yield
   finally:
     _KERNELS.enabled = previous
+
+
+def _compiled_now() -> bool:
+  """Whether this thread is inside `compiled_kernels()`."""
+  return getattr(_KERNELS, "enabled", False)
+
+
+def _per_example(upstream, event_ndims):
+  """`[..., B]` -> `[..., B, 1, ..., 1]`: broadcasts against `[..., B, *event]`."""
+  return tf.reshape(upstream, tf.concat([tf.shape(upstream), [1] * event_ndims], 0))
 
 
 def _kernel(fn):
@@ -76,7 +86,7 @@ def _bernoulli_value(logits, x, event_ndims):
 @_kernel
 def _bernoulli_grad(upstream, x, probs, event_ndims):
   """d/dl of sum_i x_i l_i - softplus(l_i) is x_i - sigmoid(l_i), times upstream."""
-  upstream = tf.reshape(upstream, tf.concat([tf.shape(upstream), [1] * event_ndims], 0))
+  upstream = _per_example(upstream, event_ndims)
   return upstream * (x - probs)
 
 
@@ -92,7 +102,7 @@ def _normal_value(loc, scale, x, event_ndims):
 def _normal_grad(upstream, loc, scale, x, event_ndims):
   """Gradients w.r.t. loc, (x - loc) / scale^2, and scale, ((x - loc)^2 / scale^2 - 1)
   / scale, times upstream; the scale's summed down to its (broadcast) shape."""
-  upstream = tf.reshape(upstream, tf.concat([tf.shape(upstream), [1] * event_ndims], 0))
+  upstream = _per_example(upstream, event_ndims)
   z = (x - loc) / scale
   grad_loc = upstream * z / scale
   grad_scale = upstream * (tf.square(z) - 1.) / scale
@@ -116,7 +126,7 @@ def normal_log_prob(loc, scale, x, event_ndims: int):
   Returns:
     `[..., B]` float32.
   """
-  compiled = getattr(_KERNELS, "enabled", False)  # see bernoulli_log_prob
+  compiled = _compiled_now()  # see bernoulli_log_prob
 
   @tf.custom_gradient
   def log_prob(loc, scale):
@@ -142,7 +152,7 @@ def bernoulli_log_prob(logits, x, event_ndims: int):
     `[..., B]` float32.
   """
   # Read now: the gradient is built later, after the caller left the context.
-  compiled = getattr(_KERNELS, "enabled", False)
+  compiled = _compiled_now()
 
   @tf.custom_gradient
   def log_prob(logits):

@@ -42,6 +42,8 @@ RUNTIME_FIELDS = frozenset({
     "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
     "archive_dir", "tfds_data_dir", "intra_op_threads",
 })
+# Spellings of a config switch that is forced on (jit_compile).
+_ON = ("true", "on", "1")
 # Progress goes to this logger; `bin/` scripts print it to stdout.
 log = logging.getLogger("msnvi_tf")
 
@@ -194,7 +196,7 @@ def resolve_jit(value, strategy=None, gpus=None) -> bool:
   "auto" leaves XLA off there too. `gpus` defaults to this machine's.
   """
   text = str(value).lower()
-  if text in ("true", "on", "1"):
+  if text in _ON:
     return True
   if text in ("false", "off", "0"):
     return False
@@ -290,7 +292,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   objectives.check_objective(config.objective)
   # First: threads and MultiWorkerMirroredStrategy must be set before TF starts.
   threads = configure_threads(config.get("intra_op_threads", "auto"),
-                              xla=str(config.jit_compile).lower() in ("true", "on", "1"))
+                              xla=str(config.jit_compile).lower() in _ON)
   strategy = make_strategy(config.get("distribute", "auto"))
   chief = _is_chief(strategy)
   if chief:
