@@ -11,6 +11,12 @@ def base_config(**fields) -> Config:
       "min_scale": 1e-4,  # floor of the beliefs' std (msnvi_tf.beliefs).
       "beta1": 0.9,  # Adam (App. H).
       "beta2": 0.999,
+      # Learning-rate schedule (msnvi_tf.optimizers.learning_rate): the paper's
+      # is "constant"; "warmup_cosine" warms up to learning_rate, then decays.
+      "lr_schedule": "constant",
+      "warmup_steps": 0,
+      "decay_steps": 0,
+      "final_lr_fraction": 0.0,
       "seed": 0,
       "max_checkpoints": 3,
       "export_num_samples": 100,  # latent samples of the serving signatures.

@@ -15,7 +15,9 @@ AMSGrad and non-TensorFlow backends use Keras' own update.
 import keras
 import tensorflow as tf
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "learning_rate", "SCHEDULES"]
+
+SCHEDULES = ("constant", "warmup_cosine")
 
 
 def _handle(variable):
@@ -40,3 +42,27 @@ class Adam(keras.optimizers.Adam):
         beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
         lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
         epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
+def learning_rate(config):
+  """The learning rate of `config`: a float, or a schedule of the optimizer's step.
+
+  "constant": `config.learning_rate` throughout (App. H, Tables 3-6).
+  "warmup_cosine": linear warm-up from 0 to `config.learning_rate` over
+  `config.warmup_steps`, then a cosine decay over `config.decay_steps` to
+  `config.final_lr_fraction * config.learning_rate`, which it keeps. The
+  schedule is a function of the optimizer's step counter, which checkpoints
+  hold, so a resumed run follows it exactly.
+
+  Raises:
+    ValueError: unknown `config.lr_schedule`.
+  """
+  kind = config.get("lr_schedule", "constant")
+  if kind == "constant":
+    return config.learning_rate
+  if kind == "warmup_cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0., decay_steps=config.decay_steps,
+        alpha=config.final_lr_fraction, warmup_target=config.learning_rate,
+        warmup_steps=config.warmup_steps)
+  raise ValueError(f"Unknown lr_schedule {kind!r}; choose one of {list(SCHEDULES)}.")

@@ -73,7 +73,7 @@ def _build(config: Config):
   objectives.check_objective(config.objective)
   model = architectures.build_model(config)
   model.compile(optimizer=optimizers.Adam(
-      config.learning_rate, beta_1=config.beta1, beta_2=config.beta2))
+      optimizers.learning_rate(config), beta_1=config.beta1, beta_2=config.beta2))
   model.optimizer.build(model.trainable_variables)
   return model
 
@@ -316,7 +316,8 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   restored = _restore(checkpoint, workdir)
   start = int(step.numpy())
   if restored:
-    model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
+    if config.get("lr_schedule", "constant") == "constant":
+      model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
     log.info("Resumed from %s at step %d.", restored, start)
 
   train_step = tf.function(model.train_step, jit_compile=jit)

@@ -1,8 +1,10 @@
 """The fused Adam: the same trajectory as Keras' Adam, in one kernel per variable."""
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 
+import configs
 from msnvi_tf import optimizers
 
 
@@ -37,3 +39,27 @@ def test_fused_adam_under_loss_scaling_applies_unscaled_steps():
   expected, _ = _trajectory(reference, steps=3)
   for g, e in zip(got, expected):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_warmup_cosine_schedule_rises_to_the_peak_then_decays_to_the_floor():
+  config = configs.get_config("mnist_tb", "fast")
+  schedule = optimizers.learning_rate(config)
+  peak, warmup = config.learning_rate, config.warmup_steps
+  end = warmup + config.decay_steps
+  values = [float(schedule(s)) for s in (0, warmup // 2, warmup, end, 2 * end)]
+  np.testing.assert_allclose(values, [0., peak / 2, peak, peak * config.final_lr_fraction,
+                                      peak * config.final_lr_fraction], rtol=1e-5)
+  mid = float(schedule(warmup + config.decay_steps // 2))
+  assert peak * config.final_lr_fraction < mid < peak
+
+
+def test_constant_schedule_is_the_papers_learning_rate():
+  config = configs.get_config("mnist_tb")
+  assert optimizers.learning_rate(config) == 5e-5
+
+
+def test_unknown_variant_and_schedule_are_clear_errors():
+  with pytest.raises(ValueError, match="Unknown variant 'fastest'.*fast"):
+    configs.get_config("mnist_tb", "fastest")
+  with pytest.raises(ValueError, match="Unknown lr_schedule 'cyclic'"):
+    optimizers.learning_rate(configs.get_config("toy").override(["lr_schedule=cyclic"]))
