@@ -49,7 +49,6 @@ def get_config(dataset="cub"):
       archive_dir="",  # cub: the original archives ("" = <data_dir>/manual).
       train_size=3_000,  # shapes only (CUB has its fixed split).
       eval_size=3_033,  # shapes only.
-      shuffle_buffer=3_000,
       # Loop.
       steps_per_call=50,
       log_every=500,

@@ -84,7 +84,8 @@ class MultiSourceVAE(keras.Model):
     self._extra_shapes = {k: tuple(v) for k, v in (source_shapes or {}).items()}
     self.rng = tf.random.Generator.from_seed(seed)  # Training samples.
     # Evaluation draws from its own stream, so evaluating never changes training.
-    self.eval_rng = tf.random.Generator.from_seed(seed + 1)
+    self._eval_seed = seed + 1
+    self.eval_rng = tf.random.Generator.from_seed(self._eval_seed)
     self._trackers = {
         name: keras.metrics.Mean(name=name)
         for name in ("loss", "bound") + objectives.INTEGRATED_BOUNDS}
@@ -226,6 +227,10 @@ class MultiSourceVAE(keras.Model):
     self._trackers["bound"].update_state(bound)
     return {"loss": self._trackers["loss"].result(),
             "bound": self._trackers["bound"].result()}
+
+  def reset_eval_rng(self):
+    """Restarts the evaluation noise (`test_step`'s samples) from the model's seed."""
+    self.eval_rng.reset_from_seed(self._eval_seed)
 
   def test_step(self, data):
     x = data[0] if isinstance(data, tuple) else data

@@ -8,10 +8,19 @@ Trains `config.objective` on `config.dataset`, writing into `workdir`:
   metrics.json       the final evaluation
   export/<step>/     SavedModel for TF Serving (see `msnvi_tf.export`)
 
-Checkpoints and exports are never deleted or overwritten by a failing run: an
-unreadable checkpoint or a diverging loss stops training with a message that
-names the files, and leaves them as they are.
+A re-run resumes exactly: a checkpoint holds the weights, the optimizer (its
+step drives the learning-rate schedule), both random streams of the model and
+the running training metrics, and the training data are a function of (seed,
+step) (`msnvi_tf.data.training_batches`), so a run killed at any moment and
+re-run with the same command ends with the same weights as one never stopped.
+
+Checkpoints and exports are never deleted or overwritten by a failing run: a
+damaged newest checkpoint is passed over for the previous one with a warning, a
+diverging loss stops training with a message that names the last good
+checkpoint, and exports and metrics.json appear only complete (written aside,
+then renamed).
 """
+import glob
 import json
 import math
 import os
@@ -79,35 +88,96 @@ def _build(config: Config):
 
 
 def _checkpoint(model, step):
-  # The Adam state, without float16's loss scale: a checkpoint then restores
-  # under every precision policy (the loss scale re-settles in a few steps).
+  """Everything a resumed run needs to continue exactly (see module docstring)."""
+  # The Adam state apart from float16's loss scale, which is saved on its own:
+  # a checkpoint then restores under every precision policy.
   optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-  return tf.train.Checkpoint(step=step, model=model, optimizer=optimizer,
-                             rng=model.rng)
+  extra = {}
+  if optimizer is not model.optimizer:
+    extra["loss_scale"] = list(model.optimizer.variables)
+  return tf.train.Checkpoint(
+      step=step, model=model, optimizer=optimizer, rng=model.rng,
+      metrics=[v for m in model.metrics for v in m.variables], **extra)
+
+
+def _candidates(ckpt_dir: str):
+  """Checkpoint prefixes in `ckpt_dir`, newest first: the state file's and any `ckpt-N`."""
+  paths = set()
+  try:
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+  except Exception:  # pylint: disable=broad-except  (a damaged state file: scan instead)
+    state = None
+  if state is not None:
+    paths.update(os.path.join(ckpt_dir, os.path.basename(p))
+                 for p in state.all_model_checkpoint_paths)
+  paths.update(p[:-len(".index")] for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.index")))
+  def number(path):
+    suffix = path.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
+  return sorted(paths, key=number, reverse=True)
+
+
+def _first_line(error: Exception) -> str:
+  return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def _restore(checkpoint, workdir) -> Optional[str]:
-  """Restores the latest checkpoint of `workdir` (every worker reads the chief's)."""
-  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  if path is None:
-    return None
-  try:
-    # Objects that a checkpoint need not hold (float16's loss scale) may be
-    # unmatched; config.json guards against a different architecture.
-    checkpoint.restore(path).expect_partial().assert_nontrivial_match()
-  except Exception as e:  # pylint: disable=broad-except  (any damage: re-raised below)
-    raise RuntimeError(
-        f"Checkpoint {path} in {workdir} could not be restored ({type(e).__name__}: "
-        f"{str(e).splitlines()[0] if str(e) else ''}). Nothing was deleted: move "
-        "the damaged checkpoint files aside to resume from an earlier one, or pass "
-        "a new --workdir.") from e
-  return path
+  """Restores the newest readable checkpoint of `workdir` (every worker reads the chief's).
+
+  A damaged checkpoint (files truncated or missing, as a run killed while
+  writing it, or a full disk, leaves them) is passed over for the one before
+  it, with a warning that names it; when every checkpoint is damaged, training
+  starts from step 0 (the damaged files are replaced when that step is reached
+  again). Nothing is deleted.
+
+  Returns:
+    The restored checkpoint's prefix, or None when there is none to restore.
+
+  Raises:
+    RuntimeError: a checkpoint that does not fit the model (another
+      architecture or code version); it was left untouched.
+  """
+  damaged = []
+  for path in _candidates(os.path.join(workdir, "checkpoints")):
+    try:
+      # Objects a checkpoint need not hold (float16's loss scale, or what older
+      # checkpoints lack) may be unmatched; config.json guards the architecture.
+      checkpoint.restore(path).expect_partial().assert_nontrivial_match()
+    except (tf.errors.OpError, IndexError) as e:  # Unreadable files.
+      log.warning("Checkpoint %s is damaged (%s) and was skipped; its files were "
+                  "left in place.", path, _first_line(e))
+      damaged.append(path)
+      continue
+    except Exception as e:  # pylint: disable=broad-except  (readable, but does not fit)
+      raise RuntimeError(
+          f"Checkpoint {path} in {workdir} could not be restored ({_first_line(e)}). "
+          "Nothing was deleted: pass a new --workdir, or move the checkpoint aside "
+          "to resume from an earlier one.") from e
+    if damaged:
+      log.warning("Resuming from %s, the newest readable checkpoint.", path)
+    return path
+  if damaged:
+    log.warning("No readable checkpoint in %s: training starts from step 0.", workdir)
+  return None
+
+
+def _write_json(path: str, value):
+  """Writes `value` as JSON to `path` atomically (aside, then renamed)."""
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def evaluate(model, dataset, test_fn=None, strategy=None) -> Dict[str, float]:
-  """Mean of `test_step` metrics over one pass of `dataset` (on every replica)."""
+  """Mean of `test_step` metrics over one pass of `dataset` (on every replica).
+
+  The model's evaluation noise restarts from its seed, so the result depends on
+  the weights only (a resumed run evaluates as the uninterrupted one did).
+  """
   strategy = strategy or tf.distribute.get_strategy()
   test_fn = test_fn or tf.function(model.test_step, reduce_retracing=True)
+  model.reset_eval_rng()  # Every evaluation draws the same noise: a function of the weights.
   for metric in model.metrics:
     metric.reset_state()
   count = 0
@@ -307,7 +377,6 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
            policy, reason, jit, threads, strategy.num_replicas_in_sync,
            type(strategy).__name__)
   with precision_lib.policy(policy), strategy.scope():
-    train_ds, eval_ds = data_lib.make_datasets(config)
     model = _build(config)
     step = tf.Variable(0, dtype=tf.int64, name="step")
   checkpoint = _checkpoint(model, step)
@@ -315,6 +384,8 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.max_checkpoints)
   restored = _restore(checkpoint, workdir)
   start = int(step.numpy())
+  with precision_lib.policy(policy):
+    train_ds, eval_ds = data_lib.make_datasets(config, start_step=start)
   if restored:
     if config.get("lr_schedule", "constant") == "constant":
       model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
@@ -388,8 +459,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   if not chief:
     tf.io.gfile.rmtree(logdir)
     return results
-  with tf.io.gfile.GFile(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  _write_json(os.path.join(workdir, "metrics.json"), results)
 
   export_dir = os.path.join(workdir, "export")
   version_dir = os.path.join(export_dir, str(current))

@@ -22,7 +22,7 @@ from msnvi_tf.data import shapes
 TINY = ["image_size=16", "encoder_channels=(4, 8)", "decoder_channels=(4,)",
         "decoder_base_channels=8", "encoder_dense=16", "latent_dim=4",
         "num_samples=2", "eval_num_samples=2", "batch_size=2", "eval_batch_size=2",
-        "train_size=8", "eval_size=4", "shuffle_buffer=8"]
+        "train_size=8", "eval_size=4"]
 
 
 def _tiny_config(*overrides):
@@ -46,7 +46,7 @@ def _compiled(config):
 def test_tfds_mock_path_yields_resized_float_images_and_binary_masks(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = configs.get_config("cub").override(
-      [f"data_dir={tmp_path}", "batch_size=3", "eval_batch_size=2", "shuffle_buffer=4"])
+      [f"data_dir={tmp_path}", "batch_size=3", "eval_batch_size=2"])
   with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
     train, test = cub.make_datasets(config)
     batch = next(iter(train))
@@ -114,8 +114,7 @@ def test_original_archives_are_read_when_tfds_is_absent(tmp_path, monkeypatch):
       _add(ann, f"annotations-mat/{name[:-4]}.mat", buffer.getvalue())
     _add(tar, "images/003.Other/Other_0009.jpg", b"not listed, never decoded")
   config = configs.get_config("cub").override(
-      [f"data_dir={tmp_path}", "image_size=8", "batch_size=2", "eval_batch_size=4",
-       "shuffle_buffer=2"])
+      [f"data_dir={tmp_path}", "image_size=8", "batch_size=2", "eval_batch_size=4"])
   train, test = cub.make_datasets(config)
   batch, eval_batch = next(iter(train)), next(iter(test))
   assert batch["image"].shape == (2, 8, 8, 3) and eval_batch["image"].shape == (1, 8, 8, 3)

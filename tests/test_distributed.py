@@ -110,3 +110,29 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single, tmp
     assert mirrored[key] == pytest.approx(single[key], abs=0.05 * abs(single[key]))
   assert mirrored["param_norm"] == pytest.approx(single["param_norm"], rel=0.01)
 
+
+
+def test_pair_restarted_after_one_worker_was_killed_ends_as_the_uninterrupted_pair(
+    tmp_path):
+  extra = ["num_steps=40", "checkpoint_every=10", "eval_every=40"]
+  expected, _ = _two_workers(str(tmp_path / "reference"), extra)
+
+  workdir = str(tmp_path / "killed")
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  workers = [_start(workdir, "multi_worker", extra=extra,
+                    tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}})
+             for i in range(2)]
+  for line in workers[0].stdout:  # The chief's progress.
+    if "step 20/40" in line:
+      break
+  workers[1].kill()  # One worker dies; the chief cannot go on without it.
+  workers[1].wait()
+  workers[0].kill()
+  workers[0].communicate()
+  assert os.listdir(os.path.join(workdir, "checkpoints"))
+
+  logs = []
+  chief, other = _two_workers(workdir, extra, logs)
+  assert all("Resumed from" in out for out in logs)
+  assert chief == expected and other["param_norm"] == expected["param_norm"]

@@ -179,39 +179,38 @@ def _to_float(example):
           "mask": tf.cast(example["mask"], tf.float32)}
 
 
-def batch_datasets(train, test, config):
+def _as_arrays(data) -> Dict[str, np.ndarray]:
+  """`{"image", "mask"}` stacked uint8 arrays of a `tf.data.Dataset` (or the dict itself)."""
+  if not isinstance(data, tf.data.Dataset):
+    return data
+  parts = list(data.batch(256).as_numpy_iterator())
+  return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros((0,))
+          for k in SOURCES}
+
+
+def batch_datasets(train, test, config, start_step: int = 0):
   """Training and evaluation pipelines from uint8 examples.
 
   Args:
     train, test: `tf.data.Dataset`s of `{"image", "mask"}` uint8 examples, or
-      dicts of stacked numpy arrays.
-    config: needs `seed`, `batch_size`, `eval_batch_size`, `shuffle_buffer`.
+      dicts of stacked numpy arrays (held in memory either way).
+    config: needs `seed`, `batch_size`, `eval_batch_size`.
+    start_step: the first training batch served.
 
   Returns:
-    `(train, eval)`: train shuffled, repeated, batched with drop_remainder;
-    eval one pass. Batches are `{"image": [B, S, S, 3], "mask": [B, S, S, 1]}`
-    float32.
+    `(train, eval)`: train endless, batch s a function of (config.seed, s)
+    (`data.training_batches`); eval one pass. Batches are
+    `{"image": [B, S, S, 3], "mask": [B, S, S, 1]}` float32.
   """
-  def as_dataset(data):
-    if isinstance(data, tf.data.Dataset):
-      return data.cache()
-    data_lib.check_finite(data, "CUB-shaped data")
-    return tf.data.Dataset.from_tensor_slices(data)
-
-  train_ds = (as_dataset(train)
-              .shuffle(config.shuffle_buffer, seed=config.seed)
-              .repeat()
-              .batch(config.batch_size, drop_remainder=True)
-              .map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-              .prefetch(tf.data.AUTOTUNE))
-  eval_ds = (as_dataset(test)
-             .batch(config.eval_batch_size)
-             .map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-             .prefetch(tf.data.AUTOTUNE))
+  train_ds = data_lib.training_batches(
+      _as_arrays(train), config.batch_size, config.seed, start_step,
+      lambda batch, _: _to_float(batch), what=f"{config.dataset} training data")
+  eval_ds = data_lib.eval_batches(_as_arrays(test), config.eval_batch_size, _to_float,
+                                  what=f"{config.dataset} test data")
   return train_ds, eval_ds
 
 
-def make_datasets(config):
+def make_datasets(config, start_step: int = 0):
   """`(train, eval)` CUB datasets from TFDS or the original archives.
 
   Raises:
@@ -223,8 +222,8 @@ def make_datasets(config):
   train = load_tfds_split("train", data_dir, config.image_size)
   if train is not None:
     test = load_tfds_split("test", data_dir, config.image_size)
-    return batch_datasets(train, test, config)
+    return batch_datasets(train, test, config, start_step)
   if all(os.path.isfile(os.path.join(archive_dir, f)) for f in ARCHIVES):
     splits = load_archives(archive_dir, config.image_size)
-    return batch_datasets(splits["train"], splits["test"], config)
+    return batch_datasets(splits["train"], splits["test"], config, start_step)
   raise FileNotFoundError(_how_to_provide(data_dir, archive_dir))

@@ -28,6 +28,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from msnvi_tf import data as data_lib
+
 __all__ = [
     "IMAGE_SIZE",
     "NUM_PIXELS",
@@ -308,30 +310,26 @@ def make_test_examples(config) -> Dict[str, tf.Tensor]:
                        config.flip_prob, config.use_label)
 
 
-def make_datasets(config):
+def make_datasets(config, start_step: int = 0):
   """`(train, eval)` datasets of `{name: [B, D] float32}` batches.
 
-  Train: the first `config.train_size` training images (0: all 60,000), shuffled
-  from `config.seed`, repeated, batched, binarised anew whenever served. Eval: the
-  fixed binarisation of `make_test_examples`, batched by `config.eval_batch_size`.
+  Train: the first `config.train_size` training images (0: all 60,000), in a new
+  random order every epoch, binarised anew whenever served; batch s is a function
+  of (config.seed, s) (`data.training_batches`), the first is batch `start_step`.
+  Eval: the fixed binarisation of `make_test_examples`, batched by
+  `config.eval_batch_size`.
   """
   _check_variant(config.dataset)
   images, labels = _subset(*load_split(config, "train"), config.train_size)
-  images = images.reshape(-1, NUM_PIXELS)  # [N, 784] uint8
-  seeds = tf.data.Dataset.random(seed=config.seed).batch(2)  # [2] int64 per batch
 
   def build(batch, seed):
-    return make_examples(batch[0], batch[1], seed, config.dataset, config.flip_prob,
-                         config.use_label)
+    return make_examples(batch["images"], batch["labels"], seed, config.dataset,
+                         config.flip_prob, config.use_label)
 
-  train_ds = (tf.data.Dataset.from_tensor_slices((images, labels))
-              .shuffle(len(images), seed=config.seed)
-              .repeat()
-              .batch(config.batch_size, drop_remainder=True))
-  train_ds = (tf.data.Dataset.zip(train_ds, seeds)
-              .map(build, num_parallel_calls=tf.data.AUTOTUNE)
-              .prefetch(tf.data.AUTOTUNE))
-  eval_ds = (tf.data.Dataset.from_tensor_slices(make_test_examples(config))
-             .batch(config.eval_batch_size)
-             .prefetch(tf.data.AUTOTUNE))
+  train_ds = data_lib.training_batches(
+      {"images": images.reshape(-1, NUM_PIXELS), "labels": labels},  # [N, 784] uint8
+      config.batch_size, config.seed, start_step, build,
+      what=f"{config.dataset} training images")
+  eval_ds = data_lib.eval_batches(make_test_examples(config), config.eval_batch_size,
+                                  what=f"{config.dataset} test images")
   return train_ds, eval_ds

@@ -255,12 +255,13 @@ def _examples(rig: Rig, num: int, seed: int):
   return rig.render(angles), positions
 
 
-def make_datasets(config):
+def make_datasets(config, start_step: int = 0):
   """Train and eval datasets of pendulum images at uniform random angles.
 
   Train: `config.train_size` angles, rendered once; fresh pixel noise for every
-  batch from stateless seeds (config.seed, batch index), so the stream is
-  deterministic. Eval: `config.eval_size` other angles with fixed noise.
+  batch from stateless seeds (config.seed, step), so batch s is a function of
+  (config.seed, s) (`data.training_batches`); the first is batch `start_step`.
+  Eval: `config.eval_size` other angles with fixed noise.
   """
   rig = Rig.from_config(config)
   clean, positions = _examples(rig, config.train_size, config.seed)
@@ -271,24 +272,17 @@ def make_datasets(config):
                     np.random.default_rng(config.seed + 2_000_003))
   test = {s: noisy[i] for i, s in enumerate(SOURCES)}
   test[TARGET] = eval_positions
-  data_lib.check_finite(train, "pendulum train data")
-  noise_std, seed = config.noise_std, config.seed
+  noise_std = config.noise_std
 
-  def noisy_batch(index, batch):
+  def noisy_batch(batch, seed):
     out = dict(batch)
     for i, s in enumerate(SOURCES):
       out[s] = batch[s] + noise_std * tf.random.stateless_normal(
-          tf.shape(batch[s]), seed=tf.stack([tf.cast(seed, tf.int64), index * 3 + i]))
+          tf.shape(batch[s]), seed=tf.random.experimental.stateless_fold_in(seed, i))
     return out
 
-  train_ds = (tf.data.Dataset.from_tensor_slices(train)
-              .shuffle(min(config.train_size, 50_000), seed=config.seed)
-              .repeat()
-              .batch(config.batch_size, drop_remainder=True)
-              .enumerate()
-              .map(noisy_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-              .prefetch(tf.data.AUTOTUNE))
-  eval_ds = (tf.data.Dataset.from_tensor_slices(test)
-             .batch(config.eval_batch_size)
-             .prefetch(tf.data.AUTOTUNE))
+  train_ds = data_lib.training_batches(train, config.batch_size, config.seed, start_step,
+                                       noisy_batch, what="pendulum training data")
+  eval_ds = data_lib.eval_batches(test, config.eval_batch_size,
+                                  what="pendulum test data")
   return train_ds, eval_ds

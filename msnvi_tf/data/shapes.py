@@ -189,8 +189,8 @@ def generate(num: int, seed: int, size: int) -> Dict[str, np.ndarray]:
   return {"image": images, "mask": masks}
 
 
-def make_datasets(config):
-  """Train (shuffled, repeated, batched) and eval datasets of generated scenes."""
+def make_datasets(config, start_step: int = 0):
+  """Train (endless, from batch `start_step`) and eval datasets of generated scenes."""
   train = generate(config.train_size, config.seed, config.image_size)
   test = generate(config.eval_size, config.seed + EVAL_SEED_OFFSET, config.image_size)
-  return cub.batch_datasets(train, test, config)
+  return cub.batch_datasets(train, test, config, start_step)

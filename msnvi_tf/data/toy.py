@@ -5,7 +5,6 @@ in both axes. Source "x" perceives the first coordinate, source "y" the second;
 the same two coordinates are the targets of the generative model.
 """
 import numpy as np
-import tensorflow as tf
 
 from msnvi_tf import data as data_lib
 
@@ -40,19 +39,12 @@ def sample(num, seed, num_components=8, std=0.1):
   return {"x": points[:, :1], "y": points[:, 1:]}, component
 
 
-def make_datasets(config):
-  """Train (shuffled, repeated, batched) and eval datasets of the toy mixture."""
+def make_datasets(config, start_step: int = 0):
+  """Train (endless, from batch `start_step`) and eval datasets of the toy mixture."""
   train, _ = sample(config.train_size, config.seed, config.num_components,
                     config.component_std)
   test, _ = sample(config.eval_size, config.seed + 1_000_003,
                    config.num_components, config.component_std)
-  data_lib.check_finite(train, "toy train data")
-  train_ds = (tf.data.Dataset.from_tensor_slices(train)
-              .shuffle(min(config.train_size, 50_000), seed=config.seed)
-              .repeat()
-              .batch(config.batch_size, drop_remainder=True)
-              .prefetch(tf.data.AUTOTUNE))
-  eval_ds = (tf.data.Dataset.from_tensor_slices(test)
-             .batch(config.eval_batch_size)
-             .prefetch(tf.data.AUTOTUNE))
-  return train_ds, eval_ds
+  return (data_lib.training_batches(train, config.batch_size, config.seed, start_step,
+                                    what="toy training data"),
+          data_lib.eval_batches(test, config.eval_batch_size, what="toy test data"))

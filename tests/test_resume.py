@@ -1,0 +1,207 @@
+"""Exact resume: a killed run, re-run with the same command, ends as if never stopped."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+from msnvi_tf import data as data_lib
+from msnvi_tf import training
+
+from conftest import REPO
+
+# A toy run short enough to kill a few times (a few seconds of training).
+RUN = ["--dataset=toy", "--num_steps=3000", "--seed=7", "--set=steps_per_call=100",
+       "--set=log_every=500", "--set=eval_every=1000", "--set=checkpoint_every=500",
+       "--set=train_size=2000", "--set=eval_size=200", "--set=export_num_samples=8"]
+
+# Runs bin/train with a fault injected: "checkpoint:N" dies right after the N-th
+# checkpoint was written and recorded, its data file cut in half (a kill while
+# writing); "export" dies after the SavedModel was written, before it is renamed.
+FAULTY_TRAIN = """
+import glob, os, runpy, signal, sys
+fault, argv = sys.argv[1], sys.argv[2:]
+sys.argv = argv
+import tensorflow as tf
+
+def die():
+  os.kill(os.getpid(), signal.SIGKILL)
+
+if fault.startswith("checkpoint:"):
+  target, calls = int(fault.split(":")[1]), []
+  write = tf.train.Checkpoint._write
+  def write_then_die(self, prefix, options=None):
+    path = write(self, prefix, options=options)
+    calls.append(path)
+    if len(calls) == target:
+      for data in glob.glob(path + ".data-*"):
+        with open(data, "r+b") as f:
+          f.truncate(os.path.getsize(data) // 2)
+      die()
+    return path
+  tf.train.Checkpoint._write = write_then_die
+elif fault == "export":
+  save = tf.saved_model.save
+  def save_then_die(*args, **kwargs):
+    save(*args, **kwargs)
+    die()
+  tf.saved_model.save = save_then_die
+runpy.run_path(argv[0], run_name="__main__")
+"""
+
+
+def _train_command(workdir, fault=None):
+  train = os.path.join(REPO, "bin", "train")
+  args = [train, f"--workdir={workdir}", *RUN]
+  if fault is None:
+    return [sys.executable, *args]
+  return [sys.executable, "-c", FAULTY_TRAIN, fault, *args]
+
+
+def _final_state(workdir):
+  model, _ = training.load_trained(workdir)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    metrics = json.load(f)
+  return [v.numpy() for v in model.trainable_variables], metrics
+
+
+def _killed_after(command, line, delay):
+  """Runs `command`; SIGKILLs it `delay` seconds after it prints a line starting with `line`."""
+  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+  for text in proc.stdout:
+    if text.split(" ", 1)[-1].startswith(line):
+      time.sleep(delay)
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.stdout.close()
+  return proc.wait()
+
+
+def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(tmp_path):
+  reference = str(tmp_path / "reference")
+  subprocess.run(_train_command(reference), cwd=REPO, check=True, capture_output=True)
+
+  workdir = str(tmp_path / "killed")
+  rng = np.random.default_rng(0)
+  # Killed while writing its second checkpoint (ckpt-1000, left truncated),
+  # at random moments after two progress lines (during training, evaluation or
+  # checkpointing), and while writing the export.
+  faults = ["checkpoint:2", "step 1500/", "eval step 2000", "export"]
+  for fault in faults:
+    if fault in ("checkpoint:2", "export"):
+      done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
+                            capture_output=True, text=True)
+      code = done.returncode
+    else:
+      code = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
+    assert code == -signal.SIGKILL, (fault, code)
+  # Killed before the rename: no version is served half-written.
+  assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
+  final = subprocess.run(_train_command(workdir), cwd=REPO, capture_output=True,
+                         text=True)
+  assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+
+  weights, metrics = _final_state(workdir)
+  expected_weights, expected_metrics = _final_state(reference)
+  assert metrics == expected_metrics
+  for got, expected in zip(weights, expected_weights):
+    np.testing.assert_array_equal(got, expected)
+  served = sorted(int(d) for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit())
+  assert served == [3000]
+  assert os.path.exists(os.path.join(workdir, "export", "3000", "saved_model.pb"))
+
+
+@pytest.mark.parametrize("objective", ["ind", "moe", "poe", "hybrid", "iwae"])
+def test_every_objective_resumed_midway_ends_with_the_uninterrupted_weights(
+    objective, toy_config, tmp_path):
+  config = toy_config.override([f"objective={objective}", "num_steps=60",
+                                "checkpoint_every=20", "eval_every=30", "log_every=30"])
+  expected = training.train_and_evaluate(config, str(tmp_path / "once"))
+  training.train_and_evaluate(config.override(["num_steps=40"]), str(tmp_path / "twice"))
+  got = training.train_and_evaluate(config, str(tmp_path / "twice"))
+  assert got == expected
+  once, _ = training.load_trained(str(tmp_path / "once"))
+  twice, _ = training.load_trained(str(tmp_path / "twice"))
+  for a, b in zip(once.trainable_variables, twice.trainable_variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("dataset,overrides", [
+    ("toy", ["train_size=50"]),
+    ("pendulum", ["train_size=50", "eval_size=8"]),
+    ("mnist_tb", ["train_size=50", "eval_size=8"]),
+    ("mnist_no", ["train_size=50", "eval_size=8"]),
+    ("shapes", ["train_size=50", "eval_size=4", "image_size=8"]),
+])
+def test_training_stream_from_any_step_is_the_tail_of_the_stream_from_zero(
+    dataset, overrides):
+  config = configs.get_config(dataset).override(overrides + ["batch_size=16"])
+  head = [b for b in data_lib.make_datasets(config)[0].take(9)]
+  for start in (1, 3, 7):  # 50 examples, batches of 16: 3, 6 and 7 span epochs.
+    tail = data_lib.make_datasets(config, start_step=start)[0].take(9 - start)
+    for expected, got in zip(head[start:], tail):
+      assert sorted(got) == sorted(expected)
+      for name in expected:
+        np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
+  # Every epoch serves every example once, in a new order.
+  toy = data_lib.training_batches({"i": np.arange(50)}, 10, seed=3).take(10)
+  epochs = np.concatenate([b["i"].numpy() for b in toy]).reshape(2, 50)
+  assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(50))
+  assert list(epochs[0]) != list(epochs[1])
+
+
+def _write_some_checkpoints(toy_config, workdir):
+  training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
+  return sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")))
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
+    toy_config, tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  indexes = _write_some_checkpoints(toy_config, workdir)
+  assert [os.path.basename(p) for p in indexes] == [
+      "ckpt-10.index", "ckpt-20.index", "ckpt-30.index"]
+  newest = indexes[-1][:-len(".index")]
+  for data in glob.glob(newest + ".data-*"):
+    with open(data, "r+b") as f:
+      f.truncate(os.path.getsize(data) // 3)
+  with caplog.at_level("WARNING", logger="msnvi_tf"):
+    results = training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
+  assert "ckpt-30 is damaged" in caplog.text and "Resuming from" in caplog.text
+  assert "ckpt-20" in caplog.text and results["step"] == 30
+  # Retrained from step 20: the rewritten ckpt-30 is readable again.
+  checkpoint = tf.train.load_checkpoint(newest)
+  assert checkpoint.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 30
+
+
+def test_missing_newest_checkpoint_files_fall_back_and_keep_the_others(
+    toy_config, tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  indexes = _write_some_checkpoints(toy_config, workdir)
+  for path in glob.glob(indexes[-1][:-len(".index")] + ".data-*"):
+    os.remove(path)
+  with caplog.at_level("WARNING", logger="msnvi_tf"):
+    training.train_and_evaluate(toy_config.override(["num_steps=40"]), workdir)
+  assert "ckpt-30 is damaged" in caplog.text
+  assert "Resumed from" in caplog.text or "Resuming from" in caplog.text
+  assert os.path.exists(indexes[1])  # ckpt-20 is still there
+
+
+def test_checkpoint_of_another_model_is_refused_and_left_in_place(toy_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  indexes = _write_some_checkpoints(toy_config, workdir)
+  # Same config.json, other weights' shapes: as if the code had changed.
+  other = toy_config.override(["num_steps=30", "hidden=(8, 8)"])
+  model = training._build(other)  # pylint: disable=protected-access
+  checkpoint = training._checkpoint(model, tf.Variable(0, dtype=tf.int64))  # pylint: disable=protected-access
+  with pytest.raises(RuntimeError, match="could not be restored.*Nothing was deleted"):
+    training._restore(checkpoint, workdir)  # pylint: disable=protected-access
+  assert sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index"))) == indexes
