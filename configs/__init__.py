@@ -2,10 +2,12 @@
 
 `get_config(name)` returns the config of a data set name; every config has the
 fields `msnvi_tf.training.train_and_evaluate` reads (see `configs/toy.py`).
+`split_sizes(name)` gives the real data sets' split sizes for
+`msnvi_tf.config.validate`.
 """
 import importlib
 
-__all__ = ["CONFIGS", "get_config"]
+__all__ = ["CONFIGS", "SPLIT_SIZES", "get_config", "split_sizes"]
 
 # data set name -> (module, argument of its get_config or None).
 CONFIGS = {
@@ -17,6 +19,24 @@ CONFIGS = {
     "cub": ("configs.cub", "cub"),
     "shapes": ("configs.cub", "shapes"),
 }
+
+# The real data sets' (train, test) sizes: their train_size / eval_size run from
+# 0 (all) to these. The synthetic ones (toy, pendulum, shapes) have no fixed
+# split: their sizes are the config's own, any positive count.
+SPLIT_SIZES = {
+    "mnist_tb": (60_000, 10_000),
+    "mnist_qu": (60_000, 10_000),
+    "mnist_no": (60_000, 10_000),
+    "cub": (3_000, 3_033),  # CUB-200 2010.
+}
+
+
+def split_sizes(name: str):
+  """`{"train": n, "test": m}` of real data set `name`; None for synthetic data."""
+  if name not in SPLIT_SIZES:
+    return None
+  train, test = SPLIT_SIZES[name]
+  return {"train": train, "test": test}
 
 
 def get_config(name: str, variant: str = "paper"):

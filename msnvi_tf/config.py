@@ -2,14 +2,18 @@
 
 Configs are plain Python (`configs/<name>.py: get_config()`); `Config.override`
 applies `key=value` strings from the command line, parsing each value to the
-type of the default it replaces, and refuses unknown keys.
+type of the default it replaces, and refuses unknown keys; `validate` checks
+the values (positive step counts, finite learning rates, ...) before anything
+is built.
 """
 import ast
+import difflib
 import importlib
 import json
-from typing import Any, Iterable, Mapping
+import math
+from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["Config", "dataset_module"]
+__all__ = ["Config", "dataset_module", "validate"]
 
 
 def dataset_module(registry: Mapping[str, str], package: str, dataset: str):
@@ -26,8 +30,7 @@ class Config(dict):
     try:
       return self[key]
     except KeyError:
-      raise AttributeError(
-          f"Config has no field {key!r}; fields: {sorted(self)}") from None
+      raise AttributeError(f"Config has no field {key!r}{_hint(key, self)}") from None
 
   def __setattr__(self, key, value):
     self[key] = value
@@ -52,13 +55,20 @@ class Config(dict):
         raise ValueError(f"Override {assignment!r} is not of the form key=value.")
       if key not in config:
         raise ValueError(
-            f"Unknown config field {key!r} in override {assignment!r}; fields: "
-            f"{sorted(config)}")
+            f"Unknown config field {key!r} in override {assignment!r}{_hint(key, config)}")
       config[key] = _parse(key, text.strip(), config[key])
     return config
 
   def to_json(self) -> str:
     return json.dumps(dict(self), indent=2, sort_keys=True, default=list)
+
+
+def _hint(key: str, fields: Iterable[str]) -> str:
+  """"; did you mean 'x'?" for the fields close to `key`, else a pointer to them."""
+  close = difflib.get_close_matches(key, sorted(fields), n=3)
+  if close:
+    return f"; did you mean {' or '.join(map(repr, close))}?"
+  return "; no field has a similar name (see configs/)."
 
 
 def _parse(key: str, text: str, default: Any):
@@ -69,15 +79,104 @@ def _parse(key: str, text: str, default: Any):
   except (ValueError, SyntaxError):
     if default is None:
       return text
-    raise ValueError(
-        f"Cannot parse {text!r} for config field {key!r} (default "
-        f"{default!r}).") from None
+    value = text
+    if isinstance(default, float):
+      try:  # nan, inf: `validate` names what is accepted.
+        value = float(text)
+      except ValueError:
+        pass
   if default is None or isinstance(value, type(default)):
     return value
   if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
     return type(default)(value)
-  raise ValueError(
-      f"Config field {key!r} expects {type(default).__name__} (default "
-      f"{default!r}), got {text!r}.")
+  raise ValueError(f"{key} must be of type {type(default).__name__} like its "
+                   f"default {default!r}, got {text!r}.")
+
+
+_MAX_COUNT = 1_000_000_000
+_MAX_SEED = 2**31 - 1  # keras.utils.set_random_seed takes numpy's 32-bit seeds.
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer(low: int, high: int, low_note: str = "", high_note: str = ""):
+  """A rule: (what is accepted, test) for the integers from `low` to `high`."""
+  return (f"an integer from {low:,}{low_note} to {high:,}{high_note}",
+          lambda v: _is_int(v) and low <= v <= high)
+
+
+def _number(accepted: str, test):
+  """A rule for the finite real numbers (bool excluded) passing `test`."""
+  return (accepted, lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) and test(v)))
+
+
+_COUNT = _integer(1, _MAX_COUNT)
+_SEED = _integer(0, _MAX_SEED)
+_POSITIVE = _number("a positive finite number", lambda v: v > 0)
+_UNIT = _number("a number from 0 to 1", lambda v: 0 <= v <= 1)
+_BETA = _number("a number >= 0 and < 1", lambda v: 0 <= v < 1)
+
+# field -> (what is accepted, test of the value); `validate` checks the fields
+# a config has. train_size / eval_size depend on the data set (`_data_rules`).
+_RULES = {
+    **dict.fromkeys((
+        "num_steps", "num_samples", "eval_num_samples", "batch_size",
+        "eval_batch_size", "steps_per_call", "log_every", "eval_every",
+        "checkpoint_every", "max_checkpoints", "export_num_samples",
+        "latent_dim"), _COUNT),
+    "warmup_steps": _integer(0, _MAX_COUNT),
+    "decay_steps": _integer(0, _MAX_COUNT),
+    "seed": _SEED,
+    "eval_seed": _SEED,
+    "learning_rate": _POSITIVE,
+    "min_scale": _POSITIVE,
+    "decoder_init_scale": _POSITIVE,
+    "beta1": _BETA,
+    "beta2": _BETA,
+    "hybrid_weight": _UNIT,
+    "final_lr_fraction": _UNIT,
+    "flip_prob": _UNIT,
+}
+
+
+def _data_rules(config: Mapping[str, Any], split_sizes: Optional[Mapping[str, int]]):
+  """The rules that depend on the data set's split sizes and the schedule."""
+  rules = {}
+  for field, split, name in (("train_size", "train", "training set"),
+                             ("eval_size", "test", "test set")):
+    size = (split_sizes or {}).get(split)
+    rules[field] = _COUNT if size is None else _integer(
+        0, size, " (all)", f" (the {name} of {config.get('dataset')})")
+  if config.get("lr_schedule") == "warmup_cosine":
+    rules["decay_steps"] = _integer(1, _MAX_COUNT, high_note=" with lr_schedule 'warmup_cosine'")
+  return rules
+
+
+def validate(config: Mapping[str, Any],
+             split_sizes: Optional[Mapping[str, int]] = None) -> None:
+  """Checks the values of `config` before anything is built from it.
+
+  Only the fields the config has are checked (configs differ per data set):
+  counts (steps, samples, batch sizes, ...) are integers from 1 to 1e9 (a bool
+  is not), learning rates and scales positive finite numbers, Adam's betas in
+  [0, 1), weights and fractions in [0, 1], seeds integers >= 0.
+
+  Args:
+    config: the config (or any mapping of its fields).
+    split_sizes: `{"train": n, "test": m}`, the real data set's split sizes
+      (`configs.split_sizes`): `train_size` / `eval_size` may then be 0 (all) up
+      to them. None for synthetic data, whose sizes must be >= 1.
+
+  Raises:
+    ValueError: one line naming the first bad field, what it accepts and its
+      value.
+  """
+  rules = {**_RULES, **_data_rules(config, split_sizes)}
+  for field, (accepted, test) in rules.items():
+    if field in config and not test(config[field]):
+      raise ValueError(f"{field} must be {accepted}, got {config[field]!r}.")

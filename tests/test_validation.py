@@ -1,0 +1,185 @@
+"""Flags and config values are refused, in one line naming the field, before anything is built."""
+import importlib
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import configs
+from msnvi_tf import config as config_lib
+
+from conftest import REPO
+
+COUNTS = ("num_steps", "num_samples", "eval_num_samples", "batch_size",
+          "eval_batch_size", "steps_per_call", "log_every", "eval_every",
+          "checkpoint_every", "max_checkpoints", "export_num_samples", "latent_dim")
+MNIST = configs.split_sizes("mnist_tb")
+
+
+def refusal(config, split_sizes=None):
+  """The message of `validate`'s ValueError, checked to be one line."""
+  with pytest.raises(ValueError) as error:
+    config_lib.validate(config, split_sizes)
+  message = str(error.value)
+  assert "\n" not in message
+  return message
+
+
+def toy(**fields):
+  config = configs.get_config("toy")
+  config.update(fields)
+  return config
+
+
+def all_configs():
+  """(name, variant) of every data set's paper config and named variants."""
+  for name, (module, _) in configs.CONFIGS.items():
+    yield name, "paper"
+    for variant in getattr(importlib.import_module(module), "VARIANTS", {}):
+      yield name, variant
+
+
+@pytest.mark.parametrize("name,variant", list(all_configs()))
+def test_every_default_config_and_variant_is_valid(name, variant):
+  config_lib.validate(configs.get_config(name, variant), configs.split_sizes(name))
+
+
+@pytest.mark.parametrize("field", COUNTS)
+@pytest.mark.parametrize("value", [0, -5, 1_000_000_001, 10**20, True, 2.0, "3", None])
+def test_nonpositive_huge_or_nonint_counts_are_refused_with_the_field_named(field, value):
+  message = refusal(toy(**{field: value}))
+  assert message == (f"{field} must be an integer from 1 to 1,000,000,000, "
+                     f"got {value!r}.")
+
+
+@pytest.mark.parametrize("field", COUNTS)
+@pytest.mark.parametrize("value", [1, 1_000_000_000])
+def test_counts_at_the_limits_are_accepted(field, value):
+  config_lib.validate(toy(**{field: value}))
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "min_scale", "decoder_init_scale"])
+@pytest.mark.parametrize("value", [0.0, -1e-4, math.nan, math.inf, -math.inf, "1e-3", True])
+def test_rates_and_scales_must_be_positive_finite_numbers(field, value):
+  assert refusal(toy(**{field: value})) == (
+      f"{field} must be a positive finite number, got {value!r}.")
+  config_lib.validate(toy(**{field: 1e-30}))
+  config_lib.validate(toy(**{field: 3}))
+
+
+@pytest.mark.parametrize("field", ["beta1", "beta2"])
+@pytest.mark.parametrize("value", [1.0, 1.5, -0.1, math.nan])
+def test_adam_betas_must_be_in_zero_to_one_excluded(field, value):
+  assert refusal(toy(**{field: value})).startswith(f"{field} must be a number >= 0 and < 1")
+  config_lib.validate(toy(**{field: 0.0}))
+  config_lib.validate(toy(**{field: 0.9999}))
+
+
+@pytest.mark.parametrize("field", ["hybrid_weight", "final_lr_fraction", "flip_prob"])
+@pytest.mark.parametrize("value", [-0.01, 1.01, math.nan, math.inf, "0.5"])
+def test_weights_and_fractions_must_be_in_zero_to_one(field, value):
+  assert refusal(toy(**{field: value})) == (
+      f"{field} must be a number from 0 to 1, got {value!r}.")
+  config_lib.validate(toy(**{field: 0}))
+  config_lib.validate(toy(**{field: 1.0}))
+
+
+@pytest.mark.parametrize("field", ["seed", "eval_seed"])
+@pytest.mark.parametrize("value", [-1, 1.5, True, 2**31])
+def test_seeds_must_be_nonnegative_integers(field, value):
+  assert refusal(toy(**{field: value})).startswith(f"{field} must be an integer from 0 to ")
+  config_lib.validate(toy(**{field: 0}))
+
+
+@pytest.mark.parametrize("field", ["warmup_steps", "decay_steps"])
+def test_schedule_steps_may_be_zero_but_not_negative(field):
+  config_lib.validate(toy(**{field: 0}))
+  assert refusal(toy(**{field: -1})).startswith(f"{field} must be an integer from 0 to ")
+
+
+def test_cosine_decay_needs_at_least_one_decay_step():
+  message = refusal(toy(lr_schedule="warmup_cosine", decay_steps=0))
+  assert message.startswith("decay_steps must be an integer from 1 ")
+  assert "warmup_cosine" in message
+  config_lib.validate(toy(lr_schedule="warmup_cosine", decay_steps=1))
+
+
+@pytest.mark.parametrize("field,value,bound", [
+    ("eval_size", 10_001, "10,000 (the test set of mnist_tb)"),
+    ("train_size", 60_001, "60,000 (the training set of mnist_tb)"),
+    ("eval_size", -1, "10,000 (the test set of mnist_tb)"),
+])
+def test_real_data_sizes_beyond_the_split_are_refused_naming_the_data_set(field, value, bound):
+  config = configs.get_config("mnist_tb").override([f"{field}={value}"])
+  assert refusal(config, MNIST) == (
+      f"{field} must be an integer from 0 (all) to {bound}, got {value}.")
+
+
+def test_real_data_sizes_from_zero_all_to_the_split_are_accepted():
+  for sizes in (["train_size=0", "eval_size=0"], ["train_size=60000", "eval_size=10000"]):
+    config_lib.validate(configs.get_config("mnist_no").override(sizes), MNIST)
+  config_lib.validate(configs.get_config("cub"), configs.split_sizes("cub"))
+  refusal(configs.get_config("cub").override(["eval_size=3034"]), configs.split_sizes("cub"))
+
+
+@pytest.mark.parametrize("name", ["toy", "pendulum", "shapes"])
+def test_synthetic_data_sizes_must_be_positive(name):
+  assert configs.split_sizes(name) is None
+  for field in ("train_size", "eval_size"):
+    config = configs.get_config(name).override([f"{field}=0"])
+    assert refusal(config).startswith(f"{field} must be an integer from 1 to ")
+  config_lib.validate(configs.get_config(name).override(["train_size=1", "eval_size=1"]))
+
+
+def test_only_fields_the_config_has_are_checked():
+  config_lib.validate({})
+  config_lib.validate({"num_steps": 5, "unrelated": -1})
+
+
+def test_unknown_override_key_is_one_line_with_close_matches():
+  config = configs.get_config("toy")
+  with pytest.raises(ValueError) as error:
+    config.override(["num_sample=4"])
+  message = str(error.value)
+  assert "\n" not in message and len(message) < 200
+  assert message.startswith("Unknown config field 'num_sample'")
+  assert "did you mean 'num_samples'" in message
+  with pytest.raises(ValueError, match=r"^Unknown config field 'nosuchkey'[^\n]*$"):
+    config.override(["nosuchkey=1"])
+
+
+@pytest.mark.parametrize("assignment,field", [
+    ("num_samples=abc", "num_samples"), ("num_samples=1.5", "num_samples"),
+    ("learning_rate=abc", "learning_rate"), ("hidden=3", "hidden")])
+def test_override_of_the_wrong_type_is_one_line_naming_the_field(assignment, field):
+  with pytest.raises(ValueError, match=rf"^{field} must be of type [^\n]*$"):
+    configs.get_config("toy").override([assignment])
+
+
+def test_nan_and_inf_overrides_parse_and_are_refused_by_validate():
+  config = configs.get_config("toy").override(["learning_rate=nan"])
+  assert refusal(config) == "learning_rate must be a positive finite number, got nan."
+  config = configs.get_config("toy").override(["min_scale=inf"])
+  assert refusal(config) == "min_scale must be a positive finite number, got inf."
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--num_steps=-5"], "num_steps"),
+    (["--num_steps=99999999999999999999"], "num_steps"),
+    (["--set=learning_rate=nan"], "learning_rate"),
+    (["--dataset=mnist_tb", "--set=eval_size=20000"], "eval_size"),
+])
+def test_train_refuses_bad_values_in_one_line_without_creating_the_workdir(
+    tmp_path, args, field):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={workdir}", *args],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 2, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith(f"bin/train: {field} must be "), result.stderr
+  assert "Traceback" not in result.stderr
+  assert result.stdout == ""
+  assert not workdir.exists()
