@@ -6,8 +6,10 @@ import sys
 import numpy as np
 import pytest
 from matplotlib import image as mimage
+import tensorflow as tf
 
 from msnvi_tf import architectures
+from msnvi_tf import curves
 from msnvi_tf import plots
 from msnvi_tf import training
 from msnvi_tf.config import Config
@@ -62,3 +64,27 @@ def test_figures_of_iwae_model(toy_config, tmp_path):
 def test_unknown_dataset_names_known_ones(toy_config):
   with pytest.raises(ValueError, match="toy"):
     plots.plot_figures(None, Config(toy_config, dataset="nope"), "/unused")
+
+
+def _write_events(directory, values):
+  writer = tf.summary.create_file_writer(directory)
+  with writer.as_default():
+    for step, value in values:
+      tf.summary.scalar("bound_poe", value, step=step)
+  writer.flush()
+
+
+def test_learning_curves_read_every_eval_step_and_keep_a_resumed_steps_last_value(tmp_path):
+  workdir = str(tmp_path / "run")
+  _write_events(os.path.join(workdir, "train"), [(5, -120.)])
+  _write_events(os.path.join(workdir, "eval"), [(10, -110.), (20, -100.)])
+  _write_events(os.path.join(workdir, "eval"), [(20, -99.), (30, -95.)])  # resumed
+  curve = curves.read_curves(workdir)["bound_poe"]
+  np.testing.assert_array_equal(curve["step"], [10, 20, 30])
+  np.testing.assert_allclose(curve["value"], [-110., -99., -95.])
+  assert np.all(curve["hours"] >= 0.) and np.all(np.diff(curve["hours"]) >= 0.)
+  path = curves.plot_learning_curves({"run": workdir}, str(tmp_path / "c.png"),
+                                     references={"paper": 95.})
+  assert os.path.getsize(path) > 10_000
+  with pytest.raises(FileNotFoundError, match="No evaluation events"):
+    curves.read_curves(str(tmp_path / "empty"))

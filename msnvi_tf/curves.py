@@ -1,0 +1,112 @@
+"""Learning curves of trained workdirs: test bound against steps and wall-clock hours.
+
+`bin/train` writes the evaluation bounds under every integration to
+`<workdir>/eval/` (TensorBoard); `read_curves` reads them back with each event's
+wall time, and `plot_learning_curves` draws several runs in one PNG, one panel
+against hours since the run's first event (pauses between resumed runs count)
+and one against steps.
+"""
+import glob
+import os
+from typing import Dict, Mapping, Optional, Sequence
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["read_curves", "plot_learning_curves"]
+
+
+def _events(directory: str):
+  for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+    yield from tf.compat.v1.train.summary_iterator(path)
+
+
+def _value(summary_value) -> float:
+  if summary_value.HasField("simple_value"):
+    return float(summary_value.simple_value)
+  return float(tf.make_ndarray(summary_value.tensor))
+
+
+def read_curves(workdir: str) -> Dict[str, Dict[str, np.ndarray]]:
+  """`{tag: {"step", "hours", "value"}}` of the eval scalars of `workdir`, by step.
+
+  Hours count from the first training or evaluation event of the workdir. A step
+  logged twice (a resumed run) keeps its last value.
+
+  Raises:
+    FileNotFoundError: the workdir has no evaluation events.
+  """
+  events = list(_events(os.path.join(workdir, "eval")))
+  if not events:
+    raise FileNotFoundError(f"No evaluation events in {workdir}/eval: train it with bin/train.")
+  start = min(e.wall_time for e in events + list(_events(os.path.join(workdir, "train")))
+              if e.wall_time)
+  points: Dict[str, Dict[int, tuple]] = {}
+  for event in events:
+    for value in event.summary.value:
+      points.setdefault(value.tag, {})[event.step] = (
+          (event.wall_time - start) / 3600., _value(value))
+  curves = {}
+  for tag, by_step in points.items():
+    steps = np.array(sorted(by_step))
+    hours, values = zip(*(by_step[s] for s in steps))
+    curves[tag] = {"step": steps, "hours": np.array(hours), "value": np.array(values)}
+  return curves
+
+
+def plot_learning_curves(runs: Mapping[str, str], path: str,
+                         tags: Sequence[str] = ("bound_poe",),
+                         title: str = "", references: Optional[Mapping[str, float]] = None
+                         ) -> str:
+  """Draws `-tag` (nats, lower is better) of every run against hours and steps.
+
+  Args:
+    runs: `{label: workdir}`.
+    path: the PNG to write.
+    tags: eval scalars to draw per run (solid, dashed, ... in this order); a
+      tag a run lacks, or one equal to the previous tag throughout (the IWAE's
+      single encoder), is skipped.
+    title: figure title.
+    references: optional `{label: nats}` drawn as horizontal dotted lines (the
+      paper's numbers).
+
+  Returns:
+    `path`.
+  """
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+  styles = ["-", "--", ":", "-."]
+  colours = plt.get_cmap("tab10")
+  for i, (label, workdir) in enumerate(runs.items()):
+    curves = read_curves(workdir)
+    previous = None
+    for tag, style in zip(tags, styles):
+      if tag not in curves:
+        continue
+      curve = curves[tag]
+      if previous is not None and np.array_equal(curve["value"], previous):
+        continue
+      previous = curve["value"]
+      for ax, x in zip(axes, ("hours", "step")):
+        ax.plot(curve[x], -curve["value"], style, color=colours(i % 10), marker=".",
+                label=f"{label} ({tag.replace('bound_', '')})")
+  for j, (name, nats) in enumerate((references or {}).items()):
+    for ax in axes:
+      ax.axhline(nats, color=colours(j % 10), linestyle=":", linewidth=1,
+                 label=f"paper: {name}" if ax is axes[1] else None)
+  axes[0].set_xlabel("wall-clock hours")
+  axes[1].set_xlabel("training steps")
+  axes[0].set_ylabel("negative test bound (nats, lower is better)")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=7)
+  fig.suptitle(title)
+  fig.tight_layout()
+  directory = os.path.dirname(path)
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
