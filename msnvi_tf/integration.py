@@ -50,6 +50,40 @@ def check_subset(beliefs: Mapping[str, tfd.Distribution],
   return sources
 
 
+def _poe_natural(loc, scale, mask=None):
+  """Natural parameters `(eta_*, Lambda_*)`, each `[B, Dz]`, of the PoE (see `poe_stacked`)."""
+  precision = tf.math.reciprocal(tf.square(scale))  # [M, B, Dz]
+  eta = precision * loc  # [M, B, Dz]
+  excess = precision - 1.  # [M, B, Dz]
+  if mask is not None:
+    mask = tf.cast(mask, precision.dtype)[..., None]  # [M, B, 1]
+    excess *= mask
+    eta *= mask
+  return tf.reduce_sum(eta, 0), 1. + tf.reduce_sum(excess, 0)
+
+
+def _assert_positive_precision(precision_star, sources):
+  """Raises `tf.errors.InvalidArgumentError` where Lambda_* <= 0 (App. C).
+
+  Eagerly it raises at once; inside `tf.function` the assertion is a stateful op
+  that runs with the function. The model's encoders cannot trigger it (every
+  std <= 1 gives Lambda_m >= Lambda_0), so only the user-facing entry points
+  check, never the training path (`poe_stacked`).
+
+  Args:
+    precision_star: `[B, Dz]` Lambda_* of the product of experts.
+    sources: the integrated subset, named in the message.
+  """
+  tf.debugging.assert_positive(
+      precision_star, summarize=4,
+      message=(
+          f"product of experts of sources {', '.join(map(str, sources))} has non-positive "
+          "precision Lambda_* = sum_m Lambda_m - (M - 1) Lambda_0: some expert "
+          "scale exceeds the prior scale (1). The PoE with prior correction "
+          "(Eq. 3, App. C) needs Lambda_* > 0, which beliefs with every std <= 1 "
+          "always satisfy"))
+
+
 def poe_stacked(loc, scale, mask=None):
   """Product of Gaussian experts with prior correction, on stacked parameters.
 
@@ -57,6 +91,8 @@ def poe_stacked(loc, scale, mask=None):
     Lambda_* = sum_m Lambda_m - (M - 1) Lambda_0 = Lambda_0 + sum_m (Lambda_m - Lambda_0)
     eta_*    = sum_m eta_m    - (M - 1) eta_0    = sum_m eta_m
   With a mask, an absent source contributes nothing: its expert is the prior.
+  This is the training path, so it does not check Lambda_* > 0 (the encoders
+  guarantee it); `poe` does.
 
   Args:
     loc: `[M, B, Dz]` means of the M experts.
@@ -66,15 +102,7 @@ def poe_stacked(loc, scale, mask=None):
   Returns:
     `(loc_*, scale_*)`, each `[B, Dz]`.
   """
-  precision = tf.math.reciprocal(tf.square(scale))  # [M, B, Dz]
-  eta = precision * loc  # [M, B, Dz]
-  excess = precision - 1.  # [M, B, Dz]
-  if mask is not None:
-    mask = tf.cast(mask, precision.dtype)[..., None]  # [M, B, 1]
-    excess *= mask
-    eta *= mask
-  precision_star = 1. + tf.reduce_sum(excess, 0)  # [B, Dz]
-  eta_star = tf.reduce_sum(eta, 0)  # [B, Dz]
+  eta_star, precision_star = _poe_natural(loc, scale, mask)  # [B, Dz]
   return eta_star / precision_star, tf.math.rsqrt(precision_star)
 
 
@@ -90,10 +118,19 @@ def poe(beliefs: Mapping[str, tfd.Distribution],
 
   Returns:
     `tfd.MultivariateNormalDiag` with batch shape `[B]`.
+
+  Raises:
+    ValueError: empty subset or a source without a belief.
+    tf.errors.InvalidArgumentError: Lambda_* <= 0 somewhere: the experts' stds
+      exceed the prior's too much for a valid product (eagerly and inside
+      `tf.function`).
   """
   sources = check_subset(beliefs, sources)
   loc, scale = beliefs_lib.stack_beliefs(beliefs, sources)  # [M, B, Dz]
-  return beliefs_lib.make_belief(*poe_stacked(loc, scale))
+  eta_star, precision_star = _poe_natural(loc, scale)  # [B, Dz]
+  _assert_positive_precision(precision_star, sources)
+  return beliefs_lib.make_belief(eta_star / precision_star,
+                                 tf.math.rsqrt(precision_star))
 
 
 def moe_stacked(loc, scale, mask=None):
@@ -142,24 +179,42 @@ def pmi(beliefs: Mapping[str, tfd.Distribution],
   with Z the Gaussian partition function of Eq. (7) and * the PoE of Eq. (3).
   Exact when the beliefs are the exact single-source posteriors.
 
+  Computed without the large, cancelling 1/2 Lambda mu^2 terms of ln Z (in
+  float32 they cost hundreds of nats at std 1e-4). With Lambda_0 = 1, mu_0 = 0
+  the ln(2 pi) terms cancel, and Lagrange's identity on the means weighted by
+  Lambda_m and by the prior's -(M - 1) Lambda_0 gives, summed over dimensions d,
+    PMI = 1/2 sum_d [ sum_m ln Lambda_m - ln Lambda_*
+                      - sum_{m<m'} Lambda_m Lambda_m' (mu_m - mu_m')^2 / Lambda_*
+                      + (M - 1) Lambda_0 sum_m Lambda_m mu_m^2 / Lambda_* ],
+  each term a product of accurate factors; Lambda_m / Lambda_* <= 1 for valid
+  experts, so nothing overflows either.
+
   Args:
-    beliefs: `{source: tfd.MultivariateNormalDiag}` with batch shape `[B]`.
+    beliefs: `{source: tfd.MultivariateNormalDiag}` with batch shape `[B]`, in
+      any float dtype (the PMI is computed in it).
     sources: the subset (default: all).
 
   Returns:
-    `[B]` float32.
+    `[B]` tensor in the beliefs' dtype.
+
+  Raises:
+    ValueError: empty subset or a source without a belief.
+    tf.errors.InvalidArgumentError: Lambda_* <= 0 somewhere (see `poe`).
   """
   sources = check_subset(beliefs, sources)
   loc, scale = beliefs_lib.stack_beliefs(beliefs, sources)  # [M, B, Dz]
+  _, precision_star = _poe_natural(loc, scale)  # [B, Dz]
+  _assert_positive_precision(precision_star, sources)
+  log_det = (-2. * tf.reduce_sum(tf.math.log(scale), 0)
+             - tf.math.log(precision_star))  # [B, Dz]
   precision = tf.math.reciprocal(tf.square(scale))  # [M, B, Dz]
-  log_z = beliefs_lib.log_partition(precision, precision * loc)  # [M, B]
-  loc_star, scale_star = poe_stacked(loc, scale)  # [B, Dz]
-  precision_star = tf.math.reciprocal(tf.square(scale_star))
-  log_z_star = beliefs_lib.log_partition(precision_star, precision_star * loc_star)
-  # ln Z_0 with Lambda_0 = 1, eta_0 = 0.
-  log_z0 = 0.5 * tf.cast(tf.shape(loc)[-1], tf.float32) * math.log(2. * math.pi)
-  num = float(len(sources))
-  return log_z_star + (num - 1.) * log_z0 - tf.reduce_sum(log_z, 0)
+  weight = precision / precision_star  # [M, B, Dz]: Lambda_m / Lambda_*
+  # Over ordered pairs, each pair counted twice; the diagonal m = m' is 0.
+  pairs = 0.5 * tf.reduce_sum(
+      precision[:, None] * weight[None] * tf.square(loc[:, None] - loc[None]),
+      [0, 1])  # [B, Dz]
+  with_prior = (len(sources) - 1.) * tf.reduce_sum(weight * tf.square(loc), 0)
+  return 0.5 * tf.reduce_sum(log_det - pairs + with_prior, -1)
 
 
 INTEGRATIONS: Dict[str, Callable[..., tfd.Distribution]] = {

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from msnvi_tf import beliefs as beliefs_lib
 from msnvi_tf import integration
@@ -160,6 +161,124 @@ def test_pmi_of_exact_posteriors_equals_log_marginal_ratio():
     got = integration.pmi(beliefs, subset)
     np.testing.assert_allclose(got, expected, atol=2e-3 * len(subset),
                                err_msg=f"subset {subset}")
+
+
+def _naive_pmi64(loc, scale):
+  """ln Z_* + (M - 1) ln Z_0 - sum_m ln Z_m (Eq. 7) in numpy float64: `[B]`."""
+  precision = scale ** -2.
+  eta = precision * loc
+
+  def log_z(lam, e):
+    return 0.5 * math.log(2. * math.pi) - 0.5 * np.log(lam) + 0.5 * e ** 2 / lam
+
+  num = loc.shape[0]
+  precision_star = precision.sum(0) - (num - 1.)
+  return np.sum(log_z(precision_star, eta.sum(0)) + (num - 1.) * log_z(1., 0.)
+                - log_z(precision, eta).sum(0), -1)
+
+
+def _small_scale_beliefs(rng, scale_floor, agree, dtype):
+  """M = 3, B = 64, Dz = 8 beliefs with std in [s, 2 s] as `(beliefs, loc, scale)`.
+
+  `agree`: means within a few std of a shared z (moderate PMI); otherwise means
+  differ by O(1) (PMI ~ -Lambda (mu - mu')^2, tens of millions of nats at 1e-4).
+  """
+  shape = (3, 64, 8)
+  z = rng.normal(size=shape[1:])
+  scale = rng.uniform(scale_floor, 2. * scale_floor, shape).astype(dtype)
+  offset = scale * rng.normal(size=shape) if agree else rng.uniform(-.5, .5, shape)
+  loc = (z + offset).astype(dtype)
+  beliefs = {n: tfp.distributions.MultivariateNormalDiag(loc[m], scale[m])
+             for m, n in enumerate(NAMES[:3])}
+  return beliefs, loc, scale
+
+
+@pytest.mark.parametrize("agree", [True, False], ids=["agree", "conflict"])
+@pytest.mark.parametrize("scale_floor", [3e-3, 1e-4])
+def test_pmi_in_float32_matches_float64_reference_at_small_scales(scale_floor, agree):
+  # The naive formula lost 0.3 nats at 3e-3 and 370 nats at 1e-4 here (relative
+  # 3e-3 and 2.5 when the sources agree); the cancellation-free one is within
+  # ~2e-7 relative, i.e. float32 rounding of the result.
+  rng = np.random.default_rng(11)
+  beliefs, loc, scale = _small_scale_beliefs(rng, scale_floor, agree, np.float32)
+  want = _naive_pmi64(loc.astype(np.float64), scale.astype(np.float64))
+  got = integration.pmi(beliefs)
+  assert got.dtype == tf.float32
+  error = np.abs(got.numpy() - want) / np.maximum(1., np.abs(want))
+  assert error.max() < 2e-6, error.max()
+
+
+def test_pmi_of_float64_beliefs_is_computed_in_float64():
+  rng = np.random.default_rng(12)
+  for scale_floor in (0.3, 1e-4):
+    for agree in (True, False):
+      beliefs, loc, scale = _small_scale_beliefs(rng, scale_floor, agree, np.float64)
+      got = integration.pmi(beliefs)
+      assert got.dtype == tf.float64
+      # The naive float64 reference itself rounds its ~1e8-nat terms to ~1e-8.
+      np.testing.assert_allclose(got, _naive_pmi64(loc, scale), rtol=1e-9, atol=1e-6)
+
+
+def test_pmi_of_one_source_is_zero_and_of_identical_prior_experts_is_zero():
+  rng = np.random.default_rng(13)
+  beliefs = _random_beliefs(rng, batch=4, latent_dim=3)
+  for name in NAMES:
+    np.testing.assert_allclose(integration.pmi(beliefs, [name]), 0., atol=1e-5)
+  prior = beliefs_lib.make_belief(np.zeros((4, 3)), np.ones((4, 3)))
+  np.testing.assert_allclose(integration.pmi({"a": prior, "b": prior, "c": prior}),
+                             0., atol=1e-6)
+
+
+def _too_broad_beliefs():
+  """M = 3 experts of std 2 in one example: Lambda_* = 3 / 4 - 2 < 0 there."""
+  scale = np.full((3, 2, 2), 0.5)
+  scale[:, 1] = 2.
+  return {n: beliefs_lib.make_belief(np.zeros((2, 2)), scale[m])
+          for m, n in enumerate(NAMES[:3])}
+
+
+@pytest.mark.parametrize("call", [
+    integration.poe,
+    lambda b: integration.integrate(b, "poe"),
+    integration.pmi,
+], ids=["poe", "integrate", "pmi"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+def test_non_positive_poe_precision_raises_clear_error(call, compiled):
+  beliefs = _too_broad_beliefs()
+
+  def run(b):
+    out = call(b)
+    return out if isinstance(out, tf.Tensor) else out.stddev()
+
+  if compiled:
+    run = tf.function(run)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"sources a, b, c has non-positive precision Lambda_\* = "
+                           r"sum_m Lambda_m - \(M - 1\) Lambda_0: some expert scale "
+                           r"exceeds the prior scale \(1\)"):
+    run(beliefs)
+
+
+def test_precision_check_passes_valid_beliefs_unchanged_and_spares_training_path():
+  rng = np.random.default_rng(14)
+  beliefs = _random_beliefs(rng, batch=3, latent_dim=2)
+  # An expert equal to the prior (std 1, Lambda_* = 1 at the boundary) is valid.
+  beliefs["d"] = beliefs_lib.make_belief(np.zeros((3, 2)), np.ones((3, 2)))
+  loc, scale = beliefs_lib.stack_beliefs(beliefs, NAMES)
+  want_loc, want_scale = integration.poe_stacked(loc, scale)
+  for q in (integration.poe(beliefs),
+            tf.function(lambda b: integration.poe(b).stddev())(beliefs)):
+    got_scale = q if isinstance(q, tf.Tensor) else q.stddev()
+    np.testing.assert_array_equal(got_scale, want_scale)
+  np.testing.assert_array_equal(integration.poe(beliefs).mean(), want_loc)
+  # The training path (objectives, export) uses poe_stacked: no assertion ops.
+  def assertions(fn, *args):
+    graph = tf.function(fn).get_concrete_function(*args).graph
+    return [op.name for op in graph.get_operations() if "assert" in op.name.lower()]
+
+  spec = tf.TensorSpec([4, None, 2])
+  assert not assertions(integration.poe_stacked, spec, spec)
+  assert assertions(lambda b: integration.poe(b).mean(), beliefs)
 
 
 @pytest.mark.parametrize("call, message", [
