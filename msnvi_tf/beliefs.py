@@ -9,7 +9,6 @@ condition of App. C for a valid product of experts.
 Beliefs are `tfd.MultivariateNormalDiag` in float32 whatever the Keras dtype
 policy; they travel in dicts keyed by source name.
 """
-import math
 from typing import Mapping, Sequence
 
 import keras
@@ -25,8 +24,6 @@ __all__ = [
     "Encoder",
     "make_belief",
     "prior",
-    "natural_parameters",
-    "log_partition",
     "stack_beliefs",
 ]
 
@@ -58,39 +55,6 @@ def prior(latent_dim, batch_shape=()):
   shape = tf.concat([tf.constant(batch_shape, tf.int32), [latent_dim]], 0)
   return tfd.MultivariateNormalDiag(
       loc=tf.zeros(shape, tf.float32), scale_diag=tf.ones(shape, tf.float32))
-
-
-def natural_parameters(belief):
-  """Natural parameters of a diagonal Gaussian (App. C).
-
-  Lambda = scale^-2 (the diagonal of the precision), eta = Lambda * mu.
-
-  Args:
-    belief: `tfd.MultivariateNormalDiag`.
-
-  Returns:
-    `(precision, eta)`, each `[..., Dz]`.
-  """
-  precision = tf.math.reciprocal(tf.square(belief.stddev()))
-  return precision, precision * belief.mean()
-
-
-def log_partition(precision, eta):
-  """Log partition function ln Z(mu, Lambda) of a diagonal Gaussian (App. C, Eq. 7).
-
-  ln Z = Dz/2 ln(2 pi) - 1/2 sum ln Lambda + 1/2 sum eta^2 / Lambda.
-
-  Args:
-    precision: `[..., Dz]` diagonal of Lambda.
-    eta: `[..., Dz]` natural location parameter.
-
-  Returns:
-    `[...]` float32 tensor.
-  """
-  dz = tf.cast(tf.shape(precision)[-1], precision.dtype)
-  return (0.5 * dz * math.log(2. * math.pi)
-          - 0.5 * tf.reduce_sum(tf.math.log(precision), -1)
-          + 0.5 * tf.reduce_sum(tf.square(eta) / precision, -1))
 
 
 class BeliefHead(keras.layers.Layer):
