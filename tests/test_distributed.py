@@ -77,7 +77,7 @@ def single(tmp_path_factory):
   return _results(_start(str(tmp_path_factory.mktemp("single")), "none"))
 
 
-def test_two_workers_stay_in_sync_match_one_worker_and_resume_together(single, tmp_path):
+def test_two_workers_stay_in_sync_and_match_one_worker(single, tmp_path):
   chief, other = _two_workers(str(tmp_path / "run"))
   # Same weights on both workers after 20 synchronous steps.
   assert chief["param_norm"] == pytest.approx(other["param_norm"], rel=1e-6)
@@ -92,16 +92,6 @@ def test_two_workers_stay_in_sync_match_one_worker_and_resume_together(single, t
   assert (run / "export" / "20" / "saved_model.pb").exists()
   assert not [p for p in os.listdir(run) if p.startswith("worker_tmp")]
 
-  # Rerun with more steps: both workers resume from the chief's step-20
-  # checkpoint and again end in sync.
-  logs = []
-  chief, other = _two_workers(str(run), ["num_steps=30", "eval_every=30"], logs)
-  for out in logs:
-    assert "at step 20." in out and "Resumed from" in out
-  assert chief["step"] == other["step"] == 30
-  assert chief["param_norm"] == pytest.approx(other["param_norm"], rel=1e-6)
-  assert (run / "export" / "30" / "saved_model.pb").exists()
-  assert (run / "export" / "20" / "saved_model.pb").exists()  # the old export is kept
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single, tmp_path):
@@ -132,6 +122,7 @@ def test_pair_restarted_after_one_worker_was_killed_ends_as_the_uninterrupted_pa
   workers[0].communicate()
   assert os.listdir(os.path.join(workdir, "checkpoints"))
 
+  # Both restart from the chief's checkpoint and end in sync, as if never stopped.
   logs = []
   chief, other = _two_workers(workdir, extra, logs)
   assert all("Resumed from" in out for out in logs)
