@@ -93,7 +93,6 @@ def test_two_workers_stay_in_sync_and_match_one_worker(single, tmp_path):
   assert not [p for p in os.listdir(run) if p.startswith("worker_tmp")]
 
 
-
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single, tmp_path):
   mirrored = _results(_start(str(tmp_path / "run"), "mirrored", logical=2))
   for key in ("bound", "ind", "moe", "poe"):
