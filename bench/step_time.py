@@ -14,6 +14,13 @@ sampling, log-sum-exp, optimizer). Step FLOPs are counted from the layers
 (dense and convolution matmuls; backward = 2 x forward), e.g. MNIST-TB at
 B=128, K=16: encoders 0.06 + decoders 2.0 GFLOP forward, 6.2 GFLOP per step.
 
+One evaluation row per precision times the large-K log-likelihood estimate
+(`MultiSourceVAE.log_likelihood`, PoE proposal, K=--large_k on a batch of the
+config's eval_batch_size) the same way: examples/s, the examples/s it implies at
+K=5,000 and the minutes of a 10,000-example test set per proposal, and its
+roofline fraction, time(matmul of the decoder passes' FLOPs) / time(estimate)
+(MNIST-TB: 0.49 MFLOP of decoders per sample and example).
+
   bench/step_time.py                                    # MNIST-TB, the paper's shapes
   bench/step_time.py --configs=mnist_tb,cub --set=cub:num_samples=8
   bench/step_time.py --precisions=float32,mixed_bfloat16,mixed_float16
@@ -56,6 +63,8 @@ flags.DEFINE_multi_string("set", [], "Config override config:key=value.")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps (tracing, compilation) first.")
 flags.DEFINE_integer("repeats", 3, "Measurements per setting; the fastest counts.")
+flags.DEFINE_integer("large_k", 200, "K of the large-K log-likelihood row (0: skip).")
+flags.DEFINE_integer("large_k_calls", 2, "Timed estimates per measurement of that row.")
 flags.DEFINE_string("intra_op_threads", "auto",
                     "As the config field: auto (training's choice), 0 = TF default, or N.")
 
@@ -186,6 +195,21 @@ def component_times(model, batch, steps, warmup, repeats):
           best_time(decoders, steps, warmup, repeats))
 
 
+def large_k_row(model, batch, num_samples, calls, repeats):
+  """`(seconds per estimate, decoder FLOPs per estimate, roofline seconds)` of the
+  large-K estimate on `batch`, timed in turns with matmuls of the same FLOPs."""
+  z = tf.zeros([1, model.latent_dim])
+  dec = sum(network_flops(d, z) for d in model.decoders.values())
+  batch_size = next(iter(batch.values())).shape[0]
+  flops = dec * batch_size * num_samples  # forward passes only
+  matmuls = roofline(flops)
+  fns = {name: fn for name, (fn, _) in matmuls.items()}
+  fns["estimate"] = lambda: model.log_likelihood(batch, num_samples, seed=0)
+  times = best_times(fns, calls, 1, repeats)
+  t_mm = flops / max(f / times[name] for name, (_, f) in matmuls.items())
+  return times["estimate"], flops, t_mm
+
+
 def build(config, objective, policy):
   """The model of `config` for `objective` under `policy`, optimizer built."""
   with precision_lib.policy(policy):
@@ -247,6 +271,17 @@ def main(argv):
             f"{1e3 * t_dec:.2f} ms ({3 * f_dec / 1e9:.2f} GFLOP), rest (sampling, "
             f"log-sum-exp, Adam) {1e3 * max(t_step - t_enc - t_dec, 0.):.2f} ms "
             f"of {1e3 * t_step:.2f} ms")
+      if FLAGS.large_k:
+        size = config.eval_batch_size
+        batch = synthetic_batch(model, size)
+        t, flops, t_mm = large_k_row(model, batch, FLAGS.large_k, FLAGS.large_k_calls,
+                                     FLAGS.repeats)
+        at_5000 = size / t * FLAGS.large_k / 5000.
+        print(f"  large-K ln p(x) ({policy}, PoE proposal, K={FLAGS.large_k}, "
+              f"{size} examples): {flops / 1e9:.1f} GFLOP of decoders, "
+              f"{1e3 * t:.0f} ms, {size / t:.0f} examples/s ({at_5000:.1f} examples/s "
+              f"at K=5000: {1e4 / at_5000 / 60.:.1f} min per proposal for 10,000 "
+              f"examples), roofline {t_mm / t:.2f}", flush=True)
 
 
 if __name__ == "__main__":

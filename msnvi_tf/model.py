@@ -26,7 +26,13 @@ from msnvi_tf import robust  # pylint: disable=unused-import  (registers "robust
 
 tfd = tfp.distributions
 
-__all__ = ["MultiSourceVAE"]
+__all__ = ["MultiSourceVAE", "LOG_LIKELIHOOD_ROWS"]
+
+# Default decoder rows (samples x examples) per chunk of `log_likelihood`. On the
+# MNIST-TB decoders the speed is flat from about 5k to 50k rows (the elementwise
+# passes, not the matmuls, limit it; bench/step_time.py), and memory grows with
+# the rows (about 0.2 GB per chunk here).
+LOG_LIKELIHOOD_ROWS = 20_000
 
 
 def _stateless_seed(seed: Optional[int]):
@@ -191,12 +197,18 @@ class MultiSourceVAE(keras.Model):
     return integration.integrate(beliefs, method, sources)
 
   # ----------------------------------------------------------- generation
-  def log_joint(self, x, z, targets: Optional[Sequence[str]] = None):
-    """ln p(x_T, z) = sum_t ln p(x_t | z) + ln p(z): z `[..., B, Dz]` -> `[..., B]`."""
+  def log_joint(self, x, z, targets: Optional[Sequence[str]] = None,
+                evaluation: bool = False):
+    """ln p(x_T, z) = sum_t ln p(x_t | z) + ln p(z): z `[..., B, Dz]` -> `[..., B]`.
+
+    `evaluation=True`: no gradients needed, the decoders may take their faster
+    evaluation path (`likelihoods.Decoder.evaluation_log_prob`).
+    """
     targets = self.targets if targets is None else list(targets)
     z = tf.cast(z, tf.float32)
     log_prior = objectives.diag_normal_log_prob(z, 0., 1.)  # p(z) = N(0, I)
-    return log_prior + tf.add_n([self.decoders[t].log_prob(z, x[t]) for t in targets])
+    log_prob = (lambda d: d.evaluation_log_prob) if evaluation else (lambda d: d.log_prob)
+    return log_prior + tf.add_n([log_prob(self.decoders[t])(z, x[t]) for t in targets])
 
   def _bounds(self, x, num_samples, extra_bounds=(), training=False):
     rng = self.rng if training else self.eval_rng
@@ -311,29 +323,104 @@ class MultiSourceVAE(keras.Model):
 
   def log_likelihood(self, x, num_samples: int = 1000,
                      sources: Optional[Sequence[str]] = None, method: str = "poe",
-                     chunk_size: int = 100, seed: Optional[int] = None):
+                     chunk_size: Optional[int] = None, seed: Optional[int] = None):
     """IWAE estimate of ln p(x) with many samples, drawn in chunks.
 
-    ln p(x) >= ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q_S (Sec. 2); K =
-    `num_samples` split into chunks of `chunk_size` so memory stays bounded;
-    `seed` (an integer) makes the estimate reproducible.
+    ln p(x) >= ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q (Sec. 2), q the
+    integration `method` of the beliefs of `sources` (`method="poe"` over all
+    sources: the PoE proposal; `sources=["top"]`: that source's own belief). K =
+    `num_samples` is drawn in chunks of `chunk_size` samples inside one graph (a
+    `tf.while_loop` with a running log-sum-exp), so memory stays bounded by one
+    chunk; the graph is traced once per (shapes, K, chunk size, sources, method)
+    and reused by later calls. The decoders run under the model's dtype policy
+    (bf16 matmuls under mixed_bfloat16); log-probabilities and log-sum-exp are
+    float32.
+
+    Args:
+      x: batch dict with the sources of `sources` and every target.
+      num_samples: K.
+      sources: the subset S whose beliefs are integrated (default: all present).
+      method: integration method of S.
+      chunk_size: samples per chunk (None or 0: about `LOG_LIKELIHOOD_ROWS` / B,
+        so each chunk runs the decoders on that many rows).
+      seed: integer for reproducible samples: the chunk that starts at sample
+        k draws with the stateless seed fold_in([seed, 0], k), so a seeded
+        estimate is a function of (seed, K, chunk size, batch). Default: a seed
+        drawn from TF's global RNG (new samples on every call).
 
     Returns:
-      `[B]` float32.
+      `[B]` float32: one estimate per example.
     """
-    q = self.integrate(self.encode(x, sources), method)
+    num_samples, chunk_size = int(num_samples), int(chunk_size or 0)
+    if num_samples < 1 or chunk_size < 0:
+      raise ValueError(f"num_samples must be >= 1 and chunk_size >= 0 (0: the "
+                       f"default); got {num_samples}, {chunk_size}.")
+    if method not in integration.INTEGRATIONS:
+      raise ValueError(f"Unknown integration method {method!r}; choose one of "
+                       f"{sorted(integration.INTEGRATIONS)}.")
+    sources = self._available_sources(x, sources)
     self._check_batch(x, self.targets)
+    loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
+    if not chunk_size:  # ceil(rows / B); B unknown (traced by a caller): 100
+      chunk_size = -(-LOG_LIKELIHOOD_ROWS // (loc.shape[1] or 100))
+    chunk_size = min(chunk_size, num_samples)
+    if seed is None:  # one draw of TF's global RNG: new samples on every call
+      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    else:
+      seed = _stateless_seed(seed)
+    targets = {t: tf.cast(x[t], tf.float32) for t in self.targets}
+    with likelihoods.compiled_kernels():  # read when (first) traced
+      return self.log_likelihood_function()(
+          tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), targets, seed,
+          num_samples=num_samples, chunk_size=chunk_size, sources=tuple(sources),
+          method=method)
 
-    @tf.function
-    def chunk(n, chunk_seed):
-      z = tf.stop_gradient(q.sample(n, seed=chunk_seed))  # [n, B, Dz]
-      return tf.reduce_logsumexp(self.log_joint(x, z) - q.log_prob(z), 0)  # [B]
+  def log_likelihood_function(self):
+    """The `tf.function` behind `log_likelihood` (one per model, made on first use).
 
-    parts, done = [], 0
-    while done < num_samples:
-      n = min(chunk_size, num_samples - done)
-      chunk_seed = (None if seed is None else
-                    tf.random.experimental.stateless_fold_in(_stateless_seed(seed), done))
-      parts.append(chunk(tf.constant(n), chunk_seed))
-      done += n
-    return tf.reduce_logsumexp(tf.stack(parts), 0) - math.log(num_samples)
+    Called as `fn(loc [M, B, Dz], scale [M, B, Dz], {target: [B, ...]}, seed [2],
+    num_samples=K, chunk_size=C, sources=(names of the M beliefs), method=...)`
+    -> `[B]`; `fn.experimental_get_tracing_count()` counts its traces.
+    """
+    # Held in a plain dict set past Keras' attribute tracking: neither Keras
+    # nor a checkpoint or SavedModel (which collects tf.function attributes and
+    # properties) sees it.
+    cache = self.__dict__.get("_log_likelihood_cache")
+    if cache is None:
+      # The graph's loop is an explicit tf.while_loop: no AutoGraph needed.
+      cache = {"fn": tf.function(self._log_likelihood_graph, reduce_retracing=True,
+                                 autograph=False)}
+      object.__setattr__(self, "_log_likelihood_cache", cache)
+    return cache["fn"]
+
+  def _log_likelihood_graph(self, loc, scale, targets, seed, num_samples,
+                            chunk_size, sources, method):
+    """ln (1/K) sum_k p(x, z_k) / q(z_k) by chunks: see `log_likelihood`."""
+    beliefs = {s: beliefs_lib.make_belief(loc[i], scale[i])
+               for i, s in enumerate(sources)}
+    q = self.integrate(beliefs, method)  # batch shape [B]
+
+    def chunk(n, offset):
+      """ln sum_k p(x, z_k) / q(z_k) over n samples: `[B]` float32."""
+      z = q.sample(n, seed=tf.random.experimental.stateless_fold_in(seed, offset))
+      log_w = (self.log_joint(targets, z, evaluation=True)
+               - tf.cast(q.log_prob(z), tf.float32))  # [n, B]
+      return tf.reduce_logsumexp(log_w, 0)  # [n, B] -> [B]
+
+    def log_add(a, b):  # ln(e^a + e^b), exact where a or b is -inf
+      high = tf.maximum(a, b)
+      high = tf.where(tf.math.is_finite(high), high, tf.zeros_like(high))
+      return high + tf.math.log(tf.exp(a - high) + tf.exp(b - high))
+
+    num_full, rest = divmod(num_samples, chunk_size)
+    total = tf.fill(tf.shape(loc)[1:2], tf.constant(-math.inf, tf.float32))  # [B]
+    if num_full:
+      def body(i, total):
+        return i + 1, log_add(total, chunk(chunk_size, i * chunk_size))
+      # One chunk at a time: iterations do not depend on each other, and running
+      # them in parallel would multiply the memory.
+      _, total = tf.while_loop(lambda i, _: i < num_full, body,
+                               (tf.constant(0), total), parallel_iterations=1)
+    if rest:
+      total = log_add(total, chunk(rest, num_full * chunk_size))
+    return total - math.log(num_samples)

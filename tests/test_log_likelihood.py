@@ -1,0 +1,207 @@
+"""The large-K estimate `MultiSourceVAE.log_likelihood`: exact, traced once, ordered;
+and its per-proposal evaluation (`evaluation.large_k_estimates`)."""
+import csv
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from linear_gaussian import LinearGaussian
+from msnvi_tf import beliefs
+from msnvi_tf import evaluation
+from msnvi_tf import likelihoods
+from msnvi_tf import model as model_lib
+from msnvi_tf import precision
+from msnvi_tf.architectures import toy
+from msnvi_tf.data import toy as toy_data
+
+tfd = tfp.distributions
+PIXELS, DZ = 6, 3
+
+
+def _bernoulli_model(policy="float32"):
+  """MNIST-TB in miniature: sources top / bottom of 6 binary pixels, elu stems."""
+  keras.utils.set_random_seed(0)
+
+  def stem(name):
+    return [keras.layers.Dense(8, activation="elu", name=f"{name}_0")]
+
+  with precision.policy(policy):
+    encoders = {s: beliefs.Encoder(stem(f"enc_{s}"), DZ, (PIXELS,), name=f"encoder_{s}")
+                for s in ("top", "bottom")}
+    decoders = {s: likelihoods.Decoder(stem(f"dec_{s}"), likelihoods.BernoulliHead((PIXELS,)),
+                                       DZ, name=f"decoder_{s}")
+                for s in ("top", "bottom")}
+    return model_lib.MultiSourceVAE(encoders, decoders, DZ)
+
+
+def _bernoulli_batch(size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return {s: (rng.random((size, PIXELS)) < .4).astype(np.float32) for s in ("top", "bottom")}
+
+
+def _toy_model(toy_config):
+  return toy.build_model(toy_config.override(["decoder_init_scale=1.0"]))
+
+
+def _reference(model, x, num_samples, chunk_size, seed, sources=None, method="poe"):
+  """The estimate from the same samples by plain TFP, log-sum-exp in float64 numpy."""
+  q = model.integrate(model.encode(x, sources), method)
+  log_w = []
+  for start in range(0, num_samples, chunk_size):  # the samples log_likelihood draws
+    z = q.sample(min(chunk_size, num_samples - start),
+                 seed=tf.random.experimental.stateless_fold_in([seed, 0], start))
+    log_p = tfd.MultivariateNormalDiag(tf.zeros(model.latent_dim),
+                                       tf.ones(model.latent_dim)).log_prob(z)
+    for target, decoder in model.decoders.items():
+      log_p += decoder.distribution(z).log_prob(tf.cast(x[target], tf.float32))
+    log_w.append(np.float64(log_p) - np.float64(q.log_prob(z)))  # [n, B]
+  log_w = np.concatenate(log_w)  # [K, B]
+  high = log_w.max(0)
+  return high + np.log(np.exp(log_w - high).sum(0)) - math.log(num_samples)
+
+
+@pytest.mark.parametrize("kind,policy,proposal,atol", [
+    ("toy", "float32", "poe", 1e-4),  # Normal heads
+    ("bernoulli", "float32", "single", 1e-4),
+    ("toy", "float32", "moe", 1e-4),
+    # bf16 matmuls (the fused decoder path) against TFP on the same bf16 layers.
+    ("bernoulli", "mixed_bfloat16", "poe", 0.05)])
+def test_estimate_equals_float64_reference_from_the_same_samples(
+    kind, policy, proposal, atol, toy_config):
+  if kind == "toy":
+    model, x = _toy_model(toy_config), toy_data.sample(16, 0)[0]
+  else:
+    model, x = _bernoulli_model(policy), _bernoulli_batch()
+  sources, method = {"poe": (None, "poe"), "single": ([model.sources[0]], "poe"),
+                     "moe": (None, "moe")}[proposal]
+  # K = 50 in chunks of 16: three full chunks and a remainder of 2.
+  got = model.log_likelihood(x, 50, sources, method, chunk_size=16, seed=5).numpy()
+  expected = _reference(model, x, 50, 16, 5, sources, method)
+  assert got.shape == (16,) and got.dtype == np.float32
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=atol)
+  if policy != "float32":
+    assert model.decoders["top"].fused_layers() is not None
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_decoder_log_prob_equals_keras_log_prob_in_float32(compiled, toy_config):
+  model, x = _bernoulli_model(), _bernoulli_batch()
+  z = tf.random.stateless_normal([4, 16, DZ], [1, 2]) * 3.
+  decoder = model.decoders["top"]
+  with likelihoods.compiled_kernels(compiled):
+    fused = decoder.fused_log_prob(z, x["top"])
+    keras_path = decoder.log_prob(z, x["top"])
+    # float32: the fused path does not pay, so evaluation takes log_prob.
+    np.testing.assert_array_equal(decoder.evaluation_log_prob(z, x["top"]), keras_path)
+  np.testing.assert_allclose(fused, keras_path, rtol=1e-5, atol=1e-4)
+  assert _toy_model(toy_config).decoders["x"].fused_layers() is None  # Normal head
+
+
+def test_no_retrace_for_new_data_or_seed_and_seeded_estimates_repeat(toy_config):
+  model = _toy_model(toy_config)
+  fn = model.log_likelihood_function()
+  runs = {}
+  for seed, data_seed in ((3, 0), (3, 0), (4, 0), (None, 0), (None, 0), (3, 1)):
+    if seed:
+      tf.random.set_seed(seed * len(runs))  # must not matter with a seed
+    runs.setdefault((seed, data_seed), []).append(model.log_likelihood(
+        toy_data.sample(16, data_seed)[0], 30, chunk_size=7, seed=seed).numpy())
+  assert fn.experimental_get_tracing_count() == 1
+  np.testing.assert_array_equal(*runs[3, 0])
+  assert not np.array_equal(runs[3, 0][0], runs[4, 0][0])
+  # Without a seed every call draws a new one from TF's global RNG.
+  assert not np.array_equal(*runs[None, 0])
+  # Another batch size traces once more, with the batch axis relaxed to None,
+  # which then serves every batch size.
+  for size in (32, 24):
+    model.log_likelihood(toy_data.sample(size, 0)[0], 30, chunk_size=7, seed=1)
+  assert fn.experimental_get_tracing_count() == 2
+  assert model.log_likelihood_function() is fn
+
+
+def _linear_gaussian_vae(lg: LinearGaussian):
+  """A MultiSourceVAE whose encoders give the exact single-source posteriors and
+  whose decoders are the linear-Gaussian likelihoods of `lg`."""
+  names = [f"s{m}" for m in range(lg.num_sources)]
+  encoders, decoders = {}, {}
+  min_scale = 1e-4
+  for m, name in enumerate(names):
+    a, b, var = lg.a[m], lg.b[m], lg.sigma[m] ** 2
+    prec = 1. + a ** 2 / var  # p(z | x_m): loc = a (x - b) / var / prec, scale prec^-1/2
+    encoder = beliefs.Encoder([], lg.latent_dim, (lg.latent_dim,), min_scale,
+                              name=f"encoder_{name}")
+    head = encoder.head
+    head.loc_layer.kernel.assign(np.diag(a / var / prec))
+    head.loc_layer.bias.assign(-a * b / var / prec)
+    head.scale_layer.kernel.assign(np.zeros((lg.latent_dim,) * 2))
+    unit = (prec ** -0.5 - min_scale) / (1. - min_scale)
+    head.scale_layer.bias.assign(np.log(unit / (1. - unit)))
+    normal = likelihoods.NormalHead((lg.latent_dim,), scale_shape=(lg.latent_dim,),
+                                    min_scale=1e-3)
+    decoder = likelihoods.Decoder([], normal, lg.latent_dim, name=f"decoder_{name}")
+    dense = normal.param_layer.layers[0]
+    dense.kernel.assign(np.diag(a))
+    dense.bias.assign(b)
+    normal.raw_scale.assign(np.log(np.expm1(lg.sigma[m] - 1e-3)))
+    encoders[name], decoders[name] = encoder, decoder
+  return model_lib.MultiSourceVAE(encoders, decoders, lg.latent_dim)
+
+
+def test_linear_gaussian_estimates_are_exact_with_poe_and_ordered_in_k_alone():
+  lg = LinearGaussian(num_sources=2, latent_dim=2, seed=3)
+  model = _linear_gaussian_vae(lg)
+  obs = lg.sample(256, seed=4)  # [M, B, Dz]
+  x = {f"s{m}": obs[m].astype(np.float32) for m in range(2)}
+  exact = lg.log_marginal(obs)  # [B]
+  # The PoE of exact single-source posteriors is the exact posterior (App. C):
+  # every importance weight is p(x).
+  np.testing.assert_allclose(model.log_likelihood(x, 10, seed=0), exact, atol=1e-4)
+  # One source's posterior as proposal: E[estimate_1] < E[estimate_K] <= ln p(x)
+  # (here 3 nats below, then within 0.02 nats).
+  k1 = model.log_likelihood(x, 1, ["s0"], seed=0).numpy().mean()
+  k100 = model.log_likelihood(x, 100, ["s0"], seed=0).numpy().mean()
+  assert k1 < k100 - 1. and exact.mean() - 0.1 < k100 < exact.mean() + 0.05, (
+      k1, k100, exact.mean())
+
+
+def test_large_k_estimates_give_mean_and_standard_error_per_proposal(toy_config):
+  model = _toy_model(toy_config)
+  batches = [toy_data.sample(8, seed)[0] for seed in (0, 1, 2)]  # 24 examples
+  assert evaluation.default_proposals(model) == ["poe", "x", "y"]
+  estimates = evaluation.large_k_estimates(model, batches, 20, ["poe", "x"],
+                                           chunk_size=8, seed=7)
+  for name, (sources, method) in {"poe": (None, "poe"), "x": (["x"], "poe")}.items():
+    values = np.concatenate([
+        model.log_likelihood(b, 20, sources, method, chunk_size=8, seed=7 + i)
+        for i, b in enumerate(batches)])
+    e = estimates[name]
+    np.testing.assert_array_equal(e["values"], values)
+    assert e["examples"] == 24
+    assert e["log_likelihood"] == pytest.approx(values.mean(), rel=1e-6)
+    assert e["se"] == pytest.approx(values.std(ddof=1) / math.sqrt(24), rel=1e-5)
+  with pytest.raises(ValueError, match="Unknown large-K proposal 'z'"):
+    evaluation.large_k_estimates(model, batches, 4, ["z"])
+
+
+def test_grid_writer_lists_large_k_estimates_by_proposal(tmp_path):
+  def estimate(value, se):
+    return {"log_likelihood": value, "se": se, "std": 1., "examples": 10000,
+            "seconds": 1., "examples_per_second": 1e4}
+
+  result = {"workdir": "/w/tb_poe", "dataset": "mnist_tb", "column": "poe",
+            "step": 100000, "ind": -200., "moe": -199., "poe": -88., "large_k": 5000,
+            "large_k_examples": 10000, "log_likelihood": -85.2, "num_examples": 10000,
+            "log_likelihood_se": 0.24, "large_k_precision": "float32",
+            "large_k_estimates": {"poe": estimate(-85.2, 0.24),
+                                  "top": estimate(-181.0, 1.0)}}
+  paths = evaluation.write_grid([result], str(tmp_path))
+  markdown = open(paths["markdown"]).read()
+  assert "| MNIST-TB | L_PoE | 100000 | 5000 | 10000 | 85.20 | 88.00 |" in markdown
+  assert "| MNIST-TB | L_PoE | 100000 | 5000 | 10000 | top | 181.00 | 1.00 | float32 |" in markdown
+  with open(paths["proposals_csv"]) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["proposal"], float(r["se"])) for r in rows] == [("poe", 0.24), ("top", 1.)]
