@@ -180,12 +180,17 @@ def _checked_inputs(fn, specs):
   def wrapped(**kwargs):
     inputs = {names[k]: v for k, v in kwargs.items()}
     batch = tf.shape(next(iter(inputs.values())))[0]
+    checks = []
     for key, value in inputs.items():
       expected = specs[key].shape[1:].as_list()
       message = (f"input {key} must have shape [batch, "
                  f"{', '.join(map(str, expected))}], one batch for all inputs")
-      tf.debugging.assert_equal(tf.shape(value), tf.stack([batch, *expected]),
-                                message=message)
+      checks.append(tf.debugging.assert_equal(
+          tf.shape(value), tf.stack([batch, *expected]), message=message))
+    # Every computation waits for the checks: a wrong shape fails with the
+    # message above, never first inside a layer.
+    with tf.control_dependencies([c for c in checks if c is not None]):
+      inputs = {key: tf.identity(value) for key, value in inputs.items()}
     if "present" in inputs:
       return fn(inputs.pop("present"), **inputs)
     return fn(**inputs)
