@@ -9,9 +9,9 @@ Trains `config.objective` on `config.dataset`, writing into `workdir`:
   export/<step>/     SavedModel for TF Serving (see `msnvi_tf.export`)
 
 A re-run resumes exactly: a checkpoint holds the weights, the optimizer (its
-step drives the learning-rate schedule), both random streams of the model and
-the running training metrics, and the training data are a function of (seed,
-step) (`msnvi_tf.data.training_batches`), so a run killed at any moment and
+step drives the learning-rate schedule), the training random stream and the
+running training metrics, evaluation noise restarts at every evaluation, and
+the training data are a function of (seed, step) (`msnvi_tf.data.training_batches`), so a run killed at any moment and
 re-run with the same command ends with the same weights as one never stopped.
 
 Checkpoints and exports are never deleted or overwritten by a failing run: a
@@ -128,7 +128,7 @@ def _restore(checkpoint, workdir) -> Optional[str]:
   writing it, or a full disk, leaves them) is passed over for the one before
   it, with a warning that names it; when every checkpoint is damaged, training
   starts from step 0 (the damaged files are replaced when that step is reached
-  again). Nothing is deleted.
+  again, or rotated out like any old checkpoint). Restoring deletes nothing.
 
   Returns:
     The restored checkpoint's prefix, or None when there is none to restore.
