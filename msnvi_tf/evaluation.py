@@ -92,11 +92,6 @@ def _step_of(workdir: str) -> int:
   return int(match.group(1)) if match else -1
 
 
-def _format_seconds(seconds):
-  seconds = int(round(seconds))
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def default_proposals(model) -> List[str]:
   """Proposals of the large-K estimate: "poe" (all sources), then every source.
 
@@ -157,7 +152,7 @@ def large_k_estimates(model, batches: Sequence[Mapping], num_samples: int,
         rate = done / (now - start)
         log.info("%slarge-K (K=%d) %s: %d/%d examples, %.1f examples/s, ETA %s",
                  progress, num_samples, name, done, total, rate,
-                 _format_seconds((total - done) / rate))
+                 training.format_time((total - done) / rate))
         last = now
     seconds = time.perf_counter() - start
     values = np.concatenate(values) if values else np.zeros([0], np.float32)

@@ -42,7 +42,8 @@ from msnvi_tf import precision as precision_lib
 from msnvi_tf.config import Config
 
 __all__ = ["train_and_evaluate", "evaluate", "load_trained", "log_to_stdout",
-           "make_strategy", "resolve_jit", "configure_threads", "RUNTIME_FIELDS"]
+           "make_strategy", "resolve_jit", "configure_threads", "format_time",
+           "RUNTIME_FIELDS"]
 
 # Fields that may change between runs in one workdir (everything else must match).
 RUNTIME_FIELDS = frozenset({
@@ -334,7 +335,8 @@ def log_to_stdout(level=logging.INFO):
   log.propagate = False
 
 
-def _format_time(seconds):
+def format_time(seconds) -> str:
+  """Seconds as h:mm:ss (progress lines and ETAs)."""
   seconds = int(round(seconds))
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -435,7 +437,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
       _write(train_writer, {"loss": loss, "bound": float(logs["bound"]),
                             "steps_per_sec": rate}, current)
       log.info("step %d/%d | %.0f steps/s | ETA %s | bound %.4f", current, total,
-               rate, _format_time((total - current) / max(rate, 1e-9)),
+               rate, format_time((total - current) / max(rate, 1e-9)),
                float(logs["bound"]))
       for metric in model.metrics:
         metric.reset_state()
@@ -470,7 +472,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
                       config.seed)
   elapsed = time.time() - t_start
   print(f"Finished {config.dataset} / L_{config.objective}: step {current} "
-        f"({current - start} steps in {_format_time(elapsed)}).\n"
+        f"({current - start} steps in {format_time(elapsed)}).\n"
         f"Eval (K={config.eval_num_samples}), nats per example, higher is better: "
         f"training bound {results['bound']:.4f} | ind {results['ind']:.4f} | "
         f"moe {results['moe']:.4f} | poe {results['poe']:.4f}\n"
