@@ -407,10 +407,8 @@ class MultiSourceVAE(keras.Model):
                - tf.cast(q.log_prob(z), tf.float32))  # [n, B]
       return tf.reduce_logsumexp(log_w, 0)  # [n, B] -> [B]
 
-    def log_add(a, b):  # ln(e^a + e^b), exact where a or b is -inf
-      high = tf.maximum(a, b)
-      high = tf.where(tf.math.is_finite(high), high, tf.zeros_like(high))
-      return high + tf.math.log(tf.exp(a - high) + tf.exp(b - high))
+    def log_add(a, b):  # ln(e^a + e^b); -inf where both are
+      return tf.reduce_logsumexp(tf.stack([a, b]), 0)
 
     num_full, rest = divmod(num_samples, chunk_size)
     total = tf.fill(tf.shape(loc)[1:2], tf.constant(-math.inf, tf.float32))  # [B]
