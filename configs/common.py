@@ -20,6 +20,10 @@ def base_config(**fields) -> Config:
       "seed": 0,
       "max_checkpoints": 3,
       "export_num_samples": 100,  # latent samples of the serving signatures.
+      # Target fraction of held-out healthy examples with a conflict alarm; the
+      # robust integration's thresholds are calibrated to it at the end of
+      # training (msnvi_tf.calibration; models with >= 2 sources).
+      "conflict_false_alarm_rate": 0.005,
       "precision": "auto",  # msnvi_tf.precision: what pays on this machine.
       "jit_compile": "auto",  # XLA on a single GPU replica (msnvi_tf.training.resolve_jit).
       "distribute": "auto",  # msnvi_tf.training.make_strategy.

@@ -36,7 +36,7 @@ def get_config():
       rod_intensity=0.5,
       noise_std=0.1,
       train_size=10_000,
-      eval_size=1_000,
+      eval_size=5_000,  # also the healthy frames that calibrate the conflict alarms.
       data_dir="",  # synthetic: unused.
       # Loop.
       steps_per_call=250,

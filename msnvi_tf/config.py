@@ -138,6 +138,7 @@ _RULES = {
     "decoder_init_scale": _POSITIVE,
     "beta1": _BETA,
     "beta2": _BETA,
+    "conflict_false_alarm_rate": _BETA,
     "hybrid_weight": _UNIT,
     "final_lr_fraction": _UNIT,
     "flip_prob": _UNIT,

@@ -9,6 +9,9 @@
   integrate_robust sources, present -> loc, scale [B, Dz], weights [B, M]
                   (conflict-aware PoE, `msnvi_tf.robust`)
   predict         sources, present -> one [B, ...] mean per target (Eq. 6)
+  sensor_health   sources, present -> one [B, ...] mean per target from the
+                  robust integration, and per source: weights [B, M], alarm
+                  [B, M] (bool), score [B, M] (`msnvi_tf.robust`, Eqs. R2-R6)
   conflict        sources, present -> conflict [B, M, M]          (Eq. 2)
   log_likelihood  sources, targets, present -> log_likelihood [B]
   serving_default = predict
@@ -17,8 +20,11 @@ Every input is a float32 tensor named after the batch entry; `present` is a
 `[B, M]` float32 mask over the model's sources (in `model.sources` order): an
 absent source is sent as zeros with `present = 0` and is left out of the
 integration (its expert becomes the prior). Conflict entries involving an
-absent source are NaN. `predict` and `log_likelihood` draw their latent samples
-with a fixed stateless seed, so the same request gives the same answer.
+absent source are NaN, as is an absent source's score. The robust integration
+and the alarms use the conflict thresholds stored with the model (calibrated on
+healthy data by `MultiSourceVAE.calibrate_conflict`, else tau = 1). `predict`,
+`sensor_health` and `log_likelihood` draw their latent samples with a fixed
+stateless seed, so the same request gives the same answer.
 """
 import math
 import os
@@ -35,7 +41,7 @@ from msnvi_tf import robust
 __all__ = ["ServingModule", "export", "SIGNATURES"]
 
 SIGNATURES = ("encode", "integrate_poe", "integrate_moe", "integrate_robust",
-              "predict", "conflict", "log_likelihood")
+              "predict", "sensor_health", "conflict", "log_likelihood")
 
 
 def _safe(name):
@@ -83,20 +89,32 @@ class ServingModule(tf.Module):
     loc, scale = self.stacked_beliefs(inputs)
     return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
 
-  def _poe_samples(self, inputs, present):
-    """K latent samples `[K, B, Dz]` of the masked PoE, and its `(loc, scale)`."""
-    loc, scale = self.poe(inputs, present)
+  def _samples(self, loc, scale):
+    """K latent samples `[K, B, Dz]` of a belief `[B, Dz]`, from the fixed seed."""
     shape = tf.concat([[self.num_samples], tf.shape(loc)], 0)  # [K, B, Dz]
-    z = loc + scale * tf.random.stateless_normal(shape, seed=[self.seed, 0])
-    return z, loc, scale
+    return loc + scale * tf.random.stateless_normal(shape, seed=[self.seed, 0])
 
-  def predict(self, inputs, present):
-    z, _, _ = self._poe_samples(inputs, present)  # [K, B, Dz]
+  def _predict(self, loc, scale):
+    """Predictive means `{target: [B, ...]}` of the belief `(loc, scale)` (Eq. 6)."""
+    z = self._samples(loc, scale)  # [K, B, Dz]
     return {t: tf.reduce_mean(self.model.decoders[t].mean(z), 0)
             for t in self.model.targets}
 
+  def predict(self, inputs, present):
+    return self._predict(*self.poe(inputs, present))
+
+  def sensor_health(self, inputs, present):
+    """`(health, predictions)`: `robust.sensor_health` `[M, B]` and robust means."""
+    loc, scale = self.stacked_beliefs(inputs)  # [M, B, Dz]
+    health = robust.sensor_health(loc, scale, tf.transpose(present),
+                                  tf.convert_to_tensor(self.model.conflict_thresholds))
+    loc_rob, scale_rob = integration.poe_stacked(
+        tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), health["weight"])
+    return health, self._predict(loc_rob, scale_rob)
+
   def log_likelihood(self, inputs, present):
-    z, loc, scale = self._poe_samples(inputs, present)  # [K, B, Dz]
+    loc, scale = self.poe(inputs, present)
+    z = self._samples(loc, scale)  # [K, B, Dz]
     log_q = objectives.diag_normal_log_prob(z, loc, scale)  # [K, B]
     return objectives.iw_bound(self.model.log_joint(inputs, z) - log_q)
 
@@ -134,11 +152,19 @@ class ServingModule(tf.Module):
     def integrate_robust(present, **inputs):
       loc, scale = self.stacked_beliefs(inputs)
       loc_rob, scale_rob, weights = robust.robust_stacked(
-          loc, scale, tf.transpose(present))
+          loc, scale, tf.transpose(present),
+          tf.convert_to_tensor(model.conflict_thresholds))
       return {"loc": loc_rob, "scale": scale_rob, "weights": tf.transpose(weights)}
 
     def predict(present, **inputs):
       return {_safe(t): m for t, m in self.predict(inputs, present).items()}
+
+    def sensor_health(present, **inputs):
+      health, predictions = self.sensor_health(inputs, present)
+      score = tf.where(present > 0., tf.transpose(health["score"]), math.nan)
+      return {"weights": tf.transpose(health["weight"]),
+              "alarm": tf.transpose(health["alarm"]), "score": score,
+              **{_safe(t): m for t, m in predictions.items()}}
 
     def conflict(present, **inputs):
       return {"conflict": self.conflict(inputs, present)}
@@ -152,6 +178,7 @@ class ServingModule(tf.Module):
         "integrate_moe": (integrate_moe, src, True),
         "integrate_robust": (integrate_robust, src, True),
         "predict": (predict, src, True),
+        "sensor_health": (sensor_health, src, True),
         "conflict": (conflict, src, True),
         "log_likelihood": (log_likelihood, everything, True),
     }

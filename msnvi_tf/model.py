@@ -5,7 +5,9 @@ by name, trains any objective of `msnvi_tf.objectives` in a custom `train_step`,
 evaluates the ind / MoE / PoE bounds in `test_step` (the Table 1 grid), and
 offers the post-training operations of the paper: encoding and integrating any
 subset of sources, prediction (Eq. 6), conflict (Eq. 2), PMI (App. D), SIR
-(App. E) and a chunked large-K log-likelihood estimate.
+(App. E) and a chunked large-K log-likelihood estimate; and beyond the paper, the
+robust integration with conflict thresholds calibrated on healthy data
+(`calibrate_conflict`, `sensor_health`; `msnvi_tf.robust`, `msnvi_tf.calibration`).
 
 Batches are dicts `{name: [B, ...] tensor}` holding the sources the encoders read
 and the targets the decoders model (often the same names).
@@ -14,15 +16,17 @@ import math
 from typing import Dict, Mapping, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from msnvi_tf import beliefs as beliefs_lib
+from msnvi_tf import calibration
 from msnvi_tf import conflict as conflict_lib
 from msnvi_tf import integration
 from msnvi_tf import likelihoods
 from msnvi_tf import objectives
-from msnvi_tf import robust  # pylint: disable=unused-import  (registers "robust")
+from msnvi_tf import robust
 
 tfd = tfp.distributions
 
@@ -95,6 +99,12 @@ class MultiSourceVAE(keras.Model):
     self._trackers = {
         name: keras.metrics.Mean(name=name)
         for name in ("loss", "bound") + objectives.INTEGRATED_BOUNDS}
+    # Thresholds tau_mm' of the robust integration (msnvi_tf.robust, Eq. R2),
+    # rows and columns in `sources` order: ones (tau = 1) until
+    # `calibrate_conflict`; checkpointed and exported with the weights.
+    self.conflict_thresholds = self.add_weight(
+        shape=(len(self.encoders),) * 2, initializer="ones", trainable=False,
+        dtype="float32", name="conflict_thresholds")
     self.built = True
 
   # ---------------------------------------------------------------- names
@@ -193,7 +203,13 @@ class MultiSourceVAE(keras.Model):
 
   def integrate(self, beliefs, method: str = "poe",
                 sources: Optional[Sequence[str]] = None):
-    """Integrated belief of a subset of `beliefs` (see `integration.integrate`)."""
+    """Integrated belief of a subset of `beliefs` (see `integration.integrate`).
+
+    `method="robust"` uses the model's conflict thresholds (`calibrate_conflict`).
+    """
+    if method == "robust":
+      sources = integration.check_subset(beliefs, sources)
+      return robust.robust(beliefs, sources, self._thresholds(sources))
     return integration.integrate(beliefs, method, sources)
 
   # ----------------------------------------------------------- generation
@@ -290,6 +306,57 @@ class MultiSourceVAE(keras.Model):
   def conflict(self, x, sources: Optional[Sequence[str]] = None):
     """Conflict measures of Eq. (2): `[B, M, M]`, `[b, i, j] = c(s_i || s_j)`."""
     return conflict_lib.conflict_matrix(self.encode(x, sources))
+
+  def _thresholds(self, sources):
+    """`[M, M]` conflict thresholds of `sources`, in their order."""
+    unknown = [s for s in sources if s not in self.encoders]
+    if unknown:
+      raise ValueError(f"Unknown source(s) {unknown}; the model has {self.sources}.")
+    idx = [self.sources.index(s) for s in sources]
+    return tf.gather(tf.gather(self.conflict_thresholds, idx, axis=0), idx, axis=1)
+
+  @property
+  def conflict_calibrated(self) -> bool:
+    """Whether `calibrate_conflict` set the thresholds (else every tau = 1)."""
+    return not bool(tf.reduce_all(tf.convert_to_tensor(self.conflict_thresholds) == 1.))
+
+  def calibrate_conflict(self, dataset,
+                         target_rate: float = calibration.FALSE_ALARM_RATE):
+    """Sets the conflict thresholds from healthy held-out data (`msnvi_tf.calibration`).
+
+    Args:
+      dataset: iterable of batch dicts holding every source, all healthy.
+      target_rate: alpha, the accepted fraction of healthy examples with an alarm.
+
+    Returns:
+      The `calibration.Calibration` now stored in `conflict_thresholds`.
+    """
+    conflicts = []
+    for batch in dataset:
+      x = batch[0] if isinstance(batch, tuple) else batch
+      sources = self._available_sources(x, self.sources)
+      conflicts.append(conflict_lib.conflict_stacked(
+          *self._encode_stacked(x, sources)).numpy())  # [B, M, M]
+    if not conflicts:
+      raise ValueError("calibrate_conflict: the dataset is empty.")
+    result = calibration.calibrate(np.concatenate(conflicts), target_rate)
+    self.conflict_thresholds.assign(result.thresholds)
+    return result
+
+  def sensor_health(self, x, sources: Optional[Sequence[str]] = None):
+    """Conflict score, alarm flag and robust weight of every source, Eqs. (R2)-(R6).
+
+    With calibrated thresholds, a score above 1 means the source disagrees with
+    every other source more than healthy data ever showed (`msnvi_tf.robust`).
+
+    Returns:
+      `{"score": {source: [B]}, "alarm": {source: [B] bool},
+      "weight": {source: [B]}}`.
+    """
+    sources = self._available_sources(x, sources)
+    loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
+    health = robust.sensor_health(loc, scale, thresholds=self._thresholds(sources))
+    return {k: {s: v[i] for i, s in enumerate(sources)} for k, v in health.items()}
 
   def pmi(self, x, sources: Optional[Sequence[str]] = None):
     """Pointwise mutual information between `sources` (App. D): `[B]`."""

@@ -21,7 +21,7 @@ from matplotlib.backends import backend_agg
 from msnvi_tf.data import toy
 
 __all__ = ["FIGURES", "plot_figures", "fig2_beliefs", "fig6_sir", "toy_figures",
-           "fig5_pendulum"]
+           "fig5_pendulum", "roc_curves"]
 
 # One marker and ellipse line style per belief; the integrated belief has its own.
 _MARKERS = ("x", "+", "1", "2", "3", "4")
@@ -265,20 +265,20 @@ def plot_figures(model, config, out_dir: str) -> List[str]:
   return list(FIGURES[config.dataset](model, config, out_dir))
 
 
-def fig5_pendulum(run, path: str, threshold: float = 1., num_thumbnails: int = 9) -> str:
+def fig5_pendulum(run, path: str, num_thumbnails: int = 9) -> str:
   """Fig. 5: predictions from single cameras and PoE subsets, conflict over the angle.
 
   Top: the three camera images at `num_thumbnails` frames. Middle: one panel
   per prediction (each camera, each PoE subset, the robust integration) with
   the predicted x and y over the angle: mean and bands of 1 and 2 std over the
   latent samples, truth dashed. Bottom: the conflict measures c(m || m') of
-  Eq. (2) for every ordered pair (log scale, threshold dotted) and the robust
-  weights. A red line marks the failure of the faulty camera.
+  Eq. (2) for every ordered pair in units of their thresholds tau_mm' (log
+  scale, the alarm level 1 dotted) and the robust weights. A red line marks
+  the failure of the faulty camera.
 
   Args:
     run: a dict of `msnvi_tf.pendulum_experiment.run_sequence`.
     path: output PNG file.
-    threshold: the conflict threshold drawn in the conflict panel.
     num_thumbnails: frames shown in the image rows.
 
   Returns:
@@ -331,11 +331,12 @@ def fig5_pendulum(run, path: str, threshold: float = 1., num_thumbnails: int = 9
   for i, a in enumerate(sources):
     for j, b in enumerate(sources):
       if i != j:
-        conflict_ax.semilogy(degrees, np.maximum(run["conflict"][:, i, j], 1e-3), lw=0.9,
-                             label=f"c({a} || {b})")
+        conflict = run["conflict"][:, i, j] / run["thresholds"][i, j]
+        conflict_ax.semilogy(degrees, np.maximum(conflict, 1e-3), lw=0.9,
+                             label=f"c({a} || {b}) / tau")
     weight_ax.plot(degrees, run["weights"][i], lw=1., label=f"w of {a}")
-  conflict_ax.axhline(threshold, color="k", ls=":", lw=1., label="threshold tau")
-  conflict_ax.set_title("conflict measure of Eq. (2)", fontsize=9)
+  conflict_ax.axhline(1., color="k", ls=":", lw=1., label="alarm level")
+  conflict_ax.set_title("conflict measure of Eq. (2) in units of its threshold", fontsize=9)
   conflict_ax.legend(fontsize=7, ncol=4)
   weight_ax.set_title("robust integration weights w_m", fontsize=9)
   weight_ax.set_ylim(-0.05, 1.05)
@@ -345,4 +346,39 @@ def fig5_pendulum(run, path: str, threshold: float = 1., num_thumbnails: int = 9
     if fail is not None:
       ax.axvline(fail, color="r", lw=1.)
     ax.tick_params(labelsize=7)
+  return _save(fig, path)
+
+
+def roc_curves(curves, path: str, title: str) -> str:
+  """ROC curves of a conflict score, one panel per fault type; dots: the alarm level 1.
+
+  Args:
+    curves: `{fault: {name: ((fpr [U], tpr [U]), auc, (fpr, tpr) of the alarm
+      level)}}` (`msnvi_tf.pendulum_experiment.health_table` and the MNIST
+      report build them), e.g. names "calibrated" and "tau = 1".
+    path: output PNG file.
+    title: figure title.
+
+  Returns:
+    `path`.
+  """
+  ncols = min(4, len(curves))
+  nrows = -(-len(curves) // ncols)
+  fig, axes = _new_figure(nrows, ncols, title, panel_size=(3.4, 3.2))
+  for ax in axes.ravel()[len(curves):]:
+    ax.set_visible(False)
+  for ax, (fault, entries) in zip(axes.ravel(), curves.items()):
+    for k, (name, ((fpr, tpr), auc, point)) in enumerate(entries.items()):
+      colour = f"C{k}"
+      ax.plot(fpr, tpr, color=colour, lw=1.2, label=f"{name} (AUC {auc:.3f})")
+      ax.plot(*point, "o", color=colour, ms=5)
+    ax.plot([0., 1.], [0., 1.], color="0.6", lw=0.7, ls=":")
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlim(0., 1.)
+    ax.set_ylim(0., 1.02)
+    ax.set_title(fault, fontsize=9)
+    ax.set_xlabel("false-positive rate (healthy)", fontsize=8)
+    ax.set_ylabel("true-positive rate (faulty)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
   return _save(fig, path)

@@ -2,7 +2,9 @@
 
 Trains `config.objective` on `config.dataset`, writing into `workdir`:
   config.json        the config (a re-run must use a compatible one)
-  checkpoints/       tf.train checkpoints; a re-run resumes from the latest
+  checkpoints/       tf.train checkpoints; a re-run resumes from the latest; the
+                     final one also holds the conflict thresholds calibrated on
+                     the evaluation data (`msnvi_tf.calibration`)
   train/, eval/      TensorBoard scalars: training bound, steps/s; eval bounds
                      under every integration (ind / MoE / PoE)
   metrics.json       the final evaluation
@@ -11,8 +13,9 @@ Trains `config.objective` on `config.dataset`, writing into `workdir`:
 A re-run resumes exactly: a checkpoint holds the weights, the optimizer (its
 step drives the learning-rate schedule), the training random stream and the
 running training metrics, evaluation noise restarts at every evaluation, and
-the training data are a function of (seed, step) (`msnvi_tf.data.training_batches`), so a run killed at any moment and
-re-run with the same command ends with the same weights as one never stopped.
+the training data are a function of (seed, step)
+(`msnvi_tf.data.training_batches`), so a run killed at any moment and re-run
+with the same command ends with the same weights as one never stopped.
 
 Checkpoints and exports are never deleted or overwritten by a failing run: a
 damaged newest checkpoint is passed over for the previous one with a warning, a
@@ -34,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from msnvi_tf import architectures
+from msnvi_tf import calibration
 from msnvi_tf import data as data_lib
 from msnvi_tf import export as export_lib
 from msnvi_tf import objectives
@@ -41,7 +45,7 @@ from msnvi_tf import optimizers
 from msnvi_tf import precision as precision_lib
 from msnvi_tf.config import Config
 
-__all__ = ["train_and_evaluate", "evaluate", "load_trained", "log_to_stdout",
+__all__ = ["train_and_evaluate", "evaluate", "load_config", "load_trained", "log_to_stdout",
            "make_strategy", "resolve_jit", "configure_threads", "format_time",
            "RUNTIME_FIELDS"]
 
@@ -50,7 +54,7 @@ RUNTIME_FIELDS = frozenset({
     "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
     "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
-    "archive_dir", "tfds_data_dir", "intra_op_threads",
+    "archive_dir", "tfds_data_dir", "intra_op_threads", "conflict_false_alarm_rate",
 })
 # Spellings of a config switch that is forced on (jit_compile).
 _ON = ("true", "on", "1")
@@ -193,6 +197,21 @@ def evaluate(model, dataset, test_fn=None, strategy=None) -> Dict[str, float]:
   return results
 
 
+def _calibrate_conflict(model, dataset, config):
+  """Calibrates the robust integration's conflict thresholds on held-out data.
+
+  Models with two or more sources only; `config.conflict_false_alarm_rate` is
+  the target (`msnvi_tf.calibration`). Every worker computes the same thresholds.
+  """
+  if len(model.sources) < 2:
+    return
+  result = model.calibrate_conflict(
+      dataset, config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE))
+  log.info("Conflict thresholds calibrated on %d held-out examples: quantile %.4f, "
+           "alarms on %.2f %% of them.", result.num_examples, result.level,
+           100. * result.false_alarm_rate)
+
+
 def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
   """The `tf.distribute` strategy for `config.distribute`.
 
@@ -289,6 +308,20 @@ def _is_chief(strategy) -> bool:
   return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def load_config(workdir: str) -> Config:
+  """The config a workdir was trained with (its config.json).
+
+  Raises:
+    FileNotFoundError: no config.json: not a workdir written by bin/train.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: {workdir} is not a workdir written by bin/train.")
+  with tf.io.gfile.GFile(path) as f:
+    return Config(json.load(f))
+
+
 def load_trained(workdir: str, **overrides):
   """`(model, config)` restored from the latest checkpoint of a workdir.
 
@@ -302,12 +335,7 @@ def load_trained(workdir: str, **overrides):
     ValueError: an override names an unknown field or one that defines the
       trained model (architecture, objective, data).
   """
-  path = os.path.join(workdir, "config.json")
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(
-        f"{path} not found: {workdir} is not a workdir written by bin/train.")
-  with tf.io.gfile.GFile(path) as f:
-    config = Config(json.load(f))
+  config = load_config(workdir)
   unknown = sorted(set(overrides) - set(config))
   if unknown:
     raise ValueError(f"Unknown config field(s) {unknown} for {workdir}.")
@@ -450,6 +478,8 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
                current, results["bound"], results["ind"], results["moe"],
                results["poe"])
     if current % config.checkpoint_every == 0 or current == total:
+      if current == total:  # The final checkpoint and the export hold the calibration.
+        _calibrate_conflict(model, eval_ds, config)
       manager.save(checkpoint_number=current)
 
   if results is None:  # Nothing left to train: evaluate the restored model.

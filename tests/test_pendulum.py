@@ -129,9 +129,48 @@ def test_fault_starts_at_requested_frame(fault):
                                                          after.shape))
   elif fault == "black":
     assert not np.any(after)
-  else:
+  elif fault == "occlusion":
     np.testing.assert_array_equal(after[:, :, :16], healthy["camera1"][start:, :, :16])
     assert np.mean(after[:, :, 16:]) == pytest.approx(0.5, abs=0.01)
+  elif fault == "lag":  # the frames of 5 steps earlier
+    np.testing.assert_array_equal(after, healthy["camera1"][start - 5:-5])
+  else:  # plausible frames: a moved pendulum image with the camera's own noise
+    assert fault in pendulum.SUBTLE_FAULTS
+    clean = rig.render(np.linspace(0., 2. * np.pi, 60, endpoint=False))[1, start:]
+    noise = healthy["camera1"][start:] - clean
+    moved = after - noise
+    assert moved.min() > -1e-5 and moved.max() < 1. + 1e-5
+    assert np.sum(moved) == pytest.approx(np.sum(clean), rel=0.05)  # same bob and rod
+
+
+def test_warp_moves_and_turns_images_like_integer_shifts_and_rot90():
+  images = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+  shifted = pendulum.warp(images, (1., -2.))
+  np.testing.assert_allclose(shifted[:, 1:, :6], images[:, :7, 2:], atol=1e-6)
+  assert not np.any(shifted[:, 0]) and not np.any(shifted[:, :, 6:])  # zeros enter
+  # Counter-clockwise on the screen by 90 deg is numpy's rot90 (rows grow down).
+  np.testing.assert_allclose(pendulum.warp(images, angle_deg=90.),
+                             np.rot90(images, 1, axes=(1, 2)), atol=1e-5)
+  half = pendulum.warp(images, (0., 0.5))  # bilinear: the mean of neighbours
+  np.testing.assert_allclose(half[:, :, 1:], 0.5 * (images[:, :, 1:] + images[:, :, :-1]),
+                             atol=1e-6)
+  per_frame = pendulum.warp(images, [[0., 0.], [1., -2.], [0., 0.]])
+  np.testing.assert_allclose(per_frame[1], shifted[1], atol=1e-6)
+  np.testing.assert_allclose(per_frame[[0, 2]], images[[0, 2]], atol=1e-6)
+
+
+def test_drift_grows_until_drift_frames_then_stays():
+  rig = pendulum.Rig()
+  clean = np.repeat(rig.render([np.pi])[0], 40, 0)  # [40, H, W]: camera 0, bob on the left
+  out = pendulum.inject_fault(clean, clean, "drift", 10, None, drift=(0., 4.),
+                              drift_frames=20)
+  # The bob's centre of mass moves right by 4 px * min(1, (t - 9) / 20) after frame 10.
+  cols = np.arange(clean.shape[-1])
+  centre = (out * cols).sum((1, 2)) / out.sum((1, 2))  # [T]
+  moved = centre - centre[0]
+  np.testing.assert_allclose(moved[:10], 0., atol=1e-6)
+  np.testing.assert_allclose(moved[10:30], 4. * np.arange(1, 21) / 20., atol=0.05)
+  np.testing.assert_allclose(moved[30:], 4., atol=0.05)
 
 
 def test_unknown_fault_and_bad_start_raise():

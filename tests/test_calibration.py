@@ -1,0 +1,236 @@
+"""Calibrated conflict thresholds, sensor-health alarms, their report and faults."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+from msnvi_tf import architectures
+from msnvi_tf import calibration
+from msnvi_tf import health_report
+from msnvi_tf import mnist_health
+from msnvi_tf import robust
+from msnvi_tf import training
+from msnvi_tf.data import pendulum
+
+# Healthy conflicts of three sources: c(i || j) ~ scale_ij * Exponential(1), pairs
+# of very different scale (as cameras with different views).
+SCALES = np.array([[1., 0.2, 0.5], [0.1, 1., 2.], [0.3, 0.05, 1.]])
+
+
+def _healthy_conflicts(num, seed):
+  c = np.random.default_rng(seed).exponential(size=(num, 3, 3)) * SCALES
+  c[:, np.arange(3), np.arange(3)] = 0.
+  return c.astype(np.float32)
+
+
+def test_calibration_meets_the_false_alarm_target_on_new_healthy_data():
+  alpha = 0.01
+  result = calibration.calibrate(_healthy_conflicts(20_000, 0), alpha)
+  assert result.num_examples == 20_000
+  # On the calibration data at most alpha, and the smallest level that is.
+  assert alpha - 5e-4 <= result.false_alarm_rate <= alpha
+  lower = calibration.pair_quantiles(_healthy_conflicts(20_000, 0), result.level - 1e-3)
+  assert calibration.false_alarm_rate(_healthy_conflicts(20_000, 0), lower) > alpha
+  # On fresh healthy data within sampling error (4 binomial std).
+  fresh = calibration.false_alarm_rate(_healthy_conflicts(20_000, 1), result.thresholds)
+  assert abs(fresh - alpha) < 4. * math.sqrt(alpha * (1. - alpha) / 20_000)
+  # Per-pair quantiles of exponentials: the thresholds scale like the pairs.
+  off = ~np.eye(3, dtype=bool)
+  ratio = result.thresholds[off] / SCALES[off]
+  np.testing.assert_allclose(ratio / ratio.mean(), 1., rtol=0.1)
+  np.testing.assert_array_equal(np.diag(result.thresholds), 1.)
+
+
+def test_fixed_threshold_flags_healthy_pairs_that_calibration_accepts():
+  conflicts = _healthy_conflicts(5_000, 2)
+  # tau = 1 raises alarms on the large-scale pair (1 -> 2) far beyond 1 %.
+  assert calibration.false_alarm_rate(conflicts, 1.) > 0.05
+  result = calibration.calibrate(conflicts, 0.01)
+  assert calibration.false_alarm_rate(conflicts, result.thresholds) <= 0.01
+
+
+def test_scaling_one_pair_scales_its_threshold_and_keeps_the_alarms():
+  conflicts = _healthy_conflicts(4_000, 3)
+  scaled = conflicts.copy()
+  scaled[:, 0, 1] *= 10.
+  a = calibration.calibrate(conflicts, 0.02)
+  b = calibration.calibrate(scaled, 0.02)
+  assert b.level == pytest.approx(a.level)
+  np.testing.assert_allclose(b.thresholds[0, 1], 10. * a.thresholds[0, 1], rtol=1e-5)
+  np.testing.assert_array_equal(
+      robust.conflict_scores(conflicts, a.thresholds).numpy() > 1.,
+      robust.conflict_scores(scaled, b.thresholds).numpy() > 1.)
+
+
+def test_calibration_rejects_bad_input():
+  with pytest.raises(ValueError, match=r"\[N, M, M\]"):
+    calibration.calibrate(np.zeros((5, 3, 2)))
+  with pytest.raises(ValueError, match="two sources"):
+    calibration.calibrate(np.zeros((5, 1, 1)))
+  bad = _healthy_conflicts(10, 0)
+  bad[0, 0, 1] = np.nan
+  with pytest.raises(ValueError, match="NaN"):
+    calibration.calibrate(bad)
+  with pytest.raises(ValueError, match="target_rate"):
+    calibration.calibrate(_healthy_conflicts(10, 0), 1.)
+
+
+def _stacked(num=4):
+  """Beliefs `[3, B, 2]`: sources 0 and 1 agree, source 2 sits elsewhere."""
+  loc = np.zeros((3, num, 2), np.float32)
+  loc[0] = 0.5
+  loc[1] = 0.52
+  loc[2] = -0.3
+  scale = np.full((3, num, 2), 0.2, np.float32)
+  return tf.constant(loc), tf.constant(scale)
+
+
+def test_unit_thresholds_are_the_fixed_rule_and_a_matrix_is_per_pair():
+  loc, scale = _stacked()
+  fixed = robust.sensor_health(loc, scale)
+  ones = robust.sensor_health(loc, scale, thresholds=tf.ones([3, 3]))
+  for key in fixed:
+    np.testing.assert_array_equal(fixed[key].numpy(), ones[key].numpy())
+  # Source 2 conflicts with both others: only it raises the alarm and is muted.
+  np.testing.assert_array_equal(fixed["alarm"].numpy()[:, 0], [False, False, True])
+  assert fixed["weight"].numpy()[2, 0] < 0.1
+  # Thresholds above its conflicts (here 2x) accept source 2 again: the PoE.
+  score = fixed["score"].numpy()[2, 0]
+  tau = np.ones((3, 3), np.float32)
+  tau[2, :2] = tau[:2, 2] = 2. * score
+  relaxed = robust.sensor_health(loc, scale, thresholds=tau)
+  assert not relaxed["alarm"].numpy().any()
+  np.testing.assert_array_equal(relaxed["weight"].numpy(), 1.)
+  np.testing.assert_allclose(relaxed["score"].numpy()[2], 0.5, rtol=1e-5)
+
+
+def test_absent_sources_have_no_alarm_and_no_weight():
+  loc, scale = _stacked(2)
+  mask = tf.constant([[1., 1.], [1., 0.], [1., 1.]])
+  health = robust.sensor_health(loc, scale, mask)
+  assert not health["alarm"].numpy()[1, 1] and health["weight"].numpy()[1, 1] == 0.
+  assert np.isinf(health["score"].numpy()[1, 1])
+
+
+@pytest.fixture(scope="module")
+def pendulum_config():
+  return configs.get_config("pendulum").override([
+      "train_size=200", "eval_size=256", "eval_batch_size=64", "num_steps=40",
+      "steps_per_call=20", "log_every=20", "eval_every=40", "checkpoint_every=40",
+      "export_num_samples=4", "batch_size=32", "learning_rate=0.003"])
+
+
+@pytest.fixture(scope="module")
+def pendulum_run(pendulum_config, tmp_path_factory):
+  """A pendulum workdir trained 40 steps (calibrated at the end)."""
+  workdir = str(tmp_path_factory.mktemp("pendulum") / "run")
+  training.train_and_evaluate(pendulum_config, workdir)
+  return workdir
+
+
+def test_training_stores_the_calibration_in_checkpoint_and_export(pendulum_run,
+                                                                 pendulum_config):
+  model, _ = training.load_trained(pendulum_run)
+  assert model.conflict_calibrated
+  # Recalibrating on the same evaluation data gives the stored thresholds.
+  fresh = architectures.build_model(pendulum_config)
+  fresh.set_weights(model.get_weights())
+  fresh.conflict_thresholds.assign(tf.ones([3, 3]))
+  assert not fresh.conflict_calibrated
+  from msnvi_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  _, eval_ds = data_lib.make_datasets(pendulum_config)
+  result = fresh.calibrate_conflict(eval_ds, pendulum_config.conflict_false_alarm_rate)
+  np.testing.assert_array_equal(result.thresholds, model.conflict_thresholds.numpy())
+  # The export serves them: sensor_health flags and weights equal the model's.
+  loaded = tf.saved_model.load(f"{pendulum_run}/export/40")
+  batch, _ = pendulum.make_sequence(pendulum.Rig.from_config(pendulum_config), 24, 3,
+                                    fault="noise", fault_start=12)
+  x = {s: tf.constant(batch[s]) for s in model.sources}
+  served = loaded.signatures["sensor_health"](present=tf.ones([24, 3]), **x)
+  health = model.sensor_health(x)
+  for key, name in (("weight", "weights"), ("alarm", "alarm"), ("score", "score")):
+    expected = np.stack([health[key][s].numpy() for s in model.sources], 1)  # [B, M]
+    np.testing.assert_allclose(served[name].numpy(), expected, rtol=1e-5)
+  assert served["position"].shape == (24, 2)
+  absent = loaded.signatures["sensor_health"](
+      present=tf.constant([[1., 1., 0.]] * 24), **x)
+  assert np.isnan(absent["score"].numpy()[:, 2]).all()
+  assert not absent["alarm"].numpy()[:, 2].any()
+  assert (absent["weights"].numpy()[:, 2] == 0.).all()
+
+
+def test_robust_integration_of_the_model_uses_its_thresholds(pendulum_run):
+  model, config = training.load_trained(pendulum_run)
+  batch, _ = pendulum.make_sequence(pendulum.Rig.from_config(config), 16, 4)
+  x = {s: tf.constant(batch[s]) for s in model.sources}
+  beliefs = model.encode(x)
+  loc = np.stack([beliefs[s].mean() for s in model.sources])
+  scale = np.stack([beliefs[s].stddev() for s in model.sources])
+  for tau in (np.full((3, 3), 1e-3, np.float32), np.full((3, 3), 1e3, np.float32)):
+    model.conflict_thresholds.assign(tau)
+    expected, _, _ = robust.robust_stacked(loc, scale, None, tau)
+    np.testing.assert_allclose(model.integrate(beliefs, "robust").mean(), expected,
+                               rtol=1e-5)
+    # A subset picks its rows and columns of the thresholds.
+    sub = model.integrate(beliefs, "robust", ["camera2", "camera0"]).mean()
+    expected_sub, _, _ = robust.robust_stacked(loc[[2, 0]], scale[[2, 0]], None,
+                                               tau[np.ix_([2, 0], [2, 0])])
+    np.testing.assert_allclose(sub, expected_sub, rtol=1e-5)
+
+
+def test_sensor_health_report_runs_on_a_trained_pendulum(pendulum_run, tmp_path):
+  from msnvi_tf import pendulum_experiment  # pylint: disable=g-import-not-at-top
+  paths = pendulum_experiment.run_experiment(
+      pendulum_run, str(tmp_path), faults=("noise", "shift"), frames_per_rotation=12,
+      num_samples=4, num_healthy=2, calibration_size=100)
+  names = sorted(p.rsplit("/", 1)[-1] for p in paths)
+  assert names == ["fig5_noise.png", "fig5_shift.png", "results.md", "roc.png"]
+  text = (tmp_path / "results.md").read_text()
+  assert "False alarms" in text and "| shift |" in text and "robust, tau = 1" in text
+
+
+def test_roc_and_detection_numbers():
+  assert health_report.roc_auc([0., 1.], [2., 3.]) == 1.
+  assert health_report.roc_auc([0., 1.], [0., 1.]) == pytest.approx(0.5)
+  assert health_report.roc_auc([2., 3.], [0., 1.]) == 0.
+  fpr, tpr = health_report.roc_curve([0., 1., 2., 3.], [1.5, 2.5])
+  assert fpr[0] == tpr[0] == 0. and fpr[-1] == tpr[-1] == 1.
+  assert np.all(np.diff(fpr) >= 0.) and np.all(np.diff(tpr) >= 0.)
+  alarm = np.zeros((3, 10), bool)
+  alarm[0, 7:] = True
+  alarm[2, 5] = True
+  found = health_report.detection(alarm, faulty=0, start=4)
+  assert found == {"rate": 0.5, "delay": 3, "misattributed": 1. / 6.}
+  assert health_report.detection(alarm, faulty=1, start=4)["delay"] is None
+  assert health_report.false_alarm_rate(alarm) == 0.4
+
+
+@pytest.mark.parametrize("kind", mnist_health.CORRUPTIONS)
+def test_mnist_corruptions_are_deterministic_binary_and_change_the_source(kind):
+  rng = np.random.default_rng(0)
+  values = (rng.random((50, 196)) < 0.2).astype(np.float32)
+  labels = np.arange(50) % 10
+  a = mnist_health.corrupt(values, kind, 3, labels)
+  b = mnist_health.corrupt(values, kind, 3, labels)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == values.shape and set(np.unique(a)) <= {0., 1.}
+  assert np.any(a != values)
+  images, out = values.reshape(50, 14, 14), a.reshape(50, 14, 14)
+  if kind == "shift":
+    np.testing.assert_array_equal(out[:, :, 3:], images[:, :, :11])
+  elif kind == "rotate":
+    np.testing.assert_array_equal(out, np.rot90(images, 1, axes=(1, 2)))
+  elif kind == "swap":  # another example's source, with a different label
+    rows = [np.flatnonzero((values == row).all(1)) for row in a]
+    assert all(len(r) and np.all(labels[r] != labels[i]) for i, r in enumerate(rows))
+
+
+def test_mnist_corrupt_rejects_bad_input():
+  with pytest.raises(ValueError, match="Unknown corruption"):
+    mnist_health.corrupt(np.zeros((2, 4)), "melt", 0)
+  with pytest.raises(ValueError, match="square"):
+    mnist_health.corrupt(np.zeros((2, 5)), "blank", 0)
+  with pytest.raises(ValueError, match="labels"):
+    mnist_health.corrupt(np.zeros((2, 4)), "swap", 0)
