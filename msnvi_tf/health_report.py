@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from msnvi_tf import robust
 
-__all__ = ["CALIBRATED", "FIXED", "health_both", "false_alarm_rate", "detection", "roc_curve", "roc_auc", "format_rate",
-           "format_delay"]
+__all__ = ["CALIBRATED", "FIXED", "health_both", "false_alarm_rate", "detection",
+           "roc_curve", "roc_auc", "format_rate", "format_delay"]
 
 
 CALIBRATED, FIXED = "calibrated", "tau = 1"

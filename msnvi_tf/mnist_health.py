@@ -189,6 +189,9 @@ def run_experiment(workdir: str, output_dir: str,
 def _markdown(rows, healthy, result, workdir, config, model, source, half, num_samples,
               seed) -> str:
   rate = health_report.format_rate
+  num = healthy[_CALIBRATED]["alarm"].shape[1]
+  false_alarms = {k: rate(health_report.false_alarm_rate(healthy[k]["alarm"]))
+                  for k in (_CALIBRATED, _FIXED)}
   lines = [
       f"Model: {workdir} ({config.dataset}, L_{config.objective}, "
       f"{int(model.optimizer.iterations.numpy())} steps). Thresholds calibrated on "
@@ -196,9 +199,8 @@ def _markdown(rows, healthy, result, workdir, config, model, source, half, num_s
       f"{config.get('conflict_false_alarm_rate', calibration.FALSE_ALARM_RATE)}); "
       f"report on test images {half}-{2 * half - 1} with {source} corrupted; "
       f"{num_samples} latent samples per reconstruction; seed {seed}.", "",
-      f"False alarms (healthy images with any source's alarm, {healthy[_CALIBRATED]['alarm'].shape[1]}"
-      f" images): calibrated {rate(health_report.false_alarm_rate(healthy[_CALIBRATED]['alarm']))}, "
-      f"tau = 1 {rate(health_report.false_alarm_rate(healthy[_FIXED]['alarm']))}.", "",
+      f"False alarms (healthy images with any source's alarm, {num} images): "
+      f"calibrated {false_alarms[_CALIBRATED]}, tau = 1 {false_alarms[_FIXED]}.", "",
       "| corruption | detected (cal.) | healthy source alarmed (cal.) | AUC (cal.) | "
       "detected (tau = 1) | AUC (tau = 1) | RMSE PoE(all) | RMSE PoE(healthy) | "
       "RMSE robust (cal.) | RMSE robust (tau = 1) |",

@@ -103,8 +103,8 @@ def run_sequence(model, config, fault, num_rotations: int = 3,
     A dict with `angles [T]`, `images {camera: [T, H, W]}`, `truth [T, 2]`,
     `fault`, `fault_sensor`, `fault_start` (first faulty frame), `sources`,
     `predictions {label: (mean [T, 2], std [T, 2])}`, `conflict [T, M, M]`,
-    `thresholds [M, M]`, `health` (`health_report.health_both`) and `weights [M, T]` (the
-    calibrated robust weights).
+    `thresholds [M, M]`, `health` (`health_report.health_both`) and
+    `weights [M, T]` (the calibrated robust weights).
   """
   fault_start = int(round(fail_after * frames_per_rotation))
   batch, angles, loc, scale = _sequence(
@@ -116,8 +116,8 @@ def run_sequence(model, config, fault, num_rotations: int = 3,
   masks[ROBUST] = health[CALIBRATED]["weight"]
   masks[ROBUST_FIXED] = health[FIXED]["weight"]
   predictions = {
-      name: _predict(model, *integration.poe_stacked(loc, scale, tf.constant(mask, tf.float32)),
-                     num_samples, seed)
+      name: _predict(model, *integration.poe_stacked(
+          loc, scale, tf.constant(mask, tf.float32)), num_samples, seed)
       for name, mask in masks.items()}
   return {
       "angles": angles, "images": {s: batch[s] for s in sources},
@@ -217,9 +217,11 @@ def _markdown(rmse, health, healthy, rows, header) -> str:
     lines.append(f"| {name} | " + " | ".join(
         f"{rmse[name][c]:.3f}" for c in ["before"] + faults) + " |")
   num = healthy[CALIBRATED]["alarm"].shape[1]
+  false_alarms = {k: rate(health_report.false_alarm_rate(healthy[k]["alarm"]))
+                  for k in (CALIBRATED, FIXED)}
   lines += ["", f"False alarms (frames of healthy sequences with any camera's alarm, "
-            f"{num} frames): calibrated {rate(health_report.false_alarm_rate(healthy[CALIBRATED]['alarm']))}, "
-            f"tau = 1 {rate(health_report.false_alarm_rate(healthy[FIXED]['alarm']))}.", "",
+            f"{num} frames): calibrated {false_alarms[CALIBRATED]}, "
+            f"tau = 1 {false_alarms[FIXED]}.", "",
             "| fault | detected (cal.) | delay (cal.) | healthy camera alarmed (cal.) | "
             "robust - PoE(healthy) RMSE (cal.) | AUC (cal.) | detected (tau = 1) | "
             "delay (tau = 1) | robust - PoE(healthy) RMSE (tau = 1) | AUC (tau = 1) |",
@@ -284,8 +286,9 @@ def run_experiment(workdir: str, output_dir: str,
   rows = list(sources) + [label(sources), label(sources[1:]), ROBUST, ROBUST_FIXED]
   header = (f"Model: {workdir} (L_{config.objective}, "
             f"{int(model.optimizer.iterations.numpy())} steps); conflict thresholds "
-            f"calibrated {calibrated_by} (target false-alarm rate {target}). Camera 0 fails after 2 of 3 rotations "
-            f"({frames_per_rotation} frames per rotation); predictions are the mean "
+            f"calibrated {calibrated_by} (target false-alarm rate {target}). Camera 0 "
+            f"fails after 2 of 3 rotations ({frames_per_rotation} frames per "
+            f"rotation); predictions are the mean "
             f"of {num_samples} latent samples; seed {seed}.\n")
   path = os.path.join(output_dir, "results.md")
   with open(path, "w") as f:
