@@ -85,7 +85,7 @@ def pixel_accuracy(predicted, mask, threshold: float = 0.5):
 def segmentation_accuracy(model, x, num_samples: int = 100, source: str = "image",
                           target: str = "mask"):
   """Pixel accuracy of p(x_mask | x_img) (Eq. 6) from `num_samples` z ~ q_img: `[B]`."""
-  predicted = model.predict(x, sources=[source], targets=[target],
+  predicted = model.predict_targets(x, sources=[source], targets=[target],
                             num_samples=num_samples)[target]  # [B, S, S, 1]
   return pixel_accuracy(predicted, x[target])
 

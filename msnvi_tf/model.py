@@ -271,14 +271,15 @@ class MultiSourceVAE(keras.Model):
     return {m.name: m.result() for m in self.metrics}
 
   # ------------------------------------------------------- paper's tools
-  def predict(self, x, sources: Optional[Sequence[str]] = None,
-              targets: Optional[Sequence[str]] = None, method: str = "poe",
-              num_samples: int = 100, return_samples: bool = False,
-              seed: Optional[int] = None):
+  def predict_targets(self, x, sources: Optional[Sequence[str]] = None,
+                      targets: Optional[Sequence[str]] = None, method: str = "poe",
+                      num_samples: int = 100, return_samples: bool = False,
+                      seed: Optional[int] = None):
     """Predicts targets from any subset of sources (Eq. 6).
 
     p(x_t | x_S) = E_{z ~ q_S(z | x_S)} [p(x_t | z)], with q_S the integrated
-    belief of S. Note: this replaces `keras.Model.predict`.
+    belief of S. (`keras.Model.predict` is Keras's own: the belief parameters
+    of `call` for every batch of a dataset.)
 
     Args:
       x: batch dict holding (at least) the sources of S.

@@ -31,7 +31,7 @@ def conditional_grid(model, x, target: str,
   """
   blocks = [np.asarray(x[target], np.float32)[None]]  # [1, B, S, S, C]
   for source, num in rows:
-    _, samples = model.predict(x, sources=[source], targets=[target],
+    _, samples = model.predict_targets(x, sources=[source], targets=[target],
                                num_samples=num, return_samples=True)
     blocks.append(np.asarray(samples[target], np.float32))  # [n, B, S, S, C]
   return np.concatenate(blocks, 0)

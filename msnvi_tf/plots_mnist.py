@@ -63,7 +63,7 @@ def _image_targets(model, variant):
 def sampled_images(model, x, variant: str, sources: Sequence[str],
                    num_draws: int = 3, method: str = "poe"):
   """Means of p(x | z_k) for z_k ~ q_S(z | x_S), as images `[num_draws, B, 28, 28]` (Eq. 6)."""
-  _, means = model.predict(x, sources=sources, targets=_image_targets(model, variant),
+  _, means = model.predict_targets(x, sources=sources, targets=_image_targets(model, variant),
                            method=method, num_samples=num_draws,
                            return_samples=True)  # {t: [K, B, D]}
   return mnist.assemble_image(means, variant).numpy()

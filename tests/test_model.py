@@ -114,7 +114,7 @@ def test_empty_subset_raises_value_error(toy_config):
     model.integrate(model.encode(x), "poe", [])
 
 
-@pytest.mark.parametrize("method", ["test_step", "train_step", "encode", "predict"])
+@pytest.mark.parametrize("method", ["test_step", "train_step", "encode", "predict_targets"])
 def test_non_dict_batch_raises_type_error(method, toy_config):
   model = _compiled_model(toy_config)
   x = np.zeros((BATCH, 1), np.float32)
@@ -127,15 +127,21 @@ def test_paper_tools_return_documented_shapes(toy_config):
   model = _compiled_model(toy_config)
   x = _batch()
   dz = toy_config.latent_dim
-  means = model.predict(x, num_samples=5)
+  means = model.predict_targets(x, num_samples=5)
   shapes = {k: tuple(v.shape) for k, v in means.items()}
   assert shapes == {"x": (BATCH, 1), "y": (BATCH, 1)}
-  means, samples = model.predict({"x": x["x"]}, targets=["y"], method="moe",
-                                 num_samples=5, return_samples=True)
+  means, samples = model.predict_targets({"x": x["x"]}, targets=["y"], method="moe",
+                                         num_samples=5, return_samples=True)
   assert tuple(means["y"].shape) == (BATCH, 1) and set(means) == {"y"}
   assert tuple(samples["y"].shape) == (5, BATCH, 1)
   assert tuple(model.conflict(x).shape) == (BATCH, 2, 2)
   assert tuple(model.pmi(x).shape) == (BATCH,)
+  # Keras's own predict works as in Keras: `call`'s belief parameters per example.
+  params = model.predict(tf.data.Dataset.from_tensor_slices(x).batch(3), verbose=0)
+  loc, scale = model._encode_stacked(x, model.sources)  # pylint: disable=protected-access
+  for i, s in enumerate(model.sources):
+    np.testing.assert_allclose(params[s][0], loc[i], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(params[s][1], scale[i], rtol=1e-5, atol=1e-6)
   proposals, resampled = model.sir(x, num_samples=7, num_resamples=3)
   assert tuple(proposals.shape) == (7, BATCH, dz)
   assert tuple(resampled.shape) == (3, BATCH, dz)
@@ -170,7 +176,7 @@ def test_seeded_predict_sir_and_log_likelihood_repeat_exactly(method, toy_config
   runs = {}
   for seed in (3, 3, 4):
     tf.random.set_seed(seed * 11)  # the global RNG must not matter
-    _, samples = model.predict(x, method=method, num_samples=5, return_samples=True,
+    _, samples = model.predict_targets(x, method=method, num_samples=5, return_samples=True,
                                seed=seed)
     proposals, resampled = model.sir(x, method=method, num_samples=6, seed=seed)
     log_px = model.log_likelihood(x, num_samples=20, chunk_size=8, method=method,
