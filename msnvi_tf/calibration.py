@@ -37,7 +37,7 @@ import tensorflow as tf
 from msnvi_tf import robust
 
 __all__ = ["FALSE_ALARM_RATE", "MIN_THRESHOLD", "Calibration", "pair_quantiles",
-           "false_alarm_rate", "calibrate"]
+           "false_alarm_rate", "smallest_level", "calibrate"]
 
 FALSE_ALARM_RATE = 0.005  # alpha of Eq. (K2), the default target.
 MIN_THRESHOLD = 1e-6  # thresholds are positive even if healthy pairs never conflict.
@@ -100,6 +100,28 @@ def false_alarm_rate(conflicts, thresholds) -> float:
   return float(tf.reduce_mean(tf.cast(tf.reduce_any(scores > 1., 0), tf.float32)))
 
 
+def smallest_level(rate_at, target_rate: float, tolerance: float = 1e-6) -> float:
+  """The smallest q in [0, 1] with `rate_at(q) <= target_rate`, by bisection.
+
+  Args:
+    rate_at: q -> false-alarm rate, non-increasing in q with `rate_at(1) = 0`.
+    target_rate: alpha in [0, 1).
+    tolerance: the bracket of q at which bisection stops.
+  """
+  if not 0. <= target_rate < 1.:
+    raise ValueError(f"target_rate must be in [0, 1); got {target_rate}.")
+  if rate_at(0.) <= target_rate:
+    return 0.
+  low, high = 0., 1.  # rate_at(low) > alpha >= rate_at(high)
+  while high - low > tolerance:
+    mid = 0.5 * (low + high)
+    if rate_at(mid) <= target_rate:
+      high = mid
+    else:
+      low = mid
+  return high
+
+
 def calibrate(conflicts, target_rate: float = FALSE_ALARM_RATE,
               tolerance: float = 1e-6) -> Calibration:
   """The thresholds of the smallest level q with FA(q) <= `target_rate`, Eqs. (K1)-(K2).
@@ -118,17 +140,9 @@ def calibrate(conflicts, target_rate: float = FALSE_ALARM_RATE,
     ValueError: a bad shape, NaN or negative conflicts, or alpha outside [0, 1).
   """
   conflicts = _check(conflicts)
-  if not 0. <= target_rate < 1.:
-    raise ValueError(f"target_rate must be in [0, 1); got {target_rate}.")
-  low, high = 0., 1.  # FA(low) > alpha unless low = q itself; FA(high) <= alpha.
-  if false_alarm_rate(conflicts, pair_quantiles(conflicts, 0.)) <= target_rate:
-    high = 0.
-  while high - low > tolerance:
-    mid = 0.5 * (low + high)
-    if false_alarm_rate(conflicts, pair_quantiles(conflicts, mid)) <= target_rate:
-      high = mid
-    else:
-      low = mid
-  thresholds = pair_quantiles(conflicts, high)
-  return Calibration(thresholds, high, false_alarm_rate(conflicts, thresholds),
+  level = smallest_level(
+      lambda q: false_alarm_rate(conflicts, pair_quantiles(conflicts, q)), target_rate,
+      tolerance)
+  thresholds = pair_quantiles(conflicts, level)
+  return Calibration(thresholds, level, false_alarm_rate(conflicts, thresholds),
                      conflicts.shape[0])

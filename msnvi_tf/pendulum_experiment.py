@@ -22,9 +22,11 @@ alarms on `num_healthy` healthy sequences (other noise, other start angles),
 and per fault type the detection rate and delay of camera 0's alarm, the
 alarms on healthy cameras after the failure, the RMSE of the robust
 integration minus that of the PoE of the healthy cameras, and the ROC of
-camera 0's score, each with the calibrated thresholds and with tau = 1. A
-model that is not calibrated (trained before calibration existed) is
-calibrated first on `calibration_size` healthy frames at random angles.
+camera 0's score, each with the calibrated thresholds, with tau = 1, and for
+the sequential monitor (`msnvi_tf.monitor`, calibrated on `num_healthy` further
+healthy sequences). A model that is not calibrated (trained before calibration
+existed) is calibrated first on `calibration_size` healthy frames at random
+angles.
 
 `run_experiment` writes Fig. 5 per fault type (`plots.fig5_pendulum`), the ROC
 curves (`plots.roc_curves`) and results.md.
@@ -40,17 +42,19 @@ from msnvi_tf import beliefs as beliefs_lib
 from msnvi_tf import calibration
 from msnvi_tf import health_report
 from msnvi_tf import integration
+from msnvi_tf import monitor as monitor_lib
 from msnvi_tf import plots
 from msnvi_tf import training
 from msnvi_tf.data import pendulum
 
-__all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "subsets", "label",
+__all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
            "run_sequence", "healthy_health", "rmse_table", "health_table",
            "run_experiment"]
 
 ROBUST = "robust"  # with the model's thresholds
 ROBUST_FIXED = "robust, tau = 1"
 CALIBRATED, FIXED = health_report.CALIBRATED, health_report.FIXED
+MONITOR = f"monitor (W = {monitor_lib.WINDOW})"
 
 
 def subsets(sources: Sequence[str]) -> List[tuple]:
@@ -130,22 +134,26 @@ def run_sequence(model, config, fault, num_rotations: int = 3,
 
 
 def healthy_health(model, config, num_sequences: int, frames_per_rotation: int = 120,
-                   num_rotations: int = 3, seed: int = 1):
-  """`health_report.health_both` of `num_sequences` healthy sequences.
+                   num_rotations: int = 3, seed: int = 1, first: int = 0) -> List[dict]:
+  """`health_report.health_both` of healthy sequences `first` to `first + num_sequences - 1`.
 
-  Each sequence has its own noise seed and a random start angle.
+  Sequence i has the noise seed `seed + 1000 + i` and a random start angle.
 
   Returns:
-    `{CALIBRATED | FIXED: {"score", "alarm", "weight": [M, N]}}` over all frames.
+    One `{CALIBRATED | FIXED: {"score", "alarm", "weight": [M, T]}}` per sequence.
   """
   parts = []
-  for i in range(num_sequences):
+  for i in range(first, first + num_sequences):
     start_angle = float(np.random.default_rng([seed, i]).uniform(0., 2. * np.pi))
     _, _, loc, scale = _sequence(model, config, num_rotations * frames_per_rotation,
                                  seed + 1000 + i, num_rotations, start_angle=start_angle)
     parts.append(health_report.health_both(model, loc, scale))
-  return {key: {k: np.concatenate([p[key][k] for p in parts], 1) for k in parts[0][key]}
-          for key in (CALIBRATED, FIXED)}
+  return parts
+
+
+def _concat(parts, key, field):
+  """`[M, sum T]`: one field of `healthy_health` parts, all frames."""
+  return np.concatenate([p[key][field] for p in parts], 1)
 
 
 def _rmse(pred, truth):
@@ -175,40 +183,56 @@ def rmse_table(runs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
   return table
 
 
-def health_table(runs: Dict[str, dict], healthy, rmse) -> Dict[str, dict]:
+def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
+                 monitor: monitor_lib.MonitorCalibration) -> Dict[str, dict]:
   """Sensor-health numbers per fault (see `msnvi_tf.health_report`).
 
   Args:
     runs: `{fault: run_sequence(...)}`.
     healthy: `healthy_health(...)`, the negatives of the ROC.
     rmse: `rmse_table(runs)`.
+    monitor: the calibrated sequential monitor (`msnvi_tf.monitor`), run on the
+      calibrated per-frame scores.
 
   Returns:
-    `{fault: {CALIBRATED | FIXED: {"rate", "delay", "misattributed", "excess_rmse",
-    "auc", "roc": (fpr, tpr), "point": (fpr, tpr) of the alarm}}}`.
+    `{fault: {CALIBRATED | FIXED | MONITOR: {"rate", "delay", "misattributed",
+    "excess_rmse" (not for MONITOR), "auc", "roc": (fpr, tpr), "point": (fpr,
+    tpr) of the alarm}}}`.
   """
+  windowed_healthy = np.concatenate(
+      [monitor_lib.windowed_log_scores(p[CALIBRATED]["score"], monitor.window)
+       for p in healthy], 1)  # [M, N]
   table = {}
   for fault, run in runs.items():
     m, start = run["fault_sensor"], run["fault_start"]
     healthy_rows = label([s for i, s in enumerate(run["sources"]) if i != m])
+    windowed = monitor_lib.windowed_log_scores(run["health"][CALIBRATED]["score"],
+                                               monitor.window)  # [M, T]
+    detectors = {
+        CALIBRATED: (_concat(healthy, CALIBRATED, "score")[m],
+                     run["health"][CALIBRATED]["score"], 1., ROBUST),
+        FIXED: (_concat(healthy, FIXED, "score")[m], run["health"][FIXED]["score"], 1.,
+                ROBUST_FIXED),
+        MONITOR: (windowed_healthy[m], windowed, monitor.thresholds[:, None], None)}
     row = {}
-    for key, robust_row in ((CALIBRATED, ROBUST), (FIXED, ROBUST_FIXED)):
-      negative = healthy[key]["score"][m]
-      positive = run["health"][key]["score"][m, start:]
-      entry = health_report.detection(run["health"][key]["alarm"], m, start)
-      entry["excess_rmse"] = rmse[robust_row][fault] - rmse[healthy_rows][fault]
+    for key, (negative, score, threshold, robust_row) in detectors.items():
+      positive = score[m, start:]
+      entry = health_report.detection(score > threshold, m, start)
+      if robust_row:
+        entry["excess_rmse"] = rmse[robust_row][fault] - rmse[healthy_rows][fault]
       entry["auc"] = health_report.roc_auc(negative, positive)
       entry["roc"] = health_report.roc_curve(negative, positive)
-      entry["point"] = (float(np.mean(negative > 1.)), float(np.mean(positive > 1.)))
+      level = np.ravel(threshold)[m] if np.size(threshold) > 1 else threshold
+      entry["point"] = (float(np.mean(negative > level)), float(np.mean(positive > level)))
       row[key] = entry
     table[fault] = row
   return table
 
 
-def _markdown(rmse, health, healthy, rows, header) -> str:
+def _markdown(rmse, health, false_alarms, num_frames, rows, header) -> str:
   """results.md: the RMSE table, the false alarms and the health table."""
   faults = list(health)
-  rate = health_report.format_rate
+  rate, delay = health_report.format_rate, health_report.format_delay
   lines = [header, "RMSE of the predicted position (Eq. 1):", "",
            "| prediction from | before failure | " + " | ".join(
                f"after: {f}" for f in faults) + " |",
@@ -216,23 +240,23 @@ def _markdown(rmse, health, healthy, rows, header) -> str:
   for name in rows:
     lines.append(f"| {name} | " + " | ".join(
         f"{rmse[name][c]:.3f}" for c in ["before"] + faults) + " |")
-  num = healthy[CALIBRATED]["alarm"].shape[1]
-  false_alarms = {k: rate(health_report.false_alarm_rate(healthy[k]["alarm"]))
-                  for k in (CALIBRATED, FIXED)}
+  detectors = (CALIBRATED, FIXED, MONITOR)
   lines += ["", f"False alarms (frames of healthy sequences with any camera's alarm, "
-            f"{num} frames): calibrated {false_alarms[CALIBRATED]}, "
-            f"tau = 1 {false_alarms[FIXED]}.", "",
-            "| fault | detected (cal.) | delay (cal.) | healthy camera alarmed (cal.) | "
-            "robust - PoE(healthy) RMSE (cal.) | AUC (cal.) | detected (tau = 1) | "
-            "delay (tau = 1) | robust - PoE(healthy) RMSE (tau = 1) | AUC (tau = 1) |",
+            f"{num_frames} frames): " + ", ".join(
+                f"{k} {rate(false_alarms[k])}" for k in detectors) + ".", "",
+            "| fault | " + " | ".join(f"detected, delay ({k})" for k in detectors)
+            + " | healthy camera alarmed (calibrated) | " + " | ".join(
+                f"robust - PoE(healthy) RMSE ({k})" for k in detectors[:2])
+            + " | " + " | ".join(f"AUC ({k})" for k in detectors) + " |",
             "|---|" + "---:|" * 9]
   for fault in faults:
-    cal, fixed = health[fault][CALIBRATED], health[fault][FIXED]
+    row = health[fault]
     lines.append(
-        f"| {fault} | {rate(cal['rate'])} | {health_report.format_delay(cal['delay'])} | "
-        f"{rate(cal['misattributed'])} | {cal['excess_rmse']:+.3f} | {cal['auc']:.3f} | "
-        f"{rate(fixed['rate'])} | {health_report.format_delay(fixed['delay'])} | "
-        f"{fixed['excess_rmse']:+.3f} | {fixed['auc']:.3f} |")
+        f"| {fault} | " + " | ".join(
+            f"{rate(row[k]['rate'])}, {delay(row[k]['delay'])}" for k in detectors)
+        + f" | {rate(row[CALIBRATED]['misattributed'])} | " + " | ".join(
+            f"{row[k]['excess_rmse']:+.3f}" for k in detectors[:2])
+        + " | " + " | ".join(f"{row[k]['auc']:.3f}" for k in detectors) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -271,8 +295,16 @@ def run_experiment(workdir: str, output_dir: str,
   runs = {f: run_sequence(model, config, f, frames_per_rotation=frames_per_rotation,
                           num_samples=num_samples, seed=seed) for f in faults}
   healthy = healthy_health(model, config, num_healthy, frames_per_rotation, seed=seed)
+  monitor = monitor_lib.calibrate_monitor(
+      [p[CALIBRATED]["score"] for p in healthy_health(
+          model, config, num_healthy, frames_per_rotation, seed=seed, first=num_healthy)],
+      monitor_lib.WINDOW, target)
+  false_alarms = {k: health_report.false_alarm_rate(_concat(healthy, k, "alarm"))
+                  for k in (CALIBRATED, FIXED)}
+  false_alarms[MONITOR] = health_report.false_alarm_rate(np.concatenate(
+      [monitor_lib.monitor_alarms(p[CALIBRATED]["score"], monitor) for p in healthy], 1))
   rmse = rmse_table(runs)
-  health = health_table(runs, healthy, rmse)
+  health = health_table(runs, healthy, rmse, monitor)
   os.makedirs(output_dir, exist_ok=True)
   paths = [plots.fig5_pendulum(run, os.path.join(output_dir, f"fig5_{f}.png"))
            for f, run in runs.items()]
@@ -288,9 +320,12 @@ def run_experiment(workdir: str, output_dir: str,
             f"{int(model.optimizer.iterations.numpy())} steps); conflict thresholds "
             f"calibrated {calibrated_by} (target false-alarm rate {target}). Camera 0 "
             f"fails after 2 of 3 rotations ({frames_per_rotation} frames per "
-            f"rotation); predictions are the mean "
-            f"of {num_samples} latent samples; seed {seed}.\n")
+            f"rotation); predictions are the mean of {num_samples} latent samples; "
+            f"the monitor (`msnvi_tf.monitor`, W = {monitor.window}) calibrated on "
+            f"{num_healthy} other healthy sequences ({monitor.num_frames} frames, "
+            f"quantile {monitor.level:.4f}); seed {seed}.\n")
   path = os.path.join(output_dir, "results.md")
   with open(path, "w") as f:
-    f.write(_markdown(rmse, health, healthy, rows, header))
+    num_frames = _concat(healthy, CALIBRATED, "alarm").shape[1]
+    f.write(_markdown(rmse, health, false_alarms, num_frames, rows, header))
   return paths + [path]

@@ -372,7 +372,8 @@ def roc_curves(curves, path: str, title: str) -> str:
       colour = f"C{k}"
       ax.plot(fpr, tpr, color=colour, lw=1.2, label=f"{name} (AUC {auc:.3f})")
       ax.plot(*point, "o", color=colour, ms=5)
-    ax.plot([0., 1.], [0., 1.], color="0.6", lw=0.7, ls=":")
+    chance = np.linspace(0., 1., 2001)
+    ax.plot(chance, chance, color="0.6", lw=0.7, ls=":")
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlim(0., 1.)
     ax.set_ylim(0., 1.02)

@@ -10,6 +10,7 @@ from msnvi_tf import architectures
 from msnvi_tf import calibration
 from msnvi_tf import health_report
 from msnvi_tf import mnist_health
+from msnvi_tf import monitor
 from msnvi_tf import robust
 from msnvi_tf import training
 from msnvi_tf.data import pendulum
@@ -234,3 +235,33 @@ def test_mnist_corrupt_rejects_bad_input():
     mnist_health.corrupt(np.zeros((2, 5)), "blank", 0)
   with pytest.raises(ValueError, match="labels"):
     mnist_health.corrupt(np.zeros((2, 4)), "swap", 0)
+
+
+def test_windowed_log_score_is_the_causal_mean_of_log_scores():
+  scores = np.array([[1., np.e, np.e ** 2, np.e ** 3], [0., 1., 1., 1.]])
+  out = monitor.windowed_log_scores(scores, 2)
+  np.testing.assert_allclose(out[0], [0., 0.5, 1.5, 2.5])  # frame 0 fills the window
+  assert out[1, 0] == pytest.approx(math.log(1e-6))  # a zero score counts as eps
+  np.testing.assert_allclose(monitor.windowed_log_scores(scores, 1), np.log(
+      np.maximum(scores, 1e-6)))
+  with pytest.raises(ValueError, match="window"):
+    monitor.windowed_log_scores(scores, 0)
+
+
+def test_monitor_sees_a_small_lasting_rise_that_single_frames_miss():
+  rng = np.random.default_rng(0)
+  healthy = [rng.lognormal(-1., 1., (3, 400)) for _ in range(20)]
+  mon = monitor.calibrate_monitor(healthy, window=10, target_rate=0.01)
+  assert mon.false_alarm_rate <= 0.01 and mon.num_frames == 8000
+  fresh = [rng.lognormal(-1., 1., (3, 400)) for _ in range(20)]
+  fresh_rate = np.mean(np.concatenate([monitor.monitor_alarms(s, mon) for s in fresh],
+                                      1).any(0))
+  assert fresh_rate < 0.03
+  # Source 0 scores e^1.5 times higher from frame 200 on: inside the healthy
+  # spread frame by frame, but not over a window.
+  faulty = rng.lognormal(-1., 1., (3, 400))
+  faulty[0, 200:] *= math.exp(1.5)
+  alarms = monitor.monitor_alarms(faulty, mon)
+  assert alarms[0, 200:].mean() > 0.6 and not alarms[0, :200].any()
+  single = monitor.calibrate_monitor(healthy, window=1, target_rate=0.01)
+  assert monitor.monitor_alarms(faulty, single)[0, 200:].mean() < 0.4
