@@ -34,8 +34,8 @@ __all__ = ["MultiSourceVAE", "LOG_LIKELIHOOD_ROWS"]
 
 # Default decoder rows (samples x examples) per chunk of `log_likelihood`. On the
 # MNIST-TB decoders the speed is flat from about 5k to 50k rows (the elementwise
-# passes, not the matmuls, limit it; bench/step_time.py), and memory grows with
-# the rows (about 0.2 GB per chunk here).
+# passes, not the matmuls, limit it; bench/step_time.py), and memory grows
+# linearly with the rows.
 LOG_LIKELIHOOD_ROWS = 20_000
 
 
