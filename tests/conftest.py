@@ -19,11 +19,16 @@ def _float32_policy_and_seed():
   keras.config.set_dtype_policy("float32")
 
 
-@pytest.fixture
-def toy_config():
-  """A toy config small enough for unit tests."""
+def make_toy_config():
+  """A toy config small enough for unit tests (also for module-scoped fixtures)."""
   import configs  # pylint: disable=g-import-not-at-top
   return configs.get_config("toy").override([
       "num_steps=20", "steps_per_call=10", "log_every=10", "eval_every=20",
       "checkpoint_every=10", "train_size=512", "eval_size=64",
       "eval_batch_size=32", "export_num_samples=8"])
+
+
+@pytest.fixture
+def toy_config():
+  """A toy config small enough for unit tests."""
+  return make_toy_config()

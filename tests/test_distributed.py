@@ -27,6 +27,8 @@ if logical > 1:
 import configs
 from msnvi_tf import training
 training.log_to_stdout()
+if not {export}:  # Runs that do not check the SavedModel skip it (seconds a run).
+  training.export_lib.export = lambda *args, **kwargs: None
 config = configs.get_config("toy").override({overrides!r} + ["distribute={distribute}"])
 results = training.train_and_evaluate(config, {workdir!r})
 print("RESULTS " + json.dumps(results))
@@ -43,13 +45,13 @@ def _free_ports(n):
   return ports
 
 
-def _start(workdir, distribute, logical=1, tf_config=None, extra=()):
+def _start(workdir, distribute, logical=1, tf_config=None, extra=(), export=False):
   env = dict(os.environ)
   env.pop("TF_CONFIG", None)
   if tf_config is not None:
     env["TF_CONFIG"] = json.dumps(tf_config)
   code = RUN.format(repo=REPO, logical=logical, overrides=OVERRIDES + list(extra),
-                    distribute=distribute, workdir=workdir)
+                    distribute=distribute, workdir=workdir, export=export)
   return subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -63,22 +65,42 @@ def _results(proc, log=None):
   return json.loads(lines[-1][len("RESULTS "):])
 
 
-def _two_workers(workdir, extra=(), logs=None):
+def _two_workers(workdir, extra=(), logs=None, export=False):
   ports = _free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  workers = [_start(workdir, "multi_worker", extra=extra,
+  workers = [_start(workdir, "multi_worker", extra=extra, export=export,
                     tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}})
              for i in range(2)]
   return [_results(w, logs) for w in workers]
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
-  return _results(_start(str(tmp_path_factory.mktemp("single")), "none"))
+def single_and_mirrored(tmp_path_factory):
+  """The single-device and the mirrored run, started together (one core each)."""
+  procs = {"single": _start(str(tmp_path_factory.mktemp("single")), "none"),
+           "mirrored": _start(str(tmp_path_factory.mktemp("mirrored")), "mirrored",
+                              logical=2)}
+  yield procs
+  for proc in procs.values():  # A test failed before collecting it.
+    if proc.poll() is None:
+      proc.kill()
+      proc.communicate()
 
 
-def test_two_workers_stay_in_sync_and_match_one_worker(single, tmp_path):
-  chief, other = _two_workers(str(tmp_path / "run"))
+@pytest.fixture(scope="module")
+def single(single_and_mirrored):
+  return _results(single_and_mirrored["single"])
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+  """An uninterrupted two-worker run: `(workdir, chief's results, other's results)`."""
+  workdir = str(tmp_path_factory.mktemp("pair") / "run")
+  return (workdir, *_two_workers(workdir, export=True))
+
+
+def test_two_workers_stay_in_sync_and_match_one_worker(single, pair):
+  workdir, chief, other = pair
   # Same weights on both workers after 20 synchronous steps.
   assert chief["param_norm"] == pytest.approx(other["param_norm"], rel=1e-6)
   assert chief["step"] == other["step"] == 20
@@ -88,24 +110,25 @@ def test_two_workers_stay_in_sync_and_match_one_worker(single, tmp_path):
     assert chief[key] == pytest.approx(single[key], abs=0.05 * abs(single[key]))
   assert chief["param_norm"] == pytest.approx(single["param_norm"], rel=0.01)
   # Only the chief writes the workdir; the other worker's scratch dir is gone.
-  run = tmp_path / "run"
-  assert (run / "export" / "20" / "saved_model.pb").exists()
-  assert not [p for p in os.listdir(run) if p.startswith("worker_tmp")]
+  assert os.path.exists(os.path.join(workdir, "export", "20", "saved_model.pb"))
+  assert not [p for p in os.listdir(workdir) if p.startswith("worker_tmp")]
 
 
-def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(single, tmp_path):
-  mirrored = _results(_start(str(tmp_path / "run"), "mirrored", logical=2))
+def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
+    single, single_and_mirrored):
+  mirrored = _results(single_and_mirrored["mirrored"])
   for key in ("bound", "ind", "moe", "poe"):
     assert mirrored[key] == pytest.approx(single[key], abs=0.05 * abs(single[key]))
   assert mirrored["param_norm"] == pytest.approx(single["param_norm"], rel=0.01)
 
 
-
 def test_pair_restarted_after_one_worker_was_killed_ends_as_the_uninterrupted_pair(
-    tmp_path):
-  extra = ["num_steps=40", "checkpoint_every=10", "eval_every=40"]
-  expected, _ = _two_workers(str(tmp_path / "reference"), extra)
-
+    pair, tmp_path):
+  # The uninterrupted pair is the one above; checkpointing and logging every 5
+  # steps (runtime settings that leave the training untouched) lets the pair
+  # be killed midway with a checkpoint behind it.
+  _, expected, _ = pair
+  extra = ["checkpoint_every=5", "log_every=5"]
   workdir = str(tmp_path / "killed")
   ports = _free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -113,7 +136,7 @@ def test_pair_restarted_after_one_worker_was_killed_ends_as_the_uninterrupted_pa
                     tf_config={"cluster": cluster, "task": {"type": "worker", "index": i}})
              for i in range(2)]
   for line in workers[0].stdout:  # The chief's progress.
-    if "step 20/40" in line:
+    if "step 10/20" in line:
       break
   workers[1].kill()  # One worker dies; the chief cannot go on without it.
   workers[1].wait()

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from msnvi_tf import data as data_lib
 from msnvi_tf import training
 
 from conftest import REPO
+from conftest import make_toy_config
 
 # A toy run short enough to kill a few times (a few seconds of training).
 RUN = ["--dataset=toy", "--num_steps=3000", "--seed=7", "--set=steps_per_call=100",
@@ -25,6 +27,7 @@ RUN = ["--dataset=toy", "--num_steps=3000", "--seed=7", "--set=steps_per_call=10
 # Runs bin/train with a fault injected: "checkpoint:N" dies right after the N-th
 # checkpoint was written and recorded, its data file cut in half (a kill while
 # writing); "export" dies after the SavedModel was written, before it is renamed.
+# "no-export" is no fault: the run skips the export (for a reference run).
 FAULTY_TRAIN = """
 import glob, os, runpy, signal, sys
 fault, argv = sys.argv[1], sys.argv[2:]
@@ -47,6 +50,9 @@ if fault.startswith("checkpoint:"):
       die()
     return path
   tf.train.Checkpoint._write = write_then_die
+elif fault == "no-export":
+  import msnvi_tf.export
+  msnvi_tf.export.export = lambda *args, **kwargs: None
 elif fault == "export":
   save = tf.saved_model.save
   def save_then_die(*args, **kwargs):
@@ -65,11 +71,34 @@ def _train_command(workdir, fault=None):
   return [sys.executable, "-c", FAULTY_TRAIN, fault, *args]
 
 
+def _skip_export(monkeypatch):
+  """train_and_evaluate without its SavedModel export (seconds a run): for runs whose
+  export no test looks at."""
+  monkeypatch.setattr(training.export_lib, "export", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def no_export(monkeypatch):
+  """For the test's train_and_evaluate runs: no SavedModel export."""
+  _skip_export(monkeypatch)
+
+
 def _final_state(workdir):
-  model, _ = training.load_trained(workdir)
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    metrics = json.load(f)
-  return [v.numpy() for v in model.trainable_variables], metrics
+  """Every tensor of the latest checkpoint (weights, Adam state, random streams, metrics)."""
+  reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  # How many checkpoints were written, and the object graph, are not training state.
+  names = [n for n in reader.get_variable_to_shape_map()
+           if not n.startswith(("save_counter/", "_CHECKPOINTABLE_OBJECT_GRAPH"))]
+  assert any(n.startswith("model/") for n in names) and any(
+      n.startswith("optimizer/") for n in names), names
+  return {n: reader.get_tensor(n) for n in names}
+
+
+def _assert_same_state(workdir, reference):
+  got, expected = _final_state(workdir), _final_state(reference)
+  assert sorted(got) == sorted(expected)
+  for name in sorted(expected):  # model/... (the weights) first
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
 def _killed_after(command, line, delay):
@@ -85,40 +114,53 @@ def _killed_after(command, line, delay):
   return proc.wait()
 
 
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    return json.load(f)
+
+
 def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(tmp_path):
   reference = str(tmp_path / "reference")
-  subprocess.run(_train_command(reference), cwd=REPO, check=True, capture_output=True)
+  # The uninterrupted run does not depend on the killed ones: it runs alongside
+  # them, on the other core (bin/train uses one intra-op thread on 2 cores).
+  with open(tmp_path / "reference.log", "w") as log:
+    reference_run = subprocess.Popen(_train_command(reference, "no-export"), cwd=REPO,
+                                     stdout=log, stderr=subprocess.STDOUT)
+  try:
+    workdir = str(tmp_path / "killed")
+    rng = np.random.default_rng(0)
+    # Killed while writing its second checkpoint (ckpt-1000, left truncated),
+    # at random moments after two progress lines (during training, evaluation or
+    # checkpointing), and while writing the export.
+    faults = ["checkpoint:2", "step 1500/", "eval step 2000", "export"]
+    for fault in faults:
+      if fault in ("checkpoint:2", "export"):
+        done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
+                              capture_output=True, text=True)
+        code = done.returncode
+      else:
+        code = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
+      assert code == -signal.SIGKILL, (fault, code)
+    # Killed before the rename: no version is served half-written.
+    assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
+    final = subprocess.run(_train_command(workdir), cwd=REPO, capture_output=True,
+                           text=True)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    assert reference_run.wait(timeout=600) == 0, (
+        (tmp_path / "reference.log").read_text()[-3000:])
+  finally:
+    if reference_run.poll() is None:  # This test failed first: stop the reference.
+      reference_run.kill()
+      reference_run.wait()
 
-  workdir = str(tmp_path / "killed")
-  rng = np.random.default_rng(0)
-  # Killed while writing its second checkpoint (ckpt-1000, left truncated),
-  # at random moments after two progress lines (during training, evaluation or
-  # checkpointing), and while writing the export.
-  faults = ["checkpoint:2", "step 1500/", "eval step 2000", "export"]
-  for fault in faults:
-    if fault in ("checkpoint:2", "export"):
-      done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
-                            capture_output=True, text=True)
-      code = done.returncode
-    else:
-      code = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
-    assert code == -signal.SIGKILL, (fault, code)
-  # Killed before the rename: no version is served half-written.
-  assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
-  final = subprocess.run(_train_command(workdir), cwd=REPO, capture_output=True,
-                         text=True)
-  assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
-
-  weights, metrics = _final_state(workdir)
-  expected_weights, expected_metrics = _final_state(reference)
-  assert metrics == expected_metrics
-  for got, expected in zip(weights, expected_weights):
-    np.testing.assert_array_equal(got, expected)
+  assert _metrics(workdir) == _metrics(reference)
+  _assert_same_state(workdir, reference)
   served = sorted(int(d) for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit())
   assert served == [3000]
   assert os.path.exists(os.path.join(workdir, "export", "3000", "saved_model.pb"))
 
 
+@pytest.mark.usefixtures("no_export")
 @pytest.mark.parametrize("objective", ["ind", "moe", "poe", "hybrid", "iwae"])
 def test_every_objective_resumed_midway_ends_with_the_uninterrupted_weights(
     objective, toy_config, tmp_path):
@@ -128,10 +170,7 @@ def test_every_objective_resumed_midway_ends_with_the_uninterrupted_weights(
   training.train_and_evaluate(config.override(["num_steps=40"]), str(tmp_path / "twice"))
   got = training.train_and_evaluate(config, str(tmp_path / "twice"))
   assert got == expected
-  once, _ = training.load_trained(str(tmp_path / "once"))
-  twice, _ = training.load_trained(str(tmp_path / "twice"))
-  for a, b in zip(once.trainable_variables, twice.trainable_variables):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  _assert_same_state(str(tmp_path / "twice"), str(tmp_path / "once"))
 
 
 @pytest.mark.parametrize("dataset,overrides", [
@@ -158,15 +197,26 @@ def test_training_stream_from_any_step_is_the_tail_of_the_stream_from_zero(
   assert list(epochs[0]) != list(epochs[1])
 
 
-def _write_some_checkpoints(toy_config, workdir):
-  training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
-  return sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")))
+@pytest.fixture(scope="module")
+def some_checkpoints(tmp_path_factory):
+  """A toy run's workdir with ckpt-10, ckpt-20 and ckpt-30; tests damage copies of it."""
+  workdir = str(tmp_path_factory.mktemp("some_checkpoints") / "run")
+  with pytest.MonkeyPatch.context() as patch:
+    _skip_export(patch)
+    training.train_and_evaluate(make_toy_config().override(["num_steps=30"]), workdir)
+  return workdir
 
 
-def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
-    toy_config, tmp_path, caplog):
+def _copy_of_some_checkpoints(some_checkpoints, tmp_path):
   workdir = str(tmp_path / "run")
-  indexes = _write_some_checkpoints(toy_config, workdir)
+  shutil.copytree(some_checkpoints, workdir)
+  return workdir, sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")))
+
+
+@pytest.mark.usefixtures("no_export")
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
+    some_checkpoints, toy_config, tmp_path, caplog):
+  workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
   assert [os.path.basename(p) for p in indexes] == [
       "ckpt-10.index", "ckpt-20.index", "ckpt-30.index"]
   newest = indexes[-1][:-len(".index")]
@@ -182,10 +232,10 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
   assert checkpoint.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 30
 
 
+@pytest.mark.usefixtures("no_export")
 def test_missing_newest_checkpoint_files_fall_back_and_keep_the_others(
-    toy_config, tmp_path, caplog):
-  workdir = str(tmp_path / "run")
-  indexes = _write_some_checkpoints(toy_config, workdir)
+    some_checkpoints, toy_config, tmp_path, caplog):
+  workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
   for path in glob.glob(indexes[-1][:-len(".index")] + ".data-*"):
     os.remove(path)
   with caplog.at_level("WARNING", logger="msnvi_tf"):
@@ -195,9 +245,9 @@ def test_missing_newest_checkpoint_files_fall_back_and_keep_the_others(
   assert os.path.exists(indexes[1])  # ckpt-20 is still there
 
 
-def test_checkpoint_of_another_model_is_refused_and_left_in_place(toy_config, tmp_path):
-  workdir = str(tmp_path / "run")
-  indexes = _write_some_checkpoints(toy_config, workdir)
+def test_checkpoint_of_another_model_is_refused_and_left_in_place(
+    some_checkpoints, toy_config, tmp_path):
+  workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
   # Same config.json, other weights' shapes: as if the code had changed.
   other = toy_config.override(["num_steps=30", "hidden=(8, 8)"])
   model = training._build(other)  # pylint: disable=protected-access
