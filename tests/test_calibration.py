@@ -290,3 +290,17 @@ def test_mnist_sensor_health_report_runs_through_bin_script(tmp_path):
   refused = subprocess.run([sys.executable, script, f"--workdir={workdir}", "--faults=melt"],
                            capture_output=True, text=True, timeout=600)
   assert refused.returncode != 0 and "choose from" in refused.stderr
+
+
+def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_path):
+  model, _ = training.load_trained(pendulum_run)
+  with pytest.raises(ValueError, match="dataset is empty"):
+    model.calibrate_conflict([])
+  workdir = tmp_path / "toy"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(configs.get_config("toy").to_json())
+  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "sensor_health")
+  result = subprocess.run([sys.executable, script, f"--workdir={workdir}"],
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode != 0
+  assert "holds a 'toy' model; the report needs one of" in result.stderr

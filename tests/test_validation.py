@@ -69,9 +69,9 @@ def test_rates_and_scales_must_be_positive_finite_numbers(field, value):
   config_lib.validate(toy(**{field: 3}))
 
 
-@pytest.mark.parametrize("field", ["beta1", "beta2"])
+@pytest.mark.parametrize("field", ["beta1", "beta2", "conflict_false_alarm_rate"])
 @pytest.mark.parametrize("value", [1.0, 1.5, -0.1, math.nan])
-def test_adam_betas_must_be_in_zero_to_one_excluded(field, value):
+def test_adam_betas_and_alarm_rate_must_be_in_zero_to_one_excluded(field, value):
   assert refusal(toy(**{field: value})).startswith(f"{field} must be a number >= 0 and < 1")
   config_lib.validate(toy(**{field: 0.0}))
   config_lib.validate(toy(**{field: 0.9999}))
