@@ -84,6 +84,8 @@ only_x = tf.constant([[1., 0.]] * 8)
 out["poe_x_loc"] = loaded.signatures["integrate_poe"](x=x, y=tf.zeros_like(y), present=only_x)["loc"].numpy().tolist()
 out["robust_loc"] = loaded.signatures["integrate_robust"](x=x, y=y, present=present)["loc"].numpy().tolist()
 out["predict_x"] = loaded.signatures["predict"](x=x, y=y, present=present)["x"].numpy().tolist()
+health = loaded.signatures["sensor_health"](x=x, y=y, present=present)
+out.update({{"health_" + k: v.numpy().tolist() for k, v in health.items()}})
 out["conflict"] = loaded.signatures["conflict"](x=x, y=y, present=only_x)["conflict"].numpy().tolist()
 out["conflict_all"] = loaded.signatures["conflict"](x=x, y=y, present=present)["conflict"].numpy().tolist()
 moe = loaded.signatures["integrate_moe"](x=x, y=y, present=only_x)
@@ -116,6 +118,14 @@ print(json.dumps(out))
   np.testing.assert_allclose(served["predict_x"], predicted, atol=1e-5)
   np.testing.assert_allclose(served["log_likelihood"],
                              module.log_likelihood(points, tf.ones([8, 2])), atol=1e-4)
+  # Sensor health with the thresholds calibrated at the end of training.
+  assert model.conflict_calibrated
+  health = model.sensor_health(points)
+  for key, name in (("weight", "weights"), ("alarm", "alarm"), ("score", "score")):
+    np.testing.assert_allclose(served[f"health_{name}"], np.stack(
+        [health[key]["x"], health[key]["y"]], 1), rtol=1e-5)
+  robust_predicted = module.sensor_health(points, tf.ones([8, 2]))[1]["x"]
+  np.testing.assert_allclose(served["health_x"], robust_predicted, atol=1e-5)
   conflict = np.array(served["conflict"])
   assert np.all(conflict[:, 0, 0] == 0.) and np.all(np.isnan(conflict[:, 0, 1]))
   np.testing.assert_allclose(served["conflict_all"], model.conflict(points), rtol=1e-4,
