@@ -2,8 +2,9 @@
 
 Every function takes beliefs as a dict `{source: tfd.MultivariateNormalDiag}` and
 the subset of source names to integrate. Integration methods are registered by
-name in `INTEGRATIONS`; `integrate` dispatches on that name, so a new method is
-one function plus one registry entry.
+name with `register` (into `INTEGRATIONS`); `integrate` dispatches on that name,
+so a new method is one function plus one `register` call. "poe" and "moe" are
+registered here, "robust" (`msnvi_tf.robust`) by the package's `__init__`.
 """
 import math
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -17,6 +18,7 @@ tfd = tfp.distributions
 
 __all__ = [
     "INTEGRATIONS",
+    "register",
     "integrate",
     "poe",
     "poe_stacked",
@@ -221,6 +223,17 @@ INTEGRATIONS: Dict[str, Callable[..., tfd.Distribution]] = {
     "poe": poe,
     "moe": moe,
 }
+
+
+def register(name: str, method: Callable[..., tfd.Distribution]):
+  """Registers `method(beliefs, sources) -> distribution` as integration `name`.
+
+  Raises:
+    ValueError: `name` is taken by another method.
+  """
+  if INTEGRATIONS.get(name, method) is not method:
+    raise ValueError(f"Integration method {name!r} is already registered.")
+  INTEGRATIONS[name] = method
 
 
 def integrate(beliefs: Mapping[str, tfd.Distribution], method: str = "poe",

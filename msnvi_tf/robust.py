@@ -47,7 +47,7 @@ the alarm). Failures that agree with each other keep each other. A vague
 healthy source (near the prior) may be down-weighted, which changes the product
 little since its precision is close to Lambda_0 = 1.
 
-Importing this module registers the method as `integration.INTEGRATIONS["robust"]`,
+The package registers `robust` as integration method "robust" (`msnvi_tf/__init__.py`),
 so `integration.integrate(beliefs, "robust")` and
 `MultiSourceVAE.integrate(beliefs, method="robust")` (which uses the model's
 calibrated thresholds) select it.
@@ -186,5 +186,3 @@ def robust(beliefs: Mapping[str, tfd.Distribution],
   loc_rob, scale_rob, _ = robust_stacked(loc, scale, None, thresholds, sharpness)
   return beliefs_lib.make_belief(loc_rob, scale_rob)
 
-
-integration.INTEGRATIONS["robust"] = robust

@@ -294,3 +294,24 @@ def test_bad_subsets_and_methods_raise_clear_value_errors(call, message):
   beliefs = _random_beliefs(np.random.default_rng(10), batch=2, latent_dim=2)
   with pytest.raises(ValueError, match=message):
     call(beliefs)
+
+
+def test_registered_methods_dispatch_and_names_cannot_be_taken_twice():
+  from msnvi_tf import robust  # pylint: disable=g-import-not-at-top
+  assert integration.INTEGRATIONS["robust"] is robust.robust
+  beliefs = {"a": beliefs_lib.make_belief(tf.zeros([2, 3]), tf.ones([2, 3])),
+             "b": beliefs_lib.make_belief(tf.ones([2, 3]), tf.ones([2, 3]))}
+
+  def first(beliefs, sources):
+    return beliefs[integration.check_subset(beliefs, sources)[0]]
+
+  integration.register("first_source", first)
+  try:
+    integration.register("first_source", first)  # the same method again: fine
+    assert integration.integrate(beliefs, "first_source", ["b", "a"]) is beliefs["b"]
+    with pytest.raises(ValueError, match="already registered"):
+      integration.register("poe", first)
+  finally:
+    del integration.INTEGRATIONS["first_source"]
+  with pytest.raises(ValueError, match="Unknown integration method"):
+    integration.integrate(beliefs, "first_source")
