@@ -34,12 +34,13 @@ def read_curves(workdir: str) -> Dict[str, Dict[str, np.ndarray]]:
   """`{tag: {"step", "hours", "value"}}` of the eval scalars of `workdir`, by step.
 
   Hours count from the first training or evaluation event of the workdir. A step
-  logged twice (a resumed run) keeps its last value.
+  logged twice (a resumed run) keeps the value written last (by wall time: event
+  files written within one second need not sort by name in writing order).
 
   Raises:
     FileNotFoundError: the workdir has no evaluation events.
   """
-  events = list(_events(os.path.join(workdir, "eval")))
+  events = sorted(_events(os.path.join(workdir, "eval")), key=lambda e: e.wall_time)
   if not events:
     raise FileNotFoundError(f"No evaluation events in {workdir}/eval: train it with bin/train.")
   start = min(e.wall_time for e in events + list(_events(os.path.join(workdir, "train")))
