@@ -124,7 +124,7 @@ def _reconstruction_rmse(model, loc, scale, mask, truth, num_samples, seed) -> f
 
 def run_experiment(workdir: str, output_dir: str,
                    faults: Sequence[str] = CORRUPTIONS, num_samples: int = 16,
-                   seed: int = 1, source: str = "") -> List[str]:
+                   seed: int = 1, source: str = "", num_examples: int = 0) -> List[str]:
   """Calibrates on half the test set, corrupts one source of the other half, reports.
 
   Args:
@@ -134,18 +134,19 @@ def run_experiment(workdir: str, output_dir: str,
     num_samples: latent samples per reconstruction.
     seed: seed of the corruptions and latent samples.
     source: the corrupted source (default: the model's first).
+    num_examples: the first N test images, halved as above (0: all 10,000).
 
   Returns:
     The written paths.
   """
-  model, config = training.load_trained(workdir, eval_size=0)
+  model, config = training.load_trained(workdir, eval_size=num_examples)
   if len(model.sources) < 3:
     raise ValueError(f"{workdir}: the report needs >= 3 sources; the model has "
                      f"{model.sources}.")
   source = source or model.sources[0]
   m = model.sources.index(source)
   examples = {k: v.numpy() for k, v in mnist.make_test_examples(config).items()}
-  labels = mnist.load_split(config, "test")[1]
+  labels = mnist.load_split(config, "test")[1][:len(examples[model.sources[0]])]
   half = len(labels) // 2
   calib = {k: v[:half] for k, v in examples.items()}
   test = {k: v[half:] for k, v in examples.items()}
