@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from msnvi_tf import beliefs as beliefs_lib
 from msnvi_tf import calibration
+from msnvi_tf import conflict as conflict_lib
 from msnvi_tf import health_report
 from msnvi_tf import integration
 from msnvi_tf import monitor as monitor_lib
@@ -127,7 +128,7 @@ def run_sequence(model, config, fault, num_rotations: int = 3,
       "angles": angles, "images": {s: batch[s] for s in sources},
       "truth": batch[pendulum.TARGET], "fault": fault, "fault_sensor": fault_sensor,
       "fault_start": fault_start, "sources": sources, "predictions": predictions,
-      "conflict": model.conflict({s: batch[s] for s in sources}).numpy(),
+      "conflict": conflict_lib.conflict_stacked(loc, scale).numpy(),
       "thresholds": model.conflict_thresholds.numpy(), "health": health,
       "weights": health[CALIBRATED]["weight"],
   }
@@ -199,31 +200,33 @@ def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
     "excess_rmse" (not for MONITOR), "auc", "roc": (fpr, tpr), "point": (fpr,
     tpr) of the alarm}}}`.
   """
-  windowed_healthy = np.concatenate(
-      [monitor_lib.windowed_log_scores(p[CALIBRATED]["score"], monitor.window)
-       for p in healthy], 1)  # [M, N]
+  negatives = {CALIBRATED: _concat(healthy, CALIBRATED, "score"),
+               FIXED: _concat(healthy, FIXED, "score"),
+               MONITOR: np.concatenate(
+                   [monitor_lib.windowed_log_scores(p[CALIBRATED]["score"], monitor.window)
+                    for p in healthy], 1)}  # each [M, N]
+  alarm_levels = {CALIBRATED: 1., FIXED: 1., MONITOR: monitor.thresholds[:, None]}
+  robust_rows = {CALIBRATED: ROBUST, FIXED: ROBUST_FIXED, MONITOR: None}
   table = {}
   for fault, run in runs.items():
     m, start = run["fault_sensor"], run["fault_start"]
     healthy_rows = label([s for i, s in enumerate(run["sources"]) if i != m])
-    windowed = monitor_lib.windowed_log_scores(run["health"][CALIBRATED]["score"],
-                                               monitor.window)  # [M, T]
-    detectors = {
-        CALIBRATED: (_concat(healthy, CALIBRATED, "score")[m],
-                     run["health"][CALIBRATED]["score"], 1., ROBUST),
-        FIXED: (_concat(healthy, FIXED, "score")[m], run["health"][FIXED]["score"], 1.,
-                ROBUST_FIXED),
-        MONITOR: (windowed_healthy[m], windowed, monitor.thresholds[:, None], None)}
+    scores = {CALIBRATED: run["health"][CALIBRATED]["score"],
+              FIXED: run["health"][FIXED]["score"],
+              MONITOR: monitor_lib.windowed_log_scores(run["health"][CALIBRATED]["score"],
+                                                       monitor.window)}  # each [M, T]
     row = {}
-    for key, (negative, score, threshold, robust_row) in detectors.items():
-      positive = score[m, start:]
-      entry = health_report.detection(score > threshold, m, start)
+    for key, score in scores.items():
+      level = np.broadcast_to(alarm_levels[key], (score.shape[0], 1))  # [M, 1]
+      negative, positive = negatives[key][m], score[m, start:]
+      entry = health_report.detection(score > level, m, start)
+      robust_row = robust_rows[key]
       if robust_row:
         entry["excess_rmse"] = rmse[robust_row][fault] - rmse[healthy_rows][fault]
       entry["auc"] = health_report.roc_auc(negative, positive)
       entry["roc"] = health_report.roc_curve(negative, positive)
-      level = np.ravel(threshold)[m] if np.size(threshold) > 1 else threshold
-      entry["point"] = (float(np.mean(negative > level)), float(np.mean(positive > level)))
+      entry["point"] = (float(np.mean(negative > level[m, 0])),
+                        float(np.mean(positive > level[m, 0])))
       row[key] = entry
     table[fault] = row
   return table
