@@ -49,10 +49,10 @@ import tensorflow as tf
 
 import configs  # pylint: disable=g-import-not-at-top
 from msnvi_tf import architectures
-from msnvi_tf import likelihoods
-from msnvi_tf import optimizers
-from msnvi_tf import precision as precision_lib
-from msnvi_tf import training
+from msnvi_tf.core import likelihoods
+from msnvi_tf.runtime import optimizers
+from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["mnist_tb"], "Data set configs to benchmark.")
@@ -212,7 +212,7 @@ def large_k_row(model, batch, num_samples, calls, repeats):
 
 def build(config, objective, policy):
   """The model of `config` for `objective` under `policy`, optimizer built."""
-  with precision_lib.policy(policy):
+  with hardware.policy(policy):
     model = architectures.build_model(config.override([f"objective={objective}"]))
     model.compile(optimizer=optimizers.Adam(config.learning_rate))
     model.optimizer.build(model.trainable_variables)
@@ -227,10 +227,10 @@ def main(argv):
     overrides.setdefault(name, []).append(assignment)
   threads = training.configure_threads(FLAGS.intra_op_threads)  # before TF starts
   print(f"TensorFlow {tf.__version__}; intra-op threads: {threads}; CPU flags: AMX-BF16="
-        f"{'amx_bf16' in precision_lib.cpu_flags()}, AVX512-BF16="
-        f"{'avx512_bf16' in precision_lib.cpu_flags()}; GPUs: "
+        f"{'amx_bf16' in hardware.cpu_flags()}, AVX512-BF16="
+        f"{'avx512_bf16' in hardware.cpu_flags()}; GPUs: "
         f"{len(tf.config.list_physical_devices('GPU'))}; auto precision: "
-        f"{precision_lib.default_precision()[0]}")
+        f"{hardware.default_precision()[0]}")
   header = (f"{'config':10} {'objective':9} {'precision':15} {'xla':4} "
             f"{'GFLOP':>6} {'ms/step':>8} {'ex/s':>8} {'roofline':>8} {'vs f32':>7}")
   for name in FLAGS.configs:

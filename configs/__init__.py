@@ -1,9 +1,9 @@
 """Experiment configs, one module per data set (paper Tables 3-6).
 
 `get_config(name)` returns the config of a data set name; every config has the
-fields `msnvi_tf.training.train_and_evaluate` reads (see `configs/toy.py`).
+fields `msnvi_tf.runtime.training.train_and_evaluate` reads (see `configs/toy.py`).
 `split_sizes(name)` gives the real data sets' split sizes for
-`msnvi_tf.config.validate`.
+`msnvi_tf.runtime.config.validate`.
 """
 import importlib
 

@@ -14,8 +14,8 @@ Modules, one idea each:
   export        SavedModel with named serving signatures
   plots         the paper's figures
 """
-from msnvi_tf import integration as _integration
-from msnvi_tf import robust as _robust
+from msnvi_tf.core import integration as _integration
+from msnvi_tf.core import robust as _robust
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ over d into |S|-variate Gaussians N(b_{S,d}, a_{S,d} a_{S,d}^T + diag(sigma_{S,d
 
 Everything here is computed independently of msnvi_tf: posteriors and marginals
 in float64 numpy, the log joint as a TF closure in the shape convention of
-`msnvi_tf.objectives` (z `[..., B, Dz]` -> `[..., B]`).
+`msnvi_tf.core.objectives` (z `[..., B, Dz]` -> `[..., B]`).
 """
 import math
 

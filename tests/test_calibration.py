@@ -10,12 +10,12 @@ import tensorflow as tf
 
 import configs
 from msnvi_tf import architectures
-from msnvi_tf import calibration
-from msnvi_tf import health_report
-from msnvi_tf import mnist_health
-from msnvi_tf import monitor
-from msnvi_tf import robust
-from msnvi_tf import training
+from msnvi_tf.core import calibration
+from msnvi_tf.experiments import health_report
+from msnvi_tf.experiments import mnist_health
+from msnvi_tf.core import monitor
+from msnvi_tf.core import robust
+from msnvi_tf.runtime import training
 from msnvi_tf.data import pendulum
 
 # Healthy conflicts of three sources: c(i || j) ~ scale_ij * Exponential(1), pairs
@@ -185,8 +185,8 @@ def test_robust_integration_of_the_model_uses_its_thresholds(pendulum_run):
 
 
 def test_sensor_health_report_runs_on_a_trained_pendulum(pendulum_run, tmp_path):
-  from msnvi_tf import pendulum_experiment  # pylint: disable=g-import-not-at-top
-  paths = pendulum_experiment.run_experiment(
+  from msnvi_tf.experiments import pendulum_sensors  # pylint: disable=g-import-not-at-top
+  paths = pendulum_sensors.run_experiment(
       pendulum_run, str(tmp_path), faults=("noise", "shift"), frames_per_rotation=12,
       num_samples=4, num_healthy=2, calibration_size=100)
   names = sorted(p.rsplit("/", 1)[-1] for p in paths)

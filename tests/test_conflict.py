@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import conflict
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import conflict
 
 
 def _kl_full_covariance(loc_a, scale_a, loc_b, scale_b):

@@ -12,8 +12,8 @@ import tensorflow as tf
 import configs
 from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
-from msnvi_tf import evaluation_cub
-from msnvi_tf import plots_cub
+from msnvi_tf.experiments import table2
+from msnvi_tf.experiments import cub_figures
 from msnvi_tf.architectures import cub as cub_arch
 from msnvi_tf.data import cub
 from msnvi_tf.data import shapes
@@ -238,18 +238,18 @@ def test_pixel_accuracy_on_hand_made_masks():
                            [[0.1, 0.9], [0.5, 0.7]]])
   mask = tf.constant([[[1., 0.], [0., 0.]],
                       [[1., 0.], [0., 0.]]])
-  np.testing.assert_allclose(evaluation_cub.pixel_accuracy(predicted, mask),
+  np.testing.assert_allclose(table2.pixel_accuracy(predicted, mask),
                              [0.75, 0.])
-  np.testing.assert_allclose(evaluation_cub.pixel_accuracy(mask, mask), [1., 1.])
+  np.testing.assert_allclose(table2.pixel_accuracy(mask, mask), [1., 1.])
 
 
 def test_single_source_bound_is_independent_of_chunking():
   model = architectures.build_model(_tiny_config())
   x = _batch()
   tf.random.set_seed(7)
-  whole = evaluation_cub.single_source_bound(model, x, "image", "mask", 6, chunk_size=6)
+  whole = table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=6)
   tf.random.set_seed(7)
-  chunked = evaluation_cub.single_source_bound(model, x, "image", "mask", 6, chunk_size=4)
+  chunked = table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=4)
   np.testing.assert_allclose(whole, chunked, rtol=1e-5)
   tf.random.set_seed(7)
   q = model.encode(x, ["image"])["image"]
@@ -262,15 +262,15 @@ def test_single_source_bound_is_independent_of_chunking():
 
 def test_table2_rows_follow_the_model():
   test = data_lib.make_datasets(_tiny_config())[1]
-  full = evaluation_cub.evaluate_table2(architectures.build_model(_tiny_config()), test,
+  full = table2.evaluate_table2(architectures.build_model(_tiny_config()), test,
                                         num_samples=2, accuracy_samples=3)
-  star = evaluation_cub.evaluate_table2(
+  star = table2.evaluate_table2(
       architectures.build_model(_tiny_config("targets=mask")), test, 2, 3, max_examples=2)
   assert full["num_examples"] == 4 and star["num_examples"] == 2
-  assert all(math.isfinite(full[r]) for r in evaluation_cub.ROWS)
+  assert all(math.isfinite(full[r]) for r in table2.ROWS)
   assert 0. <= full["accuracy"] <= 1.
   assert star["img_to_img"] is None and math.isfinite(star["img_to_seg"])
-  table = evaluation_cub.table2_markdown({"ind": full, "hybrid*": star})
+  table = table2.table2_markdown({"ind": full, "hybrid*": star})
   assert "(paper 5326)" in table and "(paper 0.872)" in table
   assert "| img-to-img |" in table and " - (paper -29668)" in table
 
@@ -278,10 +278,10 @@ def test_table2_rows_follow_the_model():
 def test_conditional_generation_figures(tmp_path):
   model = architectures.build_model(_tiny_config())
   x = _batch(num=3)
-  grid = plots_cub.conditional_grid(model, x, "image", [("image", 3), ("mask", 11)])
+  grid = cub_figures.conditional_grid(model, x, "image", [("image", 3), ("mask", 11)])
   assert grid.shape == (15, 3, 16, 16, 3)
   np.testing.assert_array_equal(grid[0], x["image"].numpy())
-  paths = plots_cub.cub_figures(model, x, str(tmp_path))
+  paths = cub_figures.cub_figures(model, x, str(tmp_path))
   assert [os.path.basename(p) for p in paths] == ["fig8_images.png", "fig9_masks.png"]
   assert all(os.path.getsize(p) > 1000 for p in paths)
   assert cub_arch.parse_names(" image , mask", "targets") == ("image", "mask")

@@ -25,7 +25,7 @@ if logical > 1:
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
 import configs
-from msnvi_tf import training
+from msnvi_tf.runtime import training
 training.log_to_stdout()
 if not {export}:  # Runs that do not check the SavedModel skip it (seconds a run).
   training.export_lib.export = lambda *args, **kwargs: None

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import integration
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import integration
 from linear_gaussian import LinearGaussian
 
 NAMES = ("a", "b", "c", "d")
@@ -297,7 +297,7 @@ def test_bad_subsets_and_methods_raise_clear_value_errors(call, message):
 
 
 def test_registered_methods_dispatch_and_names_cannot_be_taken_twice():
-  from msnvi_tf import robust  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.core import robust  # pylint: disable=g-import-not-at-top
   assert integration.INTEGRATIONS["robust"] is robust.robust
   beliefs = {"a": beliefs_lib.make_belief(tf.zeros([2, 3]), tf.ones([2, 3])),
              "b": beliefs_lib.make_belief(tf.ones([2, 3]), tf.ones([2, 3]))}

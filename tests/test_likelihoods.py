@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import likelihoods
+from msnvi_tf.core import likelihoods
 
 
 @pytest.mark.parametrize("head,x", [

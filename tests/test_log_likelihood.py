@@ -1,5 +1,5 @@
 """The large-K estimate `MultiSourceVAE.log_likelihood`: exact, traced once, ordered;
-and its per-proposal evaluation (`evaluation.large_k_estimates`)."""
+and its per-proposal evaluation (`table1.large_k_estimates`)."""
 import csv
 import math
 
@@ -10,11 +10,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from linear_gaussian import LinearGaussian
-from msnvi_tf import beliefs
-from msnvi_tf import evaluation
-from msnvi_tf import likelihoods
-from msnvi_tf import model as model_lib
-from msnvi_tf import precision
+from msnvi_tf.core import beliefs
+from msnvi_tf.experiments import table1
+from msnvi_tf.core import likelihoods
+from msnvi_tf.core import model as model_lib
+from msnvi_tf.runtime import hardware
 from msnvi_tf.architectures import toy
 from msnvi_tf.data import toy as toy_data
 
@@ -29,7 +29,7 @@ def _bernoulli_model(policy="float32"):
   def stem(name):
     return [keras.layers.Dense(8, activation="elu", name=f"{name}_0")]
 
-  with precision.policy(policy):
+  with hardware.policy(policy):
     encoders = {s: beliefs.Encoder(stem(f"enc_{s}"), DZ, (PIXELS,), name=f"encoder_{s}")
                 for s in ("top", "bottom")}
     decoders = {s: likelihoods.Decoder(stem(f"dec_{s}"), likelihoods.BernoulliHead((PIXELS,)),
@@ -171,8 +171,8 @@ def test_linear_gaussian_estimates_are_exact_with_poe_and_ordered_in_k_alone():
 def test_large_k_estimates_give_mean_and_standard_error_per_proposal(toy_config):
   model = _toy_model(toy_config)
   batches = [toy_data.sample(8, seed)[0] for seed in (0, 1, 2)]  # 24 examples
-  assert evaluation.default_proposals(model) == ["poe", "x", "y"]
-  estimates = evaluation.large_k_estimates(model, batches, 20, ["poe", "x"],
+  assert table1.default_proposals(model) == ["poe", "x", "y"]
+  estimates = table1.large_k_estimates(model, batches, 20, ["poe", "x"],
                                            chunk_size=8, seed=7)
   for name, (sources, method) in {"poe": (None, "poe"), "x": (["x"], "poe")}.items():
     values = np.concatenate([
@@ -184,7 +184,7 @@ def test_large_k_estimates_give_mean_and_standard_error_per_proposal(toy_config)
     assert e["log_likelihood"] == pytest.approx(values.mean(), rel=1e-6)
     assert e["se"] == pytest.approx(values.std(ddof=1) / math.sqrt(24), rel=1e-5)
   with pytest.raises(ValueError, match="Unknown large-K proposal 'z'"):
-    evaluation.large_k_estimates(model, batches, 4, ["z"])
+    table1.large_k_estimates(model, batches, 4, ["z"])
 
 
 def test_grid_writer_lists_large_k_estimates_by_proposal(tmp_path):
@@ -198,7 +198,7 @@ def test_grid_writer_lists_large_k_estimates_by_proposal(tmp_path):
             "log_likelihood_se": 0.24, "large_k_precision": "float32",
             "large_k_estimates": {"poe": estimate(-85.2, 0.24),
                                   "top": estimate(-181.0, 1.0)}}
-  paths = evaluation.write_grid([result], str(tmp_path))
+  paths = table1.write_grid([result], str(tmp_path))
   markdown = open(paths["markdown"]).read()
   assert "| MNIST-TB | L_PoE | 100000 | 5000 | 10000 | 85.20 | 88.00 |" in markdown
   assert "| MNIST-TB | L_PoE | 100000 | 5000 | 10000 | top | 181.00 | 1.00 | float32 |" in markdown

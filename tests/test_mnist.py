@@ -11,11 +11,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import configs
 from msnvi_tf import architectures
-from msnvi_tf import evaluation
-from msnvi_tf import export
-from msnvi_tf import imputation
-from msnvi_tf import precision
-from msnvi_tf import training
+from msnvi_tf.experiments import table1
+from msnvi_tf.runtime import export
+from msnvi_tf.core import imputation
+from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import training
 from msnvi_tf.data import mnist
 
 VARIANTS = ("mnist_tb", "mnist_qu", "mnist_no")
@@ -229,7 +229,7 @@ def test_gpu_setting_mixed_float16_with_xla_trains_like_float32_on_cpu():
   first_loss = {}
   for policy, jit in (("float32", False), ("mixed_float16", True)):
     keras.utils.set_random_seed(0)
-    with precision.policy(policy):
+    with hardware.policy(policy):
       model = architectures.build_model(config)
       model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = [v.numpy().copy() for v in model.trainable_variables]
@@ -252,7 +252,7 @@ def test_evaluate_workdir_gives_table1_entries_in_float32(tmp_path, monkeypatch)
   load = training.load_trained
   monkeypatch.setattr(training, "load_trained",
                       lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
-  result = evaluation.evaluate_workdir(workdir, num_samples=4, eval_size=16,
+  result = table1.evaluate_workdir(workdir, num_samples=4, eval_size=16,
                                        large_k=32, large_k_examples=8, chunk_size=16,
                                        eval_batch_size=8)
   assert loaded[0][0].encoders["top"].compute_dtype == "float32"  # trained in bf16
@@ -274,7 +274,7 @@ def _results():
 
 
 def test_grid_writer_puts_ours_beside_the_paper(tmp_path):
-  paths = evaluation.write_grid(_results(), str(tmp_path))
+  paths = table1.write_grid(_results(), str(tmp_path))
   with open(paths["csv"]) as f:
     rows = list(csv.DictReader(f))
   tb = [r for r in rows if r["dataset"] == "mnist_tb"]
@@ -293,15 +293,15 @@ def test_grid_writer_puts_ours_beside_the_paper(tmp_path):
   assert "### MNIST-TB" in markdown
   assert "training steps: 3000; test examples: 2000." in markdown
   assert "| MNIST-TB | L_ind | 3000 | 1000 | 500 | 120.00 | 170.25 |" in markdown
-  assert evaluation.load_results(paths["json"])[0]["workdir"] == "/w/tb_ind"
+  assert table1.load_results(paths["json"])[0]["workdir"] == "/w/tb_ind"
 
 
 def test_column_of_distinguishes_hybrid_with_one_sample():
   config = configs.get_config("mnist_tb")
-  assert evaluation.column_of(config.override(["objective=hybrid"])) == "hybrid"
-  assert evaluation.column_of(
+  assert table1.column_of(config.override(["objective=hybrid"])) == "hybrid"
+  assert table1.column_of(
       config.override(["objective=hybrid", "num_samples=1"])) == "hybrid_k1"
-  assert evaluation.column_of(config.override(["objective=iwae"])) == "iwae"
+  assert table1.column_of(config.override(["objective=iwae"])) == "iwae"
 
 
 def test_table4_defaults_stay_the_papers():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from msnvi_tf import beliefs as beliefs_lib
+from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf import data as data_lib
-from msnvi_tf import objectives
+from msnvi_tf.core import objectives
 from msnvi_tf.architectures import toy
 from msnvi_tf.data import toy as toy_data
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from msnvi_tf import objectives
+from msnvi_tf.core import objectives
 from linear_gaussian import LinearGaussian
 
 NUM_SOURCES, LATENT_DIM = 3, 2

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import configs
-from msnvi_tf import optimizers
+from msnvi_tf.runtime import optimizers
 
 
 def _trajectory(optimizer, steps=5):

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 import configs
 from msnvi_tf import architectures
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import integration
-from msnvi_tf import robust
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import integration
+from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
 
 SQRT_HALF = math.sqrt(0.5)

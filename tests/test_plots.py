@@ -9,10 +9,10 @@ from matplotlib import image as mimage
 import tensorflow as tf
 
 from msnvi_tf import architectures
-from msnvi_tf import curves
-from msnvi_tf import plots
-from msnvi_tf import training
-from msnvi_tf.config import Config
+from msnvi_tf.experiments import curves
+from msnvi_tf.experiments import figures
+from msnvi_tf.runtime import training
+from msnvi_tf.runtime.config import Config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,9 +32,9 @@ def test_trained_model_figures_and_bin_plot(toy_config, tmp_path):
   workdir = str(tmp_path / "work")
   training.train_and_evaluate(toy_config, workdir)
   model, config = training.load_trained(workdir)
-  fig2 = plots.fig2_beliefs(model, str(tmp_path / "a" / "fig2.png"),
+  fig2 = figures.fig2_beliefs(model, str(tmp_path / "a" / "fig2.png"),
                             component_std=config.component_std)
-  fig6 = plots.fig6_sir(model, str(tmp_path / "b" / "fig6.png"), num_samples=20,
+  fig6 = figures.fig6_sir(model, str(tmp_path / "b" / "fig6.png"), num_samples=20,
                         num_proposals=50)
   assert fig2 == str(tmp_path / "a" / "fig2.png")
   assert fig6 == str(tmp_path / "b" / "fig6.png")
@@ -56,14 +56,14 @@ def test_figures_of_iwae_model(toy_config, tmp_path):
   """Any toy model plots, also an untrained one with a single hard-wired encoder."""
   model = architectures.build_model(Config(toy_config, objective="iwae"))
   assert model.sources == ["x+y"]
-  assert_png(plots.fig2_beliefs(model, str(tmp_path / "fig2.png"), num_latent=3))
-  assert_png(plots.fig6_sir(model, str(tmp_path / "fig6.png"), num_samples=10,
+  assert_png(figures.fig2_beliefs(model, str(tmp_path / "fig2.png"), num_latent=3))
+  assert_png(figures.fig6_sir(model, str(tmp_path / "fig6.png"), num_samples=10,
                             num_proposals=20))
 
 
 def test_unknown_dataset_names_known_ones(toy_config):
   with pytest.raises(ValueError, match="toy"):
-    plots.plot_figures(None, Config(toy_config, dataset="nope"), "/unused")
+    figures.plot_figures(None, Config(toy_config, dataset="nope"), "/unused")
 
 
 def _write_events(directory, values):

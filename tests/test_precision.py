@@ -8,29 +8,29 @@ import numpy as np
 import pytest
 
 from msnvi_tf import data
-from msnvi_tf import precision
-from msnvi_tf import training
+from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import training
 from conftest import REPO
 
 
 def test_auto_precision_follows_the_hardware():
-  assert precision.default_precision(gpus=["gpu0"], flags=frozenset())[0] == "mixed_float16"
+  assert hardware.default_precision(gpus=["gpu0"], flags=frozenset())[0] == "mixed_float16"
   amx = frozenset({"amx_bf16", "amx_tile", "avx512_bf16"})
-  assert precision.default_precision(gpus=[], flags=amx)[0] == "mixed_bfloat16"
+  assert hardware.default_precision(gpus=[], flags=amx)[0] == "mixed_bfloat16"
   no_amx = frozenset({"avx512_bf16", "avx2"})
-  name, reason = precision.default_precision(gpus=[], flags=no_amx, bf16_speedup=lambda: 0.8)
+  name, reason = hardware.default_precision(gpus=[], flags=no_amx, bf16_speedup=lambda: 0.8)
   assert name == "float32" and "no AMX" in reason and "0.80x" in reason
-  name, reason = precision.default_precision(gpus=[], flags=no_amx, bf16_speedup=lambda: 1.6)
+  name, reason = hardware.default_precision(gpus=[], flags=no_amx, bf16_speedup=lambda: 1.6)
   assert name == "mixed_bfloat16" and "1.60x" in reason
-  assert precision.default_precision(gpus=[], flags=frozenset())[0] == "float32"
+  assert hardware.default_precision(gpus=[], flags=frozenset())[0] == "float32"
   with pytest.raises(ValueError, match="Unknown precision 'half'"):
-    precision.resolve("half")
+    hardware.resolve("half")
 
 
 def test_bf16_probe_measures_a_plausible_ratio_once_per_process():
-  ratio = precision.bf16_matmul_speedup()
+  ratio = hardware.bf16_matmul_speedup()
   assert 0.05 < ratio < 20.
-  assert precision.bf16_matmul_speedup() == ratio  # cached, not re-measured
+  assert hardware.bf16_matmul_speedup() == ratio  # cached, not re-measured
 
 
 def test_auto_xla_only_on_a_single_gpu_replica():
@@ -47,7 +47,7 @@ def test_auto_xla_only_on_a_single_gpu_replica():
 
 _THREADS_SCRIPT = """
 import tensorflow as tf
-from msnvi_tf import training
+from msnvi_tf.runtime import training
 print(training.configure_threads("auto", gpus=[], cores=8))  # many cores: TF's default
 print(training.configure_threads("auto", gpus=["gpu0"], cores=2))  # a GPU: TF's default
 print(training.configure_threads("auto", gpus=[], cores=2, xla=True))  # XLA needs them

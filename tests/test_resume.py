@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import configs
 from msnvi_tf import data as data_lib
-from msnvi_tf import training
+from msnvi_tf.runtime import training
 
 from conftest import REPO
 from conftest import make_toy_config
@@ -51,8 +51,8 @@ if fault.startswith("checkpoint:"):
     return path
   tf.train.Checkpoint._write = write_then_die
 elif fault == "no-export":
-  import msnvi_tf.export
-  msnvi_tf.export.export = lambda *args, **kwargs: None
+  import msnvi_tf.runtime.export
+  msnvi_tf.runtime.export.export = lambda *args, **kwargs: None
 elif fault == "export":
   save = tf.saved_model.save
   def save_then_die(*args, **kwargs):

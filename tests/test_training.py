@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from msnvi_tf import export as export_lib
-from msnvi_tf import training
+from msnvi_tf.runtime import export as export_lib
+from msnvi_tf.runtime import training
 from msnvi_tf.data import toy
 
 from conftest import REPO

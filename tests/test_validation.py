@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import configs
-from msnvi_tf import config as config_lib
+from msnvi_tf.runtime import config as config_lib
 
 from conftest import REPO
 

@@ -3,7 +3,7 @@
 `build_model` returns an uncompiled `MultiSourceVAE` whose encoders, decoders
 and objective follow the config (paper App. H).
 """
-from msnvi_tf.config import dataset_module
+from msnvi_tf.runtime.config import dataset_module
 
 __all__ = ["ARCHITECTURE_MODULES", "build_model", "dense_stem", "encoders_for"]
 
@@ -44,7 +44,7 @@ def encoders_for(config, source_shapes, make_stem):
     one encoder: on the concatenation of `iwae_sources` (default: all sources;
     hard-wired), or on a single source if `iwae_sources` names one.
   """
-  from msnvi_tf import beliefs  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.core import beliefs  # pylint: disable=g-import-not-at-top
   if config.objective != "iwae":
     encoders = {s: beliefs.Encoder(make_stem(f"enc_{s}"), config.latent_dim, shape,
                                    config.min_scale, name=f"encoder_{s}")

@@ -19,8 +19,8 @@ from typing import Sequence, Tuple, Union
 import keras
 
 from msnvi_tf import architectures
-from msnvi_tf import likelihoods
-from msnvi_tf import model as model_lib
+from msnvi_tf.core import likelihoods
+from msnvi_tf.core import model as model_lib
 from msnvi_tf.data import cub
 
 __all__ = ["build_model", "parse_names", "encoder_stem", "decoder_stem",

@@ -1,7 +1,7 @@
 """MNIST architectures (Table 4): elu 200x2 stems, Bernoulli pixels, Categorical label."""
 from msnvi_tf import architectures
-from msnvi_tf import likelihoods
-from msnvi_tf import model as model_lib
+from msnvi_tf.core import likelihoods
+from msnvi_tf.core import model as model_lib
 from msnvi_tf.data import mnist
 
 __all__ = ["build_model"]

@@ -2,8 +2,8 @@
 import keras
 
 from msnvi_tf import architectures
-from msnvi_tf import likelihoods
-from msnvi_tf import model as model_lib
+from msnvi_tf.core import likelihoods
+from msnvi_tf.core import model as model_lib
 from msnvi_tf.data import pendulum
 
 __all__ = ["build_model"]

@@ -1,7 +1,7 @@
 """Toy architecture (Table 3): tanh 32x2 stems, 1-D Normal likelihood per axis."""
 from msnvi_tf import architectures
-from msnvi_tf import likelihoods
-from msnvi_tf import model as model_lib
+from msnvi_tf.core import likelihoods
+from msnvi_tf.core import model as model_lib
 from msnvi_tf.data import toy
 
 __all__ = ["build_model"]

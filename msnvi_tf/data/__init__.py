@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf.config import dataset_module
+from msnvi_tf.runtime.config import dataset_module
 
 __all__ = ["DATA_MODULES", "make_datasets", "check_finite", "check_examples",
            "training_batches", "eval_batches"]

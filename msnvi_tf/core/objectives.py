@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterable
 
 import tensorflow as tf
 
-from msnvi_tf import integration
+from msnvi_tf.core import integration
 
 __all__ = [
     "OBJECTIVES",

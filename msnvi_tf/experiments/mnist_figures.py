@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf import evaluation
-from msnvi_tf import imputation
+from msnvi_tf.experiments import table1
+from msnvi_tf.core import imputation
 from msnvi_tf.data import mnist
 
 __all__ = [
@@ -191,7 +191,7 @@ def plot_mnist_figures(model, config, out_dir: str,
     return paths
   missing = list(imputation.MISSING[variant])
   observed = [s for s in model.sources if s not in missing and s != "label"]
-  curves = {evaluation.column_of(config): imputation.imputation_curves(
+  curves = {table1.column_of(config): imputation.imputation_curves(
       model, x, observed, missing, num_steps, num_samples, seed)}
   for name, other in (chain_models or {}).items():
     chain, _ = imputation.markov_chain_imputation(

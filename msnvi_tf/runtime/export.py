@@ -7,11 +7,11 @@
   integrate_poe   sources, present -> loc, scale [B, Dz]          (Eq. 3)
   integrate_moe   sources, present -> loc, scale [B, M, Dz], weights [B, M] (App. B)
   integrate_robust sources, present -> loc, scale [B, Dz], weights [B, M]
-                  (conflict-aware PoE, `msnvi_tf.robust`)
+                  (conflict-aware PoE, `msnvi_tf.core.robust`)
   predict         sources, present -> one [B, ...] mean per target (Eq. 6)
   sensor_health   sources, present -> one [B, ...] mean per target from the
                   robust integration, and per source: weights [B, M], alarm
-                  [B, M] (bool), score [B, M] (`msnvi_tf.robust`, Eqs. R2-R6)
+                  [B, M] (bool), score [B, M] (`msnvi_tf.core.robust`, Eqs. R2-R6)
   conflict        sources, present -> conflict [B, M, M]          (Eq. 2)
   log_likelihood  sources, targets, present -> log_likelihood [B]
   serving_default = predict
@@ -33,10 +33,10 @@ from typing import Dict
 
 import tensorflow as tf
 
-from msnvi_tf import conflict as conflict_lib
-from msnvi_tf import integration
-from msnvi_tf import objectives
-from msnvi_tf import robust
+from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.core import integration
+from msnvi_tf.core import objectives
+from msnvi_tf.core import robust
 
 __all__ = ["ServingModule", "export", "SIGNATURES"]
 

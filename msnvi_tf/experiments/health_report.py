@@ -1,8 +1,8 @@
 """Sensor-health report: false alarms, detection, delay and ROC of the conflict alarms.
 
 Generic over data sets with M >= 3 sources: the experiments
-(`msnvi_tf.pendulum_experiment`, `msnvi_tf.mnist_health`) compute the scores
-s_m of `msnvi_tf.robust` (Eqs. R2-R3) on healthy examples and on examples with
+(`msnvi_tf.experiments.pendulum_sensors`, `msnvi_tf.experiments.mnist_health`) compute the scores
+s_m of `msnvi_tf.core.robust` (Eqs. R2-R3) on healthy examples and on examples with
 one faulty source, with and without calibrated thresholds, and this module
 turns them into the report's numbers:
 
@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf import robust
+from msnvi_tf.core import robust
 
 __all__ = ["CALIBRATED", "FIXED", "health_both", "false_alarm_rate", "detection",
            "roc_curve", "roc_auc", "format_rate", "format_delay"]

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import networks
+from msnvi_tf.core import networks
 
 tfd = tfp.distributions
 

@@ -1,6 +1,6 @@
 """Conflict thresholds calibrated on healthy data (beyond the paper).
 
-The robust integration (`msnvi_tf.robust`) measures every conflict c(m || m')
+The robust integration (`msnvi_tf.core.robust`) measures every conflict c(m || m')
 of Eq. (2) in units of a threshold tau_mm' (its Eq. R2). The fixed tau = 1
 catches loud failures, but healthy sources of a well-trained model disagree far
 less than that (the pendulum's cameras around 0.2), so a fault that yields
@@ -34,7 +34,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf import robust
+from msnvi_tf.core import robust
 
 __all__ = ["FALSE_ALARM_RATE", "MIN_THRESHOLD", "Calibration", "pair_quantiles",
            "false_alarm_rate", "smallest_level", "calibrate"]

@@ -1,13 +1,13 @@
 """`MultiSourceVAE`: one encoder per source, one decoder per target, one latent z.
 
 The model owns the encoders q_m(z | x_m) and decoders p(x_t | z) as dicts keyed
-by name, trains any objective of `msnvi_tf.objectives` in a custom `train_step`,
+by name, trains any objective of `msnvi_tf.core.objectives` in a custom `train_step`,
 evaluates the ind / MoE / PoE bounds in `test_step` (the Table 1 grid), and
 offers the post-training operations of the paper: encoding and integrating any
 subset of sources, prediction (Eq. 6), conflict (Eq. 2), PMI (App. D), SIR
 (App. E) and a chunked large-K log-likelihood estimate; and beyond the paper, the
 robust integration with conflict thresholds calibrated on healthy data
-(`calibrate_conflict`, `sensor_health`; `msnvi_tf.robust`, `msnvi_tf.calibration`).
+(`calibrate_conflict`, `sensor_health`; `msnvi_tf.core.robust`, `msnvi_tf.core.calibration`).
 
 Batches are dicts `{name: [B, ...] tensor}` holding the sources the encoders read
 and the targets the decoders model (often the same names).
@@ -20,13 +20,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import calibration
-from msnvi_tf import conflict as conflict_lib
-from msnvi_tf import integration
-from msnvi_tf import likelihoods
-from msnvi_tf import objectives
-from msnvi_tf import robust
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import calibration
+from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.core import integration
+from msnvi_tf.core import likelihoods
+from msnvi_tf.core import objectives
+from msnvi_tf.core import robust
 
 tfd = tfp.distributions
 
@@ -99,7 +99,7 @@ class MultiSourceVAE(keras.Model):
     self._trackers = {
         name: keras.metrics.Mean(name=name)
         for name in ("loss", "bound") + objectives.INTEGRATED_BOUNDS}
-    # Thresholds tau_mm' of the robust integration (msnvi_tf.robust, Eq. R2),
+    # Thresholds tau_mm' of the robust integration (msnvi_tf.core.robust, Eq. R2),
     # rows and columns in `sources` order: ones (tau = 1) until
     # `calibrate_conflict`; checkpointed and exported with the weights.
     self.conflict_thresholds = self.add_weight(
@@ -323,7 +323,7 @@ class MultiSourceVAE(keras.Model):
 
   def calibrate_conflict(self, dataset,
                          target_rate: float = calibration.FALSE_ALARM_RATE):
-    """Sets the conflict thresholds from healthy held-out data (`msnvi_tf.calibration`).
+    """Sets the conflict thresholds from healthy held-out data (`msnvi_tf.core.calibration`).
 
     Args:
       dataset: iterable of batch dicts holding every source, all healthy.
@@ -348,7 +348,7 @@ class MultiSourceVAE(keras.Model):
     """Conflict score, alarm flag and robust weight of every source, Eqs. (R2)-(R6).
 
     With calibrated thresholds, a score above 1 means the source disagrees with
-    every other source more than healthy data ever showed (`msnvi_tf.robust`).
+    every other source more than healthy data ever showed (`msnvi_tf.core.robust`).
 
     Returns:
       `{"score": {source: [B]}, "alarm": {source: [B] bool},

@@ -25,9 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from msnvi_tf import data as data_lib
-from msnvi_tf import integration
-from msnvi_tf import objectives
-from msnvi_tf import training
+from msnvi_tf.core import integration
+from msnvi_tf.core import objectives
+from msnvi_tf.runtime import training
 
 __all__ = [
     "COLUMNS",

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import networks
+from msnvi_tf.core import networks
 
 tfd = tfp.distributions
 

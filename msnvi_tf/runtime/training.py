@@ -4,11 +4,11 @@ Trains `config.objective` on `config.dataset`, writing into `workdir`:
   config.json        the config (a re-run must use a compatible one)
   checkpoints/       tf.train checkpoints; a re-run resumes from the latest; the
                      final one also holds the conflict thresholds calibrated on
-                     the evaluation data (`msnvi_tf.calibration`)
+                     the evaluation data (`msnvi_tf.core.calibration`)
   train/, eval/      TensorBoard scalars: training bound, steps/s; eval bounds
                      under every integration (ind / MoE / PoE)
   metrics.json       the final evaluation
-  export/<step>/     SavedModel for TF Serving (see `msnvi_tf.export`)
+  export/<step>/     SavedModel for TF Serving (see `msnvi_tf.runtime.export`)
 
 A re-run resumes exactly: a checkpoint holds the weights, the optimizer (its
 step drives the learning-rate schedule), the training random stream and the
@@ -37,13 +37,13 @@ import keras
 import tensorflow as tf
 
 from msnvi_tf import architectures
-from msnvi_tf import calibration
+from msnvi_tf.core import calibration
 from msnvi_tf import data as data_lib
-from msnvi_tf import export as export_lib
-from msnvi_tf import objectives
-from msnvi_tf import optimizers
-from msnvi_tf import precision as precision_lib
-from msnvi_tf.config import Config
+from msnvi_tf.runtime import export as export_lib
+from msnvi_tf.core import objectives
+from msnvi_tf.runtime import optimizers
+from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime.config import Config
 
 __all__ = ["train_and_evaluate", "evaluate", "load_config", "load_trained", "log_to_stdout",
            "make_strategy", "resolve_jit", "configure_threads", "format_time",
@@ -201,7 +201,7 @@ def _calibrate_conflict(model, dataset, config):
   """Calibrates the robust integration's conflict thresholds on held-out data.
 
   Models with two or more sources only; `config.conflict_false_alarm_rate` is
-  the target (`msnvi_tf.calibration`). Every worker computes the same thresholds.
+  the target (`msnvi_tf.core.calibration`). Every worker computes the same thresholds.
   """
   if len(model.sources) < 2:
     return
@@ -345,7 +345,7 @@ def load_trained(workdir: str, **overrides):
         f"Cannot override {fixed} when loading {workdir}: they define the trained "
         "model; train a new workdir instead.")
   config.update(overrides)
-  with precision_lib.policy(config.precision):
+  with hardware.policy(config.precision):
     model = _build(config)
   if _restore(_checkpoint(model, tf.Variable(0, dtype=tf.int64)), workdir) is None:
     raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
@@ -401,12 +401,12 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   else:  # Other workers write their (required) checkpoints to a scratch dir.
     logdir = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
   keras.utils.set_random_seed(config.seed)
-  policy, reason = precision_lib.resolve(config.precision)
+  policy, reason = hardware.resolve(config.precision)
   jit = resolve_jit(config.jit_compile, strategy)
   log.info("Precision: %s (%s). XLA: %s. Intra-op threads: %s. Replicas: %d (%s).",
            policy, reason, jit, threads, strategy.num_replicas_in_sync,
            type(strategy).__name__)
-  with precision_lib.policy(policy), strategy.scope():
+  with hardware.policy(policy), strategy.scope():
     model = _build(config)
     step = tf.Variable(0, dtype=tf.int64, name="step")
   checkpoint = _checkpoint(model, step)
@@ -414,7 +414,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, config.max_checkpoints)
   restored = _restore(checkpoint, workdir)
   start = int(step.numpy())
-  with precision_lib.policy(policy):
+  with hardware.policy(policy):
     train_ds, eval_ds = data_lib.make_datasets(config, start_step=start)
   if restored:
     if config.get("lr_schedule", "constant") == "constant":

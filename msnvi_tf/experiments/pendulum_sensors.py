@@ -5,7 +5,7 @@ three times in front of the cameras and camera 0 fails after two rotations. On
 that sequence the experiment computes
 
   * the predictive mean and std of the bob's (x, y) from every single camera,
-    every PoE subset (Eq. 3) and the robust integration (`msnvi_tf.robust`)
+    every PoE subset (Eq. 3) and the robust integration (`msnvi_tf.core.robust`)
     with the model's calibrated thresholds and with tau = 1, from
     `num_samples` latent samples (Eq. 6): mean and std over z_k ~ q_S of the
     decoder means E[x | z_k], the same noise for every prediction;
@@ -17,19 +17,19 @@ that sequence the experiment computes
 
     over the frames T = {t < t_fail} ("before") or {t >= t_fail} ("after").
 
-Beyond the paper, the sensor-health report (`msnvi_tf.health_report`): false
+Beyond the paper, the sensor-health report (`msnvi_tf.experiments.health_report`): false
 alarms on `num_healthy` healthy sequences (other noise, other start angles),
 and per fault type the detection rate and delay of camera 0's alarm, the
 alarms on healthy cameras after the failure, the RMSE of the robust
 integration minus that of the PoE of the healthy cameras, and the ROC of
 camera 0's score, each with the calibrated thresholds, with tau = 1, and for
-the sequential monitor (`msnvi_tf.monitor`, calibrated on `num_healthy` further
+the sequential monitor (`msnvi_tf.core.monitor`, calibrated on `num_healthy` further
 healthy sequences). A model that is not calibrated (trained before calibration
 existed) is calibrated first on `calibration_size` healthy frames at random
 angles.
 
-`run_experiment` writes Fig. 5 per fault type (`plots.fig5_pendulum`), the ROC
-curves (`plots.roc_curves`) and results.md.
+`run_experiment` writes Fig. 5 per fault type (`figures.fig5_pendulum`), the ROC
+curves (`figures.roc_curves`) and results.md.
 """
 import itertools
 import os
@@ -38,14 +38,14 @@ from typing import Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import calibration
-from msnvi_tf import conflict as conflict_lib
-from msnvi_tf import health_report
-from msnvi_tf import integration
-from msnvi_tf import monitor as monitor_lib
-from msnvi_tf import plots
-from msnvi_tf import training
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import calibration
+from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.experiments import health_report
+from msnvi_tf.core import integration
+from msnvi_tf.core import monitor as monitor_lib
+from msnvi_tf.experiments import figures
+from msnvi_tf.runtime import training
 from msnvi_tf.data import pendulum
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
@@ -186,13 +186,13 @@ def rmse_table(runs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
 
 def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
                  monitor: monitor_lib.MonitorCalibration) -> Dict[str, dict]:
-  """Sensor-health numbers per fault (see `msnvi_tf.health_report`).
+  """Sensor-health numbers per fault (see `msnvi_tf.experiments.health_report`).
 
   Args:
     runs: `{fault: run_sequence(...)}`.
     healthy: `healthy_health(...)`, the negatives of the ROC.
     rmse: `rmse_table(runs)`.
-    monitor: the calibrated sequential monitor (`msnvi_tf.monitor`), run on the
+    monitor: the calibrated sequential monitor (`msnvi_tf.core.monitor`), run on the
       calibrated per-frame scores.
 
   Returns:
@@ -309,9 +309,9 @@ def run_experiment(workdir: str, output_dir: str,
   rmse = rmse_table(runs)
   health = health_table(runs, healthy, rmse, monitor)
   os.makedirs(output_dir, exist_ok=True)
-  paths = [plots.fig5_pendulum(run, os.path.join(output_dir, f"fig5_{f}.png"))
+  paths = [figures.fig5_pendulum(run, os.path.join(output_dir, f"fig5_{f}.png"))
            for f, run in runs.items()]
-  paths.append(plots.roc_curves(
+  paths.append(figures.roc_curves(
       {f: {k: (e["roc"], e["auc"], e["point"]) for k, e in row.items()}
        for f, row in health.items()},
       os.path.join(output_dir, "roc.png"),
@@ -324,7 +324,7 @@ def run_experiment(workdir: str, output_dir: str,
             f"calibrated {calibrated_by} (target false-alarm rate {target}). Camera 0 "
             f"fails after 2 of 3 rotations ({frames_per_rotation} frames per "
             f"rotation); predictions are the mean of {num_samples} latent samples; "
-            f"the monitor (`msnvi_tf.monitor`, W = {monitor.window}) calibrated on "
+            f"the monitor (`msnvi_tf.core.monitor`, W = {monitor.window}) calibrated on "
             f"{num_healthy} other healthy sequences ({monitor.num_frames} frames, "
             f"quantile {monitor.level:.4f}); seed {seed}.\n")
   path = os.path.join(output_dir, "results.md")

@@ -1,6 +1,6 @@
 """Sensor-health report on MNIST-QU / MNIST-NO: one source corrupted (beyond the paper).
 
-The calibrated conflict alarms (`msnvi_tf.calibration`, `msnvi_tf.robust`) are
+The calibrated conflict alarms (`msnvi_tf.core.calibration`, `msnvi_tf.core.robust`) are
 generic over data sets with three or more sources. Here one source of the
 test images (default: the first, "q0" of MNIST-QU or "noisy0" of MNIST-NO) is
 corrupted in ways that keep it a plausible binary digit part but make its
@@ -29,12 +29,12 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import calibration
-from msnvi_tf import health_report
-from msnvi_tf import integration
-from msnvi_tf import plots
-from msnvi_tf import training
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import calibration
+from msnvi_tf.experiments import health_report
+from msnvi_tf.core import integration
+from msnvi_tf.experiments import figures
+from msnvi_tf.runtime import training
 from msnvi_tf.data import mnist
 
 __all__ = ["CORRUPTIONS", "corrupt", "run_experiment"]
@@ -176,7 +176,7 @@ def run_experiment(workdir: str, output_dir: str,
                            (float(np.mean(negative > 1.)), float(np.mean(positive > 1.))))
     rows[kind] = row
   os.makedirs(output_dir, exist_ok=True)
-  roc = plots.roc_curves(
+  roc = figures.roc_curves(
       {k: {key: r[key]["curve"] for key in (_CALIBRATED, _FIXED)} for k, r in rows.items()},
       os.path.join(output_dir, "roc.png"),
       f"{config.dataset}: ROC of {source}'s conflict score (healthy vs. corrupted)")

@@ -24,7 +24,7 @@ or vague and elsewhere (c(healthy || fail) large). Each direction is measured
 in units of its threshold tau_mm' > 0: tau = 1 for every pair (the default, an
 uncalibrated model) is the decision criterion of the KL ratio of Bousquet
 (2008) that Eq. (2) adapts ("a ratio greater than 1"); calibrated thresholds
-(`msnvi_tf.calibration`) are high quantiles of c(m || m') on healthy data, so
+(`msnvi_tf.core.calibration`) are high quantiles of c(m || m') on healthy data, so
 C(m, m') > 1 means "larger than healthy sources of this pair ever disagree".
 (R3) scores a source by its conflict with the source that agrees with it best:
 a healthy source keeps a low score through its agreement with another healthy
@@ -58,9 +58,9 @@ from typing import Mapping, Optional, Sequence
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import conflict as conflict_lib
-from msnvi_tf import integration
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.core import integration
 
 tfd = tfp.distributions
 

@@ -4,7 +4,7 @@ Every function takes beliefs as a dict `{source: tfd.MultivariateNormalDiag}` an
 the subset of source names to integrate. Integration methods are registered by
 name with `register` (into `INTEGRATIONS`); `integrate` dispatches on that name,
 so a new method is one function plus one `register` call. "poe" and "moe" are
-registered here, "robust" (`msnvi_tf.robust`) by the package's `__init__`.
+registered here, "robust" (`msnvi_tf.core.robust`) by the package's `__init__`.
 """
 import math
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -12,7 +12,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import beliefs as beliefs_lib
+from msnvi_tf.core import beliefs as beliefs_lib
 
 tfd = tfp.distributions
 

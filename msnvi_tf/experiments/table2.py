@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf import objectives
+from msnvi_tf.core import objectives
 
 __all__ = [
     "ROWS",

@@ -1,6 +1,6 @@
 """Sequential sensor-health monitor for streams of frames (beyond the paper).
 
-The per-frame alarm of Eq. (R6) (`msnvi_tf.robust`) sees one frame at a time.
+The per-frame alarm of Eq. (R6) (`msnvi_tf.core.robust`) sees one frame at a time.
 A fault that keeps the frames plausible (a camera slightly moved, a delayed
 stream) raises a source's score s_m a little on most frames rather than a lot
 on one, so it hides in the healthy tail frame by frame. A stream reveals it:
@@ -10,7 +10,7 @@ the monitor averages the log score over the last W frames,
 
 (frames before the first count as the first: the window is full from t = 0)
 and raises source m's alarm when L_m(t) > eta_m. The thresholds are calibrated
-as the per-frame ones (`msnvi_tf.calibration`, Eqs. K1-K2), on healthy
+as the per-frame ones (`msnvi_tf.core.calibration`, Eqs. K1-K2), on healthy
 sequences: eta_m is the q-quantile of source m's L_m over their frames, at the
 smallest common level q whose rate of frames with any alarm is <= alpha.
 
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from msnvi_tf import calibration
+from msnvi_tf.core import calibration
 
 __all__ = ["WINDOW", "MonitorCalibration", "windowed_log_scores", "calibrate_monitor",
            "monitor_alarms"]

@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
-from msnvi_tf import objectives
+from msnvi_tf.core import objectives
 
 __all__ = ["MISSING", "missing_log_prob", "predictive_log_likelihood",
            "markov_chain_imputation", "imputation_curves"]

@@ -4,8 +4,8 @@ from typing import Mapping, Optional, Sequence
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from msnvi_tf import beliefs as beliefs_lib
-from msnvi_tf import integration
+from msnvi_tf.core import beliefs as beliefs_lib
+from msnvi_tf.core import integration
 
 tfd = tfp.distributions
 

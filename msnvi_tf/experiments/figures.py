@@ -277,7 +277,7 @@ def fig5_pendulum(run, path: str, num_thumbnails: int = 9) -> str:
   the failure of the faulty camera.
 
   Args:
-    run: a dict of `msnvi_tf.pendulum_experiment.run_sequence`.
+    run: a dict of `msnvi_tf.experiments.pendulum_sensors.run_sequence`.
     path: output PNG file.
     num_thumbnails: frames shown in the image rows.
 
@@ -354,7 +354,7 @@ def roc_curves(curves, path: str, title: str) -> str:
 
   Args:
     curves: `{fault: {name: ((fpr [U], tpr [U]), auc, (fpr, tpr) of the alarm
-      level)}}` (`msnvi_tf.pendulum_experiment.health_table` and the MNIST
+      level)}}` (`msnvi_tf.experiments.pendulum_sensors.health_table` and the MNIST
       report build them), e.g. names "calibrated" and "tau = 1".
     path: output PNG file.
     title: figure title.
