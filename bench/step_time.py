@@ -52,7 +52,6 @@ from msnvi_tf import architectures
 from msnvi_tf.core import likelihoods
 from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import hardware
-from msnvi_tf.runtime import training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["mnist_tb"], "Data set configs to benchmark.")
@@ -225,7 +224,7 @@ def main(argv):
   for item in FLAGS.set:
     name, _, assignment = item.partition(":")
     overrides.setdefault(name, []).append(assignment)
-  threads = training.configure_threads(FLAGS.intra_op_threads)  # before TF starts
+  threads = hardware.configure_threads(FLAGS.intra_op_threads)  # before TF starts
   print(f"TensorFlow {tf.__version__}; intra-op threads: {threads}; CPU flags: AMX-BF16="
         f"{'amx_bf16' in hardware.cpu_flags()}, AVX512-BF16="
         f"{'avx512_bf16' in hardware.cpu_flags()}; GPUs: "

@@ -12,16 +12,19 @@ Objectives of Table 2 (`--objective` and `--set`):
   IWAE               --objective=iwae --set targets=mask   (encoder on the image
                      only, `iwae_sources`; `targets=image` for the img-to-img row)
 """
-from configs import common
+from msnvi_tf.runtime import config as config_lib
 
-__all__ = ["get_config"]
+__all__ = ["get_config", "VARIANTS"]
+
+# Named variants beside the paper's config (bin/train --variant=...): none yet.
+VARIANTS = {}
 
 
 def get_config(dataset="cub"):
   """Table 6 defaults for `dataset` "cub" or "shapes"."""
   if dataset not in ("cub", "shapes"):
     raise ValueError(f"configs.cub has no dataset {dataset!r}; use 'cub' or 'shapes'.")
-  return common.base_config(
+  return config_lib.make_config(
       # What to train.
       dataset=dataset,
       objective="hybrid",  # the design card's headline run.

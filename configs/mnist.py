@@ -1,5 +1,5 @@
 """Randomly binarised MNIST variants MNIST-TB / -QU / -NO (Sec. 5.2, Table 4)."""
-from configs import common
+from msnvi_tf.runtime import config as config_lib
 
 __all__ = ["get_config", "VARIANTS"]
 
@@ -18,7 +18,7 @@ def get_config(variant="mnist_tb"):
   if variant not in ("mnist_tb", "mnist_qu", "mnist_no"):
     raise ValueError(f"Unknown MNIST variant {variant!r}; choose mnist_tb, "
                      "mnist_qu or mnist_no.")
-  return common.base_config(
+  return config_lib.make_config(
       # What to train (Table 1 columns: ind, moe, poe, hybrid, hybrid with
       # num_samples=1, iwae).
       dataset=variant,

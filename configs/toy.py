@@ -1,9 +1,14 @@
 """Toy mixture of bivariate Gaussians (Sec. 5.1, Table 3)."""
-from configs import common
+from msnvi_tf.runtime import config as config_lib
+
+__all__ = ["get_config", "VARIANTS"]
+
+# Named variants beside the paper's config (bin/train --variant=...): none yet.
+VARIANTS = {}
 
 
 def get_config():
-  return common.base_config(
+  return config_lib.make_config(
       # What to train.
       dataset="toy",
       objective="ind",  # Sec. 5.1 trains L_ind.

@@ -1,22 +1,49 @@
 """msnvi_tf: Multi-Source Neural Variational Inference (Kurle et al., AAAI 2019).
 
-Modules, one idea each:
-  beliefs       encoders and their Gaussian beliefs q_m(z | x_m)
-  integration   PoE / MoE of any subset of beliefs, PMI
-  conflict      the conflict measure c(m || m') of Eq. (2)
-  robust        conflict-aware PoE, per-source scores and alarms (beyond the paper)
-  calibration   conflict thresholds from healthy data; monitor: the same for streams
-  likelihoods   decoders and their likelihood heads p(x_t | z)
-  objectives    L_ind, L_MoE, L_PoE, L_hybrid, IWAE
-  model         MultiSourceVAE (Keras 3 model with custom train/test steps)
+Sub-packages:
+  core          the paper's maths, no I/O: beliefs, likelihoods, integration
+                (PoE, MoE, robust), conflict, objectives, MultiSourceVAE
+  runtime       how it runs: config, training loop, workdir, hardware, export
+  experiments   one module per paper experiment: tables and figures
   data, architectures   one module per data set
-  training      train_and_evaluate(config, workdir)
-  export        SavedModel with named serving signatures
-  plots         the paper's figures
+  registry      data sets by name: `register_dataset` adds your own
+
+The built-in data sets and the robust integration are registered here, by
+explicit calls.
 """
+import importlib
+
+from msnvi_tf import registry
 from msnvi_tf.core import integration as _integration
 from msnvi_tf.core import robust as _robust
+from msnvi_tf.registry import register_dataset
 
+__all__ = ["register_dataset"]
 __version__ = "0.1.0"
 
 _integration.register("robust", _robust.robust)
+
+
+def _config(module: str, *args):
+  """A config function imported on first use: `configs.<module>.get_config(*args)`."""
+  return lambda: importlib.import_module(f"configs.{module}").get_config(*args)
+
+
+# name: (data and architecture module, config module, argument of its
+# get_config, (train, test) split sizes of real data sets).
+_BUILT_IN = {
+    "toy": ("toy", "toy", (), None),
+    "pendulum": ("pendulum", "pendulum", (), None),
+    "mnist_tb": ("mnist", "mnist", ("mnist_tb",), (60_000, 10_000)),
+    "mnist_qu": ("mnist", "mnist", ("mnist_qu",), (60_000, 10_000)),
+    "mnist_no": ("mnist", "mnist", ("mnist_no",), (60_000, 10_000)),
+    "cub": ("cub", "cub", ("cub",), (3_000, 3_033)),  # CUB-200 2010.
+    "shapes": ("shapes", "cub", ("shapes",), None),  # architecture: cub's.
+}
+for _name, (_module, _configs, _args, _sizes) in _BUILT_IN.items():
+  register_dataset(
+      _name, data=f"msnvi_tf.data.{_module}:make_datasets",
+      architecture=f"msnvi_tf.architectures.{'cub' if _module == 'shapes' else _module}"
+      ":build_model",
+      config=_config(_configs, *_args), variants=f"configs.{_configs}:VARIANTS",
+      split_sizes=_sizes)

@@ -17,6 +17,7 @@ from msnvi_tf.core import monitor
 from msnvi_tf.core import robust
 from msnvi_tf.runtime import training
 from msnvi_tf.data import pendulum
+from msnvi_tf.runtime import workdir as workdir_lib
 
 # Healthy conflicts of three sources: c(i || j) ~ scale_ij * Exponential(1), pairs
 # of very different scale (as cameras with different views).
@@ -136,7 +137,7 @@ def pendulum_run(pendulum_config, tmp_path_factory):
 
 def test_training_stores_the_calibration_in_checkpoint_and_export(pendulum_run,
                                                                  pendulum_config):
-  model, _ = training.load_trained(pendulum_run)
+  model, _ = workdir_lib.load_trained(pendulum_run)
   assert model.conflict_calibrated
   # Recalibrating on the same evaluation data gives the stored thresholds.
   fresh = architectures.build_model(pendulum_config)
@@ -166,7 +167,7 @@ def test_training_stores_the_calibration_in_checkpoint_and_export(pendulum_run,
 
 
 def test_robust_integration_of_the_model_uses_its_thresholds(pendulum_run):
-  model, config = training.load_trained(pendulum_run)
+  model, config = workdir_lib.load_trained(pendulum_run)
   batch, _ = pendulum.make_sequence(pendulum.Rig.from_config(config), 16, 4)
   x = {s: tf.constant(batch[s]) for s in model.sources}
   beliefs = model.encode(x)
@@ -291,7 +292,7 @@ def test_mnist_sensor_health_report_runs_on_a_tiny_trained_model(tmp_path):
 
 
 def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_path):
-  model, _ = training.load_trained(pendulum_run)
+  model, _ = workdir_lib.load_trained(pendulum_run)
   with pytest.raises(ValueError, match="dataset is empty"):
     model.calibrate_conflict([])
   workdir = tmp_path / "toy"

@@ -17,6 +17,7 @@ from msnvi_tf.core import imputation
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import training
 from msnvi_tf.data import mnist
+from msnvi_tf.runtime import workdir as workdir_lib
 
 VARIANTS = ("mnist_tb", "mnist_qu", "mnist_no")
 
@@ -249,7 +250,7 @@ def test_evaluate_workdir_gives_table1_entries_in_float32(tmp_path, monkeypatch)
   workdir = str(tmp_path / "run")
   training.train_and_evaluate(config, workdir)
   loaded = []
-  load = training.load_trained
+  load = workdir_lib.load_trained
   monkeypatch.setattr(training, "load_trained",
                       lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
   result = table1.evaluate_workdir(workdir, num_samples=4, eval_size=16,

@@ -13,6 +13,7 @@ from msnvi_tf.experiments import curves
 from msnvi_tf.experiments import figures
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime.config import Config
+from msnvi_tf.runtime import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +32,7 @@ def assert_png(path):
 def test_trained_model_figures_and_bin_plot(toy_config, tmp_path):
   workdir = str(tmp_path / "work")
   training.train_and_evaluate(toy_config, workdir)
-  model, config = training.load_trained(workdir)
+  model, config = workdir_lib.load_trained(workdir)
   fig2 = figures.fig2_beliefs(model, str(tmp_path / "a" / "fig2.png"),
                             component_std=config.component_std)
   fig6 = figures.fig6_sir(model, str(tmp_path / "b" / "fig6.png"), num_samples=20,

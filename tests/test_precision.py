@@ -10,6 +10,7 @@ import pytest
 from msnvi_tf import data
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import training
+from msnvi_tf.runtime import workdir as workdir_lib
 from conftest import REPO
 
 
@@ -36,25 +37,25 @@ def test_bf16_probe_measures_a_plausible_ratio_once_per_process():
 def test_auto_xla_only_on_a_single_gpu_replica():
   one, two = types.SimpleNamespace(num_replicas_in_sync=1), types.SimpleNamespace(
       num_replicas_in_sync=2)
-  assert training.resolve_jit("auto", one, gpus=["gpu0"])
-  assert not training.resolve_jit("auto", one, gpus=[])  # oneDNN beats XLA:CPU
-  assert not training.resolve_jit("auto", two, gpus=["gpu0", "gpu1"])
-  assert training.resolve_jit("on", two, gpus=[])
-  assert not training.resolve_jit(False, one, gpus=["gpu0"])
+  assert hardware.resolve_jit("auto", one, gpus=["gpu0"])
+  assert not hardware.resolve_jit("auto", one, gpus=[])  # oneDNN beats XLA:CPU
+  assert not hardware.resolve_jit("auto", two, gpus=["gpu0", "gpu1"])
+  assert hardware.resolve_jit("on", two, gpus=[])
+  assert not hardware.resolve_jit(False, one, gpus=["gpu0"])
   with pytest.raises(ValueError, match="jit_compile must be"):
-    training.resolve_jit("sometimes", one)
+    hardware.resolve_jit("sometimes", one)
 
 
 _THREADS_SCRIPT = """
 import tensorflow as tf
-from msnvi_tf.runtime import training
-print(training.configure_threads("auto", gpus=[], cores=8))  # many cores: TF's default
-print(training.configure_threads("auto", gpus=["gpu0"], cores=2))  # a GPU: TF's default
-print(training.configure_threads("auto", gpus=[], cores=2, xla=True))  # XLA needs them
-print(training.configure_threads("auto", gpus=[], cores=2))  # 2 CPU cores: one thread
+from msnvi_tf.runtime import hardware
+print(hardware.configure_threads("auto", gpus=[], cores=8))  # many cores: TF's default
+print(hardware.configure_threads("auto", gpus=["gpu0"], cores=2))  # a GPU: TF's default
+print(hardware.configure_threads("auto", gpus=[], cores=2, xla=True))  # XLA needs them
+print(hardware.configure_threads("auto", gpus=[], cores=2))  # 2 CPU cores: one thread
 print(tf.config.threading.get_intra_op_parallelism_threads())
 tf.constant(1.) + 1.  # TF has started
-print(training.configure_threads(2))  # too late: logged, kept
+print(hardware.configure_threads(2))  # too late: logged, kept
 """
 
 
@@ -65,7 +66,7 @@ def test_auto_threads_use_one_intra_op_thread_on_two_cpu_cores_only():
   assert out.stdout.split("\n")[:6] == ["TF default"] * 3 + ["1", "1", "1"]
   assert "intra-op threads stay at 1 (wanted 2)" in out.stderr
   with pytest.raises(ValueError, match="intra_op_threads must be 'auto' or an integer"):
-    training.configure_threads("many")
+    hardware.configure_threads("many")
 
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -86,7 +87,7 @@ def test_same_weights_give_close_bounds_under_every_policy(toy_config, tmp_path)
   _, eval_ds = data.make_datasets(config)
   results = {}
   for policy in POLICIES:
-    model, _ = training.load_trained(workdir, precision=policy)
+    model, _ = workdir_lib.load_trained(workdir, precision=policy)
     assert model.encoders["x"].compute_dtype == policy.replace("mixed_", "")
     results[policy] = training.evaluate(model, eval_ds)
   for policy, result in results.items():

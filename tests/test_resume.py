@@ -15,6 +15,7 @@ import tensorflow as tf
 import configs
 from msnvi_tf import data as data_lib
 from msnvi_tf.runtime import training
+from msnvi_tf.runtime import workdir as workdir_lib
 
 from conftest import REPO
 from conftest import make_toy_config
@@ -250,8 +251,8 @@ def test_checkpoint_of_another_model_is_refused_and_left_in_place(
   workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
   # Same config.json, other weights' shapes: as if the code had changed.
   other = toy_config.override(["num_steps=30", "hidden=(8, 8)"])
-  model = training._build(other)  # pylint: disable=protected-access
-  checkpoint = training._checkpoint(model, tf.Variable(0, dtype=tf.int64))  # pylint: disable=protected-access
+  model = workdir_lib.build_model(other)  # pylint: disable=protected-access
+  checkpoint = workdir_lib.checkpoint(model, tf.Variable(0, dtype=tf.int64))  # pylint: disable=protected-access
   with pytest.raises(RuntimeError, match="could not be restored.*Nothing was deleted"):
-    training._restore(checkpoint, workdir)  # pylint: disable=protected-access
+    workdir_lib.restore(checkpoint, workdir)  # pylint: disable=protected-access
   assert sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index"))) == indexes

@@ -12,6 +12,7 @@ import tensorflow as tf
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import training
 from msnvi_tf.data import toy
+from msnvi_tf.runtime import workdir as workdir_lib
 
 from conftest import REPO
 
@@ -102,7 +103,7 @@ print(json.dumps(out))
   assert result.returncode == 0, result.stderr
   served = json.loads(result.stdout.strip().splitlines()[-1])
 
-  model, config = training.load_trained(workdir)
+  model, config = workdir_lib.load_trained(workdir)
   beliefs = model.encode(points)
   for s in ("x", "y"):
     np.testing.assert_allclose(served[f"{s}_loc"], beliefs[s].mean(), atol=1e-5)
@@ -145,7 +146,7 @@ def test_saved_model_cli_runs_a_signature(trained):
        "--input_exprs", "x=[[0.7]];y=[[0.0]];present=[[1.0, 0.0]]"],
       capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
-  model, _ = training.load_trained(workdir)
+  model, _ = workdir_lib.load_trained(workdir)
   loc = model.encode({"x": np.array([[0.7]], np.float32)}, ["x"])["x"].mean()
   assert "Result for output key loc" in result.stdout
   printed = result.stdout.split("Result for output key loc:")[1].split("Result")[0]
@@ -195,12 +196,12 @@ def test_incompatible_rerun_is_refused_and_keeps_checkpoints(small_run, toy_conf
 
 
 def test_loading_refuses_overrides_that_would_change_the_trained_model(small_run):
-  model, config = training.load_trained(small_run, eval_num_samples=3, eval_size=10)
+  model, config = workdir_lib.load_trained(small_run, eval_num_samples=3, eval_size=10)
   assert config.eval_num_samples == 3 and model.eval_num_samples == 3
   with pytest.raises(ValueError, match=r"Cannot override \['hidden'\]"):
-    training.load_trained(small_run, hidden=(8, 8))
+    workdir_lib.load_trained(small_run, hidden=(8, 8))
   with pytest.raises(ValueError, match=r"Unknown config field\(s\) \['num_sample'\]"):
-    training.load_trained(small_run, num_sample=4)
+    workdir_lib.load_trained(small_run, num_sample=4)
 
 
 def test_diverging_loss_stops_training_and_keeps_last_checkpoint(small_run, toy_config):

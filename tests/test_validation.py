@@ -1,5 +1,4 @@
 """Flags and config values are refused, in one line naming the field, before anything is built."""
-import importlib
 import math
 import os
 import subprocess
@@ -8,6 +7,7 @@ import sys
 import pytest
 
 import configs
+from msnvi_tf import registry
 from msnvi_tf.runtime import config as config_lib
 
 from conftest import REPO
@@ -15,7 +15,7 @@ from conftest import REPO
 COUNTS = ("num_steps", "num_samples", "eval_num_samples", "batch_size",
           "eval_batch_size", "steps_per_call", "log_every", "eval_every",
           "checkpoint_every", "max_checkpoints", "export_num_samples", "latent_dim")
-MNIST = configs.split_sizes("mnist_tb")
+MNIST = registry.get("mnist_tb").splits
 
 
 def refusal(config, split_sizes=None):
@@ -35,15 +35,15 @@ def toy(**fields):
 
 def all_configs():
   """(name, variant) of every data set's paper config and named variants."""
-  for name, (module, _) in configs.CONFIGS.items():
+  for name in registry.names():
     yield name, "paper"
-    for variant in getattr(importlib.import_module(module), "VARIANTS", {}):
+    for variant in registry.get(name).variants:
       yield name, variant
 
 
 @pytest.mark.parametrize("name,variant", list(all_configs()))
 def test_every_default_config_and_variant_is_valid(name, variant):
-  config_lib.validate(configs.get_config(name, variant), configs.split_sizes(name))
+  config_lib.validate(configs.get_config(name, variant), registry.get(name).splits)
 
 
 @pytest.mark.parametrize("field", COUNTS)
@@ -120,13 +120,13 @@ def test_real_data_sizes_beyond_the_split_are_refused_naming_the_data_set(field,
 def test_real_data_sizes_from_zero_all_to_the_split_are_accepted():
   for sizes in (["train_size=0", "eval_size=0"], ["train_size=60000", "eval_size=10000"]):
     config_lib.validate(configs.get_config("mnist_no").override(sizes), MNIST)
-  config_lib.validate(configs.get_config("cub"), configs.split_sizes("cub"))
-  refusal(configs.get_config("cub").override(["eval_size=3034"]), configs.split_sizes("cub"))
+  config_lib.validate(configs.get_config("cub"), registry.get("cub").splits)
+  refusal(configs.get_config("cub").override(["eval_size=3034"]), registry.get("cub").splits)
 
 
 @pytest.mark.parametrize("name", ["toy", "pendulum", "shapes"])
 def test_synthetic_data_sizes_must_be_positive(name):
-  assert configs.split_sizes(name) is None
+  assert registry.get(name).splits is None
   for field in ("train_size", "eval_size"):
     config = configs.get_config(name).override([f"{field}=0"])
     assert refusal(config).startswith(f"{field} must be an integer from 1 to ")

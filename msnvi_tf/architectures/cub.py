@@ -20,7 +20,6 @@ import keras
 
 from msnvi_tf import architectures
 from msnvi_tf.core import likelihoods
-from msnvi_tf.core import model as model_lib
 from msnvi_tf.data import cub
 
 __all__ = ["build_model", "parse_names", "encoder_stem", "decoder_stem",
@@ -113,8 +112,4 @@ def build_model(config):
                              _head(config, t, shapes[t]), config.latent_dim,
                              name=f"decoder_{t}")
       for t in targets}
-  return model_lib.MultiSourceVAE(
-      encoders, decoders, config.latent_dim, objective=config.objective,
-      num_samples=config.num_samples, eval_num_samples=config.eval_num_samples,
-      hybrid_weight=config.hybrid_weight, encoder_inputs=encoder_inputs,
-      seed=config.seed, source_shapes=shapes)
+  return architectures.assemble(config, encoders, encoder_inputs, decoders, shapes)

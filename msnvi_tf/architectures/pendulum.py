@@ -1,9 +1,6 @@
 """Pendulum architecture (Table 5): three image encoders, one (x, y) decoder."""
-import keras
-
 from msnvi_tf import architectures
 from msnvi_tf.core import likelihoods
-from msnvi_tf.core import model as model_lib
 from msnvi_tf.data import pendulum
 
 __all__ = ["build_model"]
@@ -17,8 +14,8 @@ def build_model(config):
   Normal over (x, y) whose std is one global variable.
   """
   def encoder_stem(prefix):
-    return [keras.layers.Flatten(name=f"{prefix}_flatten")] + architectures.dense_stem(
-        config.encoder_hidden, config.activation, prefix)
+    return architectures.dense_stem(config.encoder_hidden, config.activation, prefix,
+                                    flatten=True)
 
   size = config.image_size
   source_shapes = {s: (size, size) for s in pendulum.SOURCES}
@@ -29,8 +26,5 @@ def build_model(config):
       likelihoods.NormalHead((2,), scale="global",
                              init_scale=config.decoder_init_scale),
       config.latent_dim, name=f"decoder_{pendulum.TARGET}")
-  return model_lib.MultiSourceVAE(
-      encoders, {pendulum.TARGET: decoder}, config.latent_dim,
-      objective=config.objective, num_samples=config.num_samples,
-      eval_num_samples=config.eval_num_samples, hybrid_weight=config.hybrid_weight,
-      encoder_inputs=encoder_inputs, seed=config.seed, source_shapes=source_shapes)
+  return architectures.assemble(config, encoders, encoder_inputs,
+                                {pendulum.TARGET: decoder}, source_shapes)

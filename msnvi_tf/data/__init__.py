@@ -1,5 +1,8 @@
 """Data sets, one module per data set, each exposing `make_datasets(config, start_step)`.
 
+`make_datasets` is the `data` of a data set's registration
+(`msnvi_tf.register_dataset`); the helpers below make any data set's pipeline.
+
 `make_datasets` returns `(train, eval)` `tf.data.Dataset`s of dicts
 `{name: [B, ...] float32}`: `train` is endless and its batch number s is a
 function of the config's seed and s alone (`training_batches`), so a run resumed
@@ -11,27 +14,14 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf.runtime.config import dataset_module
+from msnvi_tf import registry
 
-__all__ = ["DATA_MODULES", "make_datasets", "check_finite", "check_examples",
+__all__ = ["make_datasets", "check_finite", "check_examples",
            "training_batches", "eval_batches"]
-
-# config.dataset -> module under msnvi_tf.data.
-DATA_MODULES = {
-    "toy": "toy",
-    "pendulum": "pendulum",
-    "mnist_tb": "mnist",
-    "mnist_qu": "mnist",
-    "mnist_no": "mnist",
-    "cub": "cub",
-    "shapes": "shapes",
-}
-
 
 def make_datasets(config, start_step: int = 0):
   """`(train, eval)` datasets of `config.dataset`; train begins at batch `start_step`."""
-  module = dataset_module(DATA_MODULES, __name__, config.dataset)
-  return module.make_datasets(config, start_step=start_step)
+  return registry.for_config(config).make_datasets(config, start_step=start_step)
 
 
 def check_finite(arrays: Mapping[str, np.ndarray], what: str):

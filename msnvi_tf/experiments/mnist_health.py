@@ -34,8 +34,8 @@ from msnvi_tf.core import calibration
 from msnvi_tf.experiments import health_report
 from msnvi_tf.core import integration
 from msnvi_tf.experiments import figures
-from msnvi_tf.runtime import training
 from msnvi_tf.data import mnist
+from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["CORRUPTIONS", "corrupt", "run_experiment"]
 
@@ -139,7 +139,7 @@ def run_experiment(workdir: str, output_dir: str,
   Returns:
     The written paths.
   """
-  model, config = training.load_trained(workdir, eval_size=num_examples)
+  model, config = workdir_lib.load_trained(workdir, eval_size=num_examples)
   if len(model.sources) < 3:
     raise ValueError(f"{workdir}: the report needs >= 3 sources; the model has "
                      f"{model.sources}.")

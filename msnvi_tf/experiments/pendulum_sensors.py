@@ -45,8 +45,8 @@ from msnvi_tf.experiments import health_report
 from msnvi_tf.core import integration
 from msnvi_tf.core import monitor as monitor_lib
 from msnvi_tf.experiments import figures
-from msnvi_tf.runtime import training
 from msnvi_tf.data import pendulum
+from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
            "run_sequence", "healthy_health", "rmse_table", "health_table",
@@ -284,7 +284,7 @@ def run_experiment(workdir: str, output_dir: str,
   Returns:
     The written paths.
   """
-  model, config = training.load_trained(workdir)
+  model, config = workdir_lib.load_trained(workdir)
   if config.dataset != "pendulum":
     raise ValueError(f"{workdir} holds a {config.dataset!r} model, not 'pendulum'.")
   target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)

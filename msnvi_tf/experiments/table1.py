@@ -28,6 +28,7 @@ from msnvi_tf import data as data_lib
 from msnvi_tf.core import integration
 from msnvi_tf.core import objectives
 from msnvi_tf.runtime import training
+from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = [
     "COLUMNS",
@@ -212,7 +213,7 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
   """
   # float32 whatever `precision=auto` would pick here: table entries must not
   # depend on the machine.
-  model, config = training.load_trained(
+  model, config = workdir_lib.load_trained(
       workdir, eval_num_samples=num_samples, eval_size=eval_size,
       eval_batch_size=eval_batch_size, precision="float32")
   _, eval_ds = data_lib.make_datasets(config)
@@ -228,7 +229,7 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
             "large_k_estimates": {}}
   if large_k:
     if large_k_precision != "float32":
-      model, _ = training.load_trained(workdir, eval_size=eval_size,
+      model, _ = workdir_lib.load_trained(workdir, eval_size=eval_size,
                                        eval_batch_size=eval_batch_size,
                                        precision=large_k_precision)
     examples = eval_ds.unbatch().take(large_k_examples or -1)  # -1: all

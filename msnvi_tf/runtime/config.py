@@ -8,19 +8,11 @@ is built.
 """
 import ast
 import difflib
-import importlib
 import json
 import math
 from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["Config", "dataset_module", "validate"]
-
-
-def dataset_module(registry: Mapping[str, str], package: str, dataset: str):
-  """Imports `<package>.<registry[dataset]>`; a clear error for unknown names."""
-  if dataset not in registry:
-    raise ValueError(f"Unknown dataset {dataset!r}; choose one of {sorted(registry)}.")
-  return importlib.import_module(f"{package}.{registry[dataset]}")
+__all__ = ["Config", "FIELDS", "REQUIRED", "make_config", "validate"]
 
 
 class Config(dict):
@@ -170,7 +162,7 @@ def validate(config: Mapping[str, Any],
   Args:
     config: the config (or any mapping of its fields).
     split_sizes: `{"train": n, "test": m}`, the real data set's split sizes
-      (`configs.split_sizes`): `train_size` / `eval_size` may then be 0 (all) up
+      (`msnvi_tf.registry.DataSet.splits`): `train_size` / `eval_size` may then be 0 (all) up
       to them. None for synthetic data, whose sizes must be >= 1.
 
   Raises:
@@ -181,3 +173,70 @@ def validate(config: Mapping[str, Any],
   for field, (accepted, test) in rules.items():
     if field in config and not test(config[field]):
       raise ValueError(f"{field} must be {accepted}, got {config[field]!r}.")
+
+
+REQUIRED = "<required>"
+
+# The fields training reads, in one place: name -> (default, meaning). A data
+# set's config (`configs/<name>.py`, or a user's) is `make_config(**fields)`: the
+# defaults below, updated with its own fields (data- and architecture-specific
+# ones included); REQUIRED fields have no default.
+FIELDS = {
+    # What to train.
+    "dataset": (REQUIRED, "registered data set name (msnvi_tf.registry)"),
+    "dataset_module": ("", "module or .py file that registers `dataset` (user data sets)"),
+    "objective": (REQUIRED, "ind, moe, poe, hybrid or iwae (msnvi_tf.core.objectives)"),
+    "iwae_sources": (None, "IWAE encoder input: None = all sources hard-wired, or names"),
+    "hybrid_weight": (0.5, "lambda of L_hybrid, Eq. (5)"),
+    # Model.
+    "latent_dim": (REQUIRED, "Dz"),
+    "min_scale": (1e-4, "floor of the beliefs' std (msnvi_tf.core.beliefs)"),
+    "num_samples": (REQUIRED, "K of the training objective"),
+    "eval_num_samples": (REQUIRED, "K of the evaluation bounds"),
+    # Data.
+    "batch_size": (REQUIRED, "training batch (global, over all replicas)"),
+    "eval_batch_size": (REQUIRED, "evaluation batch"),
+    "train_size": (0, "training examples (0: all of a real data set)"),
+    "eval_size": (0, "evaluation examples (0: all of a real data set)"),
+    "data_dir": ("", "directory of the data set's files (data module's default if empty)"),
+    "seed": (0, "seed of initialisation, training batches and samples"),
+    # Optimisation (App. H: Adam).
+    "learning_rate": (REQUIRED, "peak learning rate"),
+    "beta1": (0.9, "Adam beta1"),
+    "beta2": (0.999, "Adam beta2"),
+    "lr_schedule": ("constant", "constant (the paper's) or warmup_cosine "
+                    "(msnvi_tf.runtime.optimizers)"),
+    "warmup_steps": (0, "warmup_cosine: linear warm-up steps"),
+    "decay_steps": (0, "warmup_cosine: cosine decay steps after the warm-up"),
+    "final_lr_fraction": (0.0, "warmup_cosine: final / peak learning rate"),
+    "num_steps": (REQUIRED, "training steps"),
+    # The loop: logging, evaluation, checkpoints, export.
+    "steps_per_call": (REQUIRED, "training steps per tf.function call"),
+    "log_every": (REQUIRED, "steps between progress lines and training scalars"),
+    "eval_every": (REQUIRED, "steps between evaluations"),
+    "checkpoint_every": (REQUIRED, "steps between checkpoints"),
+    "max_checkpoints": (3, "checkpoints kept"),
+    "export_num_samples": (100, "latent samples of the serving signatures"),
+    "conflict_false_alarm_rate": (0.005, "target fraction of healthy held-out examples "
+                                  "with a conflict alarm (msnvi_tf.core.calibration)"),
+    # Hardware (msnvi_tf.runtime.hardware).
+    "precision": ("auto", "auto, float32, mixed_float16 or mixed_bfloat16"),
+    "jit_compile": ("auto", "XLA: True, False or auto (a single GPU replica)"),
+    "distribute": ("auto", "auto, none, mirrored or multi_worker"),
+    "intra_op_threads": ("auto", "auto (1 on CPU-only machines with <= 2 cores) or N"),
+}
+
+
+def make_config(**fields) -> Config:
+  """A config: the defaults of `FIELDS`, updated with `fields`.
+
+  Raises:
+    ValueError: a REQUIRED field of `FIELDS` is missing (the message lists them).
+  """
+  config = Config({k: default for k, (default, _) in FIELDS.items() if default != REQUIRED})
+  config.update(fields)
+  missing = [k for k, (default, _) in FIELDS.items() if default == REQUIRED and k not in config]
+  if missing:
+    raise ValueError(f"The config lacks field(s) {missing} that training reads "
+                     "(msnvi_tf.runtime.config.FIELDS documents them).")
+  return config

@@ -1,4 +1,4 @@
-"""Mixed precision: choosing and applying a Keras dtype policy.
+"""The machine a run uses: dtype policy, intra-op threads, XLA, distribution strategy.
 
 Variables stay float32 under every policy; beliefs, likelihood parameters,
 log-probabilities, log-sum-exp and the objectives are float32 as well (see
@@ -11,12 +11,14 @@ AMX-BF16 tiles (Sapphire Rapids and later), and float32 on CPUs without bf16
 instructions. On CPUs with avx512_bf16 but no AMX, bf16 matmuls are slower than
 float32 on some CPU models and faster on others, so "auto" measures: it times a
 bf16 and a float32 matmul (about 0.2 s, once per process) and picks
-mixed_bfloat16 only if bf16 is at least `BF16_MIN_SPEEDUP` times faster. On the
-2-core AMD EPYC here bf16 matmuls run 1.6x faster and the MNIST-TB L_ind step
-1.24x (bench/step_time.py, no XLA).
+mixed_bfloat16 only if bf16 is at least `BF16_MIN_SPEEDUP` times faster
+(README, "Speed, precision and scale", gives the measured speed-ups;
+bench/step_time.py measures them on any machine).
 """
 import contextlib
 import functools
+import logging
+import os
 import time
 from typing import Callable, Optional, Tuple
 
@@ -24,12 +26,13 @@ import keras
 import tensorflow as tf
 
 __all__ = ["PRECISIONS", "BF16_MIN_SPEEDUP", "cpu_flags", "bf16_matmul_speedup",
-           "default_precision", "resolve", "policy"]
+           "default_precision", "resolve", "policy", "make_strategy", "is_chief",
+           "configure_threads", "resolve_jit"]
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
-# A whole training step gains less than its matmuls (MNIST-TB: matmuls 1.6x,
-# step 1.24x), and bf16 costs precision: ask for a clear margin.
+# A whole training step gains less than its matmuls, and bf16 costs precision:
+# ask for a clear margin.
 BF16_MIN_SPEEDUP = 1.3
 
 
@@ -113,3 +116,102 @@ def policy(name: str):
     yield
   finally:
     keras.config.set_dtype_policy(previous)
+
+
+# Spellings of a config switch that is forced on (jit_compile).
+ON = ("true", "on", "1")
+# Progress goes to this logger; `bin/` scripts print it to stdout.
+log = logging.getLogger("msnvi_tf")
+
+
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+  """The `tf.distribute` strategy for `config.distribute`.
+
+  "auto": MultiWorkerMirroredStrategy when TF_CONFIG is set (several hosts or
+  processes), MirroredStrategy with more than one GPU, else the default
+  (single-device) strategy. "multi_worker", "mirrored" and "none" force one.
+  """
+  if kind == "auto":
+    if os.environ.get("TF_CONFIG"):
+      kind = "multi_worker"
+    elif len(tf.config.list_physical_devices("GPU")) > 1:
+      kind = "mirrored"
+    else:
+      kind = "none"
+  if kind == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if kind == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if kind == "none":
+    return tf.distribute.get_strategy()
+  raise ValueError(f"Unknown distribute {kind!r}; choose one of "
+                   "auto, none, mirrored, multi_worker.")
+
+
+def configure_threads(value, gpus=None, cores=None, xla=False) -> str:
+  """Applies `config.intra_op_threads` (before TF starts); returns it for the log.
+
+  "auto": 1 on CPU-only machines with at most 2 cores when XLA is not forced
+  on (`xla`), otherwise TensorFlow's default (0, one thread per core);
+  TF_NUM_INTRAOP_THREADS, if set, wins. With one thread per op, independent
+  ops (each source's decoder, a layer's two backward matmuls) run side by side,
+  one per core, instead of each splitting across both (README, "Speed,
+  precision and scale", has the measured gain). XLA:CPU runs one op at a time
+  and needs the intra-op threads. Once TF has started the setting can no
+  longer change; that is logged, not an error.
+  """
+  if str(value).lower() == "auto":
+    if os.environ.get("TF_NUM_INTRAOP_THREADS"):
+      return f"{os.environ['TF_NUM_INTRAOP_THREADS']} (TF_NUM_INTRAOP_THREADS)"
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    threads = 1 if not gpus and cores <= 2 and not xla else 0
+  else:
+    try:
+      threads = int(value)
+    except ValueError:
+      raise ValueError(
+          f"intra_op_threads must be 'auto' or an integer, got {value!r}.") from None
+  current = tf.config.threading.get_intra_op_parallelism_threads()
+  if threads <= 0 or threads == current:
+    return str(current or "TF default")
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+  except RuntimeError:
+    log.warning("TensorFlow has already started: intra-op threads stay at %s "
+                "(wanted %d).", current or "TF default", threads)
+    return str(current or "TF default")
+  return str(threads)
+
+
+def resolve_jit(value, strategy=None, gpus=None) -> bool:
+  """`config.jit_compile`: True/False, or "auto" = XLA on a GPU with a single replica.
+
+  On CPUs oneDNN's matmuls and convolutions beat XLA:CPU's for the MNIST and
+  CUB models and the Bernoulli heads are fused anyway (see
+  `likelihoods.compiled_kernels`; bench/step_time.py measures both), so "auto"
+  leaves XLA off there; on GPUs it fuses the objectives' many small ops. Multi-replica training keeps the collective all-reduce outside XLA, so
+  "auto" leaves XLA off there too. `gpus` defaults to this machine's.
+  """
+  text = str(value).lower()
+  if text in ON:
+    return True
+  if text in ("false", "off", "0"):
+    return False
+  if text == "auto":
+    strategy = strategy or tf.distribute.get_strategy()
+    if gpus is None:
+      gpus = tf.config.list_physical_devices("GPU")
+    return strategy.num_replicas_in_sync == 1 and bool(gpus)
+  raise ValueError(f"jit_compile must be True, False or 'auto', got {value!r}.")
+
+
+def is_chief(strategy) -> bool:
+  """Whether this worker writes the workdir (the chief, or worker 0 without one)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

@@ -1,0 +1,212 @@
+"""A workdir: its config, checkpoints, resume and loading a trained model.
+
+`bin/train` writes into a workdir:
+  config.json        the config (a re-run must use a compatible one: only
+                     `RUNTIME_FIELDS` may change)
+  checkpoints/       tf.train checkpoints; a re-run resumes from the latest; the
+                     final one also holds the conflict thresholds calibrated on
+                     the evaluation data (`msnvi_tf.core.calibration`)
+  train/, eval/      TensorBoard scalars
+  metrics.json       the final evaluation
+  export/<step>/     SavedModel for TF Serving (`msnvi_tf.runtime.export`)
+
+A checkpoint holds everything a resumed run needs to continue exactly: the
+weights, the optimizer (its step drives the learning-rate schedule), the
+training random stream and the running training metrics. Checkpoints and
+exports are never deleted or overwritten by a failing run: a damaged newest
+checkpoint is passed over for the previous one with a warning, and files
+appear only complete (written aside, then renamed).
+"""
+import glob
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from msnvi_tf import architectures
+from msnvi_tf.core import objectives
+from msnvi_tf.runtime import export as export_lib
+from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import optimizers
+from msnvi_tf.runtime.config import Config
+
+__all__ = ["RUNTIME_FIELDS", "prepare", "build_model", "checkpoint", "restore",
+           "write_json", "export_once", "load_config", "load_trained"]
+
+# Fields that may change between runs in one workdir (everything else must match).
+RUNTIME_FIELDS = frozenset({
+    "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
+    "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
+    "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
+    "archive_dir", "tfds_data_dir", "intra_op_threads", "conflict_false_alarm_rate",
+    "dataset_module",
+})
+log = hardware.log
+
+
+def prepare(config: Config, workdir: str):
+  """Refuses a workdir trained with an incompatible config; writes config.json."""
+  path = os.path.join(workdir, "config.json")
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      saved = json.load(f)
+    current = json.loads(config.to_json())
+    diffs = sorted(k for k in set(saved) | set(current)
+                   if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k))
+    if diffs:
+      details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
+      raise ValueError(
+          f"Workdir {workdir} holds a run with a different config ({details}). "
+          "Its checkpoints were left untouched; pass a new --workdir to train "
+          "this config, or the same flags to resume.")
+  tf.io.gfile.makedirs(workdir)
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(config.to_json())
+
+
+def build_model(config: Config):
+  """Model with a compiled and built Adam optimizer (Adam as in App. H)."""
+  objectives.check_objective(config.objective)
+  model = architectures.build_model(config)
+  model.compile(optimizer=optimizers.Adam(
+      optimizers.learning_rate(config), beta_1=config.beta1, beta_2=config.beta2))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def checkpoint(model, step):
+  """The `tf.train.Checkpoint` of a run: everything a resumed run needs (module docstring)."""
+  # The Adam state apart from float16's loss scale, which is saved on its own:
+  # a checkpoint then restores under every precision policy.
+  optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+  extra = {}
+  if optimizer is not model.optimizer:
+    extra["loss_scale"] = list(model.optimizer.variables)
+  return tf.train.Checkpoint(
+      step=step, model=model, optimizer=optimizer, rng=model.rng,
+      metrics=[v for m in model.metrics for v in m.variables], **extra)
+
+
+def _candidates(ckpt_dir: str):
+  """Checkpoint prefixes in `ckpt_dir`, newest first: the state file's and any `ckpt-N`."""
+  paths = set()
+  try:
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+  except Exception:  # pylint: disable=broad-except  (a damaged state file: scan instead)
+    state = None
+  if state is not None:
+    paths.update(os.path.join(ckpt_dir, os.path.basename(p))
+                 for p in state.all_model_checkpoint_paths)
+  paths.update(p[:-len(".index")] for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.index")))
+  def number(path):
+    suffix = path.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
+  return sorted(paths, key=number, reverse=True)
+
+
+def _first_line(error: Exception) -> str:
+  return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def restore(checkpoint, workdir) -> Optional[str]:
+  """Restores the newest readable checkpoint of `workdir` (every worker reads the chief's).
+
+  A damaged checkpoint (files truncated or missing, as a run killed while
+  writing it, or a full disk, leaves them) is passed over for the one before
+  it, with a warning that names it; when every checkpoint is damaged, training
+  starts from step 0 (the damaged files are replaced when that step is reached
+  again, or rotated out like any old checkpoint). Restoring deletes nothing.
+
+  Returns:
+    The restored checkpoint's prefix, or None when there is none to restore.
+
+  Raises:
+    RuntimeError: a checkpoint that does not fit the model (another
+      architecture or code version); it was left untouched.
+  """
+  damaged = []
+  for path in _candidates(os.path.join(workdir, "checkpoints")):
+    try:
+      # Objects a checkpoint need not hold (float16's loss scale, or what older
+      # checkpoints lack) may be unmatched; config.json guards the architecture.
+      checkpoint.restore(path).expect_partial().assert_nontrivial_match()
+    except (tf.errors.OpError, IndexError) as e:  # Unreadable files.
+      log.warning("Checkpoint %s is damaged (%s) and was skipped; its files were "
+                  "left in place.", path, _first_line(e))
+      damaged.append(path)
+      continue
+    except Exception as e:  # pylint: disable=broad-except  (readable, but does not fit)
+      raise RuntimeError(
+          f"Checkpoint {path} in {workdir} could not be restored ({_first_line(e)}). "
+          "Nothing was deleted: pass a new --workdir, or move the checkpoint aside "
+          "to resume from an earlier one.") from e
+    if damaged:
+      log.warning("Resuming from %s, the newest readable checkpoint.", path)
+    return path
+  if damaged:
+    log.warning("No readable checkpoint in %s: training starts from step 0.", workdir)
+  return None
+
+
+def write_json(path: str, value):
+  """Writes `value` as JSON to `path` atomically (aside, then renamed)."""
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def export_once(model, workdir: str, step: int, config: Config) -> str:
+  """Exports `model` to <workdir>/export/<step> unless that export exists; returns its path."""
+  export_dir = os.path.join(workdir, "export")
+  version_dir = os.path.join(export_dir, str(step))
+  if tf.io.gfile.exists(version_dir):
+    log.info("Export %s exists; kept it.", version_dir)
+  else:
+    export_lib.export(model, export_dir, step, config.export_num_samples, config.seed)
+  return version_dir
+
+
+def load_config(workdir: str) -> Config:
+  """The config a workdir was trained with (its config.json).
+
+  Raises:
+    FileNotFoundError: no config.json: not a workdir written by bin/train.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: {workdir} is not a workdir written by bin/train.")
+  with tf.io.gfile.GFile(path) as f:
+    return Config(json.load(f))
+
+
+def load_trained(workdir: str, **overrides):
+  """`(model, config)` restored from the latest checkpoint of a workdir.
+
+  Args:
+    workdir: a directory written by `train_and_evaluate`.
+    **overrides: config fields to change for this use: the runtime fields
+      (`RUNTIME_FIELDS`) and the evaluation set (`eval_size`, `eval_seed`).
+
+  Raises:
+    FileNotFoundError: no config.json or no checkpoint.
+    ValueError: an override names an unknown field or one that defines the
+      trained model (architecture, objective, data).
+  """
+  config = load_config(workdir)
+  unknown = sorted(set(overrides) - set(config))
+  if unknown:
+    raise ValueError(f"Unknown config field(s) {unknown} for {workdir}.")
+  fixed = sorted(set(overrides) - RUNTIME_FIELDS - {"eval_size", "eval_seed"})
+  if fixed:
+    raise ValueError(
+        f"Cannot override {fixed} when loading {workdir}: they define the trained "
+        "model; train a new workdir instead.")
+  config.update(overrides)
+  with hardware.policy(config.precision):
+    model = build_model(config)
+  if restore(checkpoint(model, tf.Variable(0, dtype=tf.int64)), workdir) is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
+  return model, config
