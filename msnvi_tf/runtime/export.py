@@ -24,7 +24,8 @@ absent source are NaN, as is an absent source's score. The robust integration
 and the alarms use the conflict thresholds stored with the model (calibrated on
 healthy data by `MultiSourceVAE.calibrate_conflict`, else tau = 1). `predict`,
 `sensor_health` and `log_likelihood` draw their latent samples with a fixed
-stateless seed, so the same request gives the same answer.
+seed (`msnvi_tf.core.estimators`' convention, as `MultiSourceVAE.predict_targets`
+and `log_likelihood` with that seed), so the same request gives the same answer.
 """
 import math
 import os
@@ -33,9 +34,10 @@ from typing import Dict
 
 import tensorflow as tf
 
+from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.core import estimators
 from msnvi_tf.core import integration
-from msnvi_tf.core import objectives
 from msnvi_tf.core import robust
 
 __all__ = ["ServingModule", "export", "SIGNATURES"]
@@ -89,14 +91,10 @@ class ServingModule(tf.Module):
     loc, scale = self.stacked_beliefs(inputs)
     return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
 
-  def _samples(self, loc, scale):
-    """K latent samples `[K, B, Dz]` of a belief `[B, Dz]`, from the fixed seed."""
-    shape = tf.concat([[self.num_samples], tf.shape(loc)], 0)  # [K, B, Dz]
-    return loc + scale * tf.random.stateless_normal(shape, seed=[self.seed, 0])
-
   def _predict(self, loc, scale):
     """Predictive means `{target: [B, ...]}` of the belief `(loc, scale)` (Eq. 6)."""
-    z = self._samples(loc, scale)  # [K, B, Dz]
+    z = estimators.draw(beliefs_lib.make_belief(loc, scale), self.num_samples,
+                        estimators.as_seed(self.seed))  # [K, B, Dz]
     return {t: tf.reduce_mean(self.model.decoders[t].mean(z), 0)
             for t in self.model.targets}
 
@@ -113,10 +111,15 @@ class ServingModule(tf.Module):
     return health, self._predict(loc_rob, scale_rob)
 
   def log_likelihood(self, inputs, present):
-    loc, scale = self.poe(inputs, present)
-    z = self._samples(loc, scale)  # [K, B, Dz]
-    log_q = objectives.diag_normal_log_prob(z, loc, scale)  # [K, B]
-    return objectives.iw_bound(self.model.log_joint(inputs, z) - log_q)
+    """ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q the PoE of the present sources.
+
+    One chunk of K samples: with every source present, `model.log_likelihood(
+    inputs, K, chunk_size=K, seed=seed)` (up to float error and the fused kernels).
+    """
+    q = beliefs_lib.make_belief(*self.poe(inputs, present))  # batch [B]
+    return estimators.log_likelihood(
+        q, lambda z: self.model.log_joint(inputs, z), self.num_samples,
+        estimators.as_seed(self.seed), chunk_size=self.num_samples)
 
   def conflict(self, inputs, present):
     c = conflict_lib.conflict_stacked(*self.stacked_beliefs(inputs))  # [B, M, M]
