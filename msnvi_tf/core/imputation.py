@@ -16,7 +16,7 @@ import tensorflow_probability as tfp
 
 from msnvi_tf.core import estimators
 
-__all__ = ["MISSING", "missing_log_prob", "predictive_log_likelihood",
+__all__ = ["MISSING", "predictive_log_likelihood",
            "markov_chain_imputation", "imputation_curves"]
 
 # The missing parts of Fig. 4: MNIST-TB without its bottom half, MNIST-QU without
@@ -24,7 +24,7 @@ __all__ = ["MISSING", "missing_log_prob", "predictive_log_likelihood",
 MISSING = {"mnist_tb": ("bottom",), "mnist_qu": ("q3",)}
 
 
-def missing_log_prob(model, x, z, missing: Sequence[str]):
+def _missing_log_prob(model, x, z, missing: Sequence[str]):
   """ln p(x_u | z) = sum over the missing targets: z `[L, B, Dz]` -> `[L, B]`."""
   return tf.add_n([model.decoders[t].log_prob(z, x[t]) for t in missing])
 
@@ -48,7 +48,7 @@ def predictive_log_likelihood(model, x, observed: Sequence[str],
   """
   q = model.integrate(model.encode(x, observed), method)
   return estimators.log_mean_exp(
-      q, lambda z: missing_log_prob(model, x, z, missing), num_samples,
+      q, lambda z: _missing_log_prob(model, x, z, missing), num_samples,
       estimators.as_seed(seed), chunk_size=num_samples)
 
 
@@ -91,7 +91,7 @@ def markov_chain_imputation(model, x, missing: Sequence[str], num_steps: int = 1
   def step(state, seed):
     q = model.integrate(model.encode({**observed, **state}), method)
     z, log_p = estimators.weighted_samples(  # [L, B, Dz], [L, B]
-        q, lambda z: missing_log_prob(model, x, z, missing), num_samples, seed)
+        q, lambda z: _missing_log_prob(model, x, z, missing), num_samples, seed)
     score = tfp.math.reduce_logmeanexp(log_p, 0)  # [B]
     means = {t: model.decoders[t].mean(z[0]) for t in missing}  # [B, D]
     x_seed = estimators.other_seed(seed)

@@ -83,12 +83,12 @@ class ServingModule(tf.Module):
                                   name="present")
 
   # Core computations, shared by the signatures and by tests.
-  def stacked_beliefs(self, inputs):
+  def _stacked_beliefs(self, inputs):
     """`([M, B, Dz], [M, B, Dz])` beliefs of all sources."""
     return self.model._encode_stacked(inputs, self.model.sources)  # pylint: disable=protected-access
 
   def poe(self, inputs, present):
-    loc, scale = self.stacked_beliefs(inputs)
+    loc, scale = self._stacked_beliefs(inputs)
     return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
 
   def _predict(self, loc, scale):
@@ -103,7 +103,7 @@ class ServingModule(tf.Module):
 
   def sensor_health(self, inputs, present):
     """`(health, predictions)`: `robust.sensor_health` `[M, B]` and robust means."""
-    loc, scale = self.stacked_beliefs(inputs)  # [M, B, Dz]
+    loc, scale = self._stacked_beliefs(inputs)  # [M, B, Dz]
     health = robust.sensor_health(loc, scale, tf.transpose(present),
                                   tf.convert_to_tensor(self.model.conflict_thresholds))
     loc_rob, scale_rob = integration.poe_stacked(
@@ -122,7 +122,7 @@ class ServingModule(tf.Module):
         estimators.as_seed(self.seed), chunk_size=self.num_samples)
 
   def conflict(self, inputs, present):
-    c = conflict_lib.conflict_stacked(*self.stacked_beliefs(inputs))  # [B, M, M]
+    c = conflict_lib.conflict_stacked(*self._stacked_beliefs(inputs))  # [B, M, M]
     both = present[:, :, None] * present[:, None, :] > 0.  # [B, M, M]
     return tf.where(both, c, math.nan)
 
@@ -133,7 +133,7 @@ class ServingModule(tf.Module):
     everything = dict(self._specs)
 
     def encode(**inputs):
-      loc, scale = self.stacked_beliefs(inputs)
+      loc, scale = self._stacked_beliefs(inputs)
       out = {}
       for i, s in enumerate(model.sources):
         out[f"{_safe(s)}_loc"] = loc[i]
@@ -145,7 +145,7 @@ class ServingModule(tf.Module):
       return {"loc": loc, "scale": scale}
 
     def integrate_moe(present, **inputs):
-      loc, scale = self.stacked_beliefs(inputs)
+      loc, scale = self._stacked_beliefs(inputs)
       mask = present > 0.
       count = tf.reduce_sum(tf.cast(mask, tf.float32), -1, keepdims=True)
       weights = tf.where(mask, 1. / tf.maximum(count, 1.), 0.)  # [B, M]
@@ -153,7 +153,7 @@ class ServingModule(tf.Module):
               "scale": tf.transpose(scale, [1, 0, 2]), "weights": weights}
 
     def integrate_robust(present, **inputs):
-      loc, scale = self.stacked_beliefs(inputs)
+      loc, scale = self._stacked_beliefs(inputs)
       loc_rob, scale_rob, weights = robust.robust_stacked(
           loc, scale, tf.transpose(present),
           tf.convert_to_tensor(model.conflict_thresholds))
