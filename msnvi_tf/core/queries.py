@@ -25,8 +25,11 @@ __all__ = ["Queries"]
 
 
 class Queries:
-  """Post-training queries of a `MultiSourceVAE` (needs its encoders, decoders,
-  `encode`, `integrate`, `log_joint` and `conflict_thresholds`)."""
+  """Post-training queries of a `MultiSourceVAE`.
+
+  Uses the model's encoders, decoders, `encode`, `integrate`, `log_joint` and
+  `conflict_thresholds`.
+  """
 
   def predict_targets(self, x, sources: Optional[Sequence[str]] = None,
                       targets: Optional[Sequence[str]] = None, method: str = "poe",

@@ -128,6 +128,16 @@ class ServingModule(tf.Module):
 
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """Concrete functions keyed by signature name."""
+    out = {}
+    for name, (fn, specs, masked) in self._signature_functions().items():
+      specs = dict(specs, present=self._present) if masked else specs
+      kwargs = {_safe(k): v for k, v in specs.items()}
+      out[name] = tf.function(_checked_inputs(fn, specs)).get_concrete_function(**kwargs)
+    out["serving_default"] = out["predict"]
+    return out
+
+  def _signature_functions(self):
+    """`{signature: (fn, input specs, takes present)}` in `SIGNATURES` order."""
     model = self.model
     src = {k: self._specs[k] for k in self.source_keys}
     everything = dict(self._specs)
@@ -175,7 +185,7 @@ class ServingModule(tf.Module):
     def log_likelihood(present, **inputs):
       return {"log_likelihood": self.log_likelihood(inputs, present)}
 
-    fns = {
+    return {
         "encode": (encode, src, False),
         "integrate_poe": (integrate_poe, src, True),
         "integrate_moe": (integrate_moe, src, True),
@@ -185,13 +195,6 @@ class ServingModule(tf.Module):
         "conflict": (conflict, src, True),
         "log_likelihood": (log_likelihood, everything, True),
     }
-    out = {}
-    for name, (fn, specs, masked) in fns.items():
-      specs = dict(specs, present=self._present) if masked else specs
-      kwargs = {_safe(k): v for k, v in specs.items()}
-      out[name] = tf.function(_checked_inputs(fn, specs)).get_concrete_function(**kwargs)
-    out["serving_default"] = out["predict"]
-    return out
 
 
 def _checked_inputs(fn, specs):
