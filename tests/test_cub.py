@@ -12,6 +12,7 @@ import tensorflow as tf
 import configs
 from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
+from msnvi_tf.core import estimators
 from msnvi_tf.experiments import table2
 from msnvi_tf.experiments import cub_figures
 from msnvi_tf.architectures import cub as cub_arch
@@ -243,21 +244,28 @@ def test_pixel_accuracy_on_hand_made_masks():
   np.testing.assert_allclose(table2.pixel_accuracy(mask, mask), [1., 1.])
 
 
-def test_single_source_bound_is_independent_of_chunking():
+def test_single_source_bound_is_seeded_and_exact_on_its_samples():
   model = architectures.build_model(_tiny_config())
   x = _batch()
-  tf.random.set_seed(7)
-  whole = table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=6)
-  tf.random.set_seed(7)
-  chunked = table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=4)
-  np.testing.assert_allclose(whole, chunked, rtol=1e-5)
-  tf.random.set_seed(7)
+  whole = table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=6, seed=7)
+  np.testing.assert_array_equal(
+      whole, table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=6,
+                                        seed=7))
+  # One chunk draws the K samples of estimators.draw (the seeding convention).
   q = model.encode(x, ["image"])["image"]
-  z = q.sample(6)
-  log_w = model.decoders["mask"].log_prob(z, x["mask"]) + (
-      -0.5 * tf.reduce_sum(z ** 2, -1) - 2. * math.log(2. * math.pi)) - q.log_prob(z)
-  np.testing.assert_allclose(
-      whole, tf.reduce_logsumexp(log_w, 0) - math.log(6.), rtol=1e-5)
+
+  def reference(chunks):  # the samples of chunks starting at 0, 4, ...
+    z = tf.concat([estimators.draw(q, n, estimators.as_seed(7), offset)
+                   for offset, n in chunks], 0)
+    log_w = model.decoders["mask"].log_prob(z, x["mask"]) + (
+        -0.5 * tf.reduce_sum(z ** 2, -1) - 2. * math.log(2. * math.pi)) - q.log_prob(z)
+    return tf.reduce_logsumexp(log_w, 0) - math.log(6.)
+
+  np.testing.assert_allclose(whole, reference([(0, 6)]), rtol=1e-5)
+  # Chunks of 4 draw other samples (chunk k0 from fold_in(seed, k0)); summed exactly.
+  chunked = table2.single_source_bound(model, x, "image", "mask", 6, chunk_size=4,
+                                       seed=7)
+  np.testing.assert_allclose(chunked, reference([(0, 4), (4, 2)]), rtol=1e-5)
 
 
 def test_table2_rows_follow_the_model():

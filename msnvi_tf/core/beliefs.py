@@ -23,7 +23,6 @@ __all__ = [
     "BeliefHead",
     "Encoder",
     "make_belief",
-    "prior",
     "stack_beliefs",
 ]
 
@@ -40,21 +39,6 @@ def make_belief(loc, scale):
   """
   return tfd.MultivariateNormalDiag(
       loc=tf.cast(loc, tf.float32), scale_diag=tf.cast(scale, tf.float32))
-
-
-def prior(latent_dim, batch_shape=()):
-  """The standard normal prior p(z) = N(0, I) used throughout the paper.
-
-  Args:
-    latent_dim: Dz, an int.
-    batch_shape: batch shape of the returned distribution (broadcasting is fine).
-
-  Returns:
-    `tfd.MultivariateNormalDiag` with event shape `[Dz]`.
-  """
-  shape = tf.concat([tf.constant(batch_shape, tf.int32), [latent_dim]], 0)
-  return tfd.MultivariateNormalDiag(
-      loc=tf.zeros(shape, tf.float32), scale_diag=tf.ones(shape, tf.float32))
 
 
 class BeliefHead(keras.layers.Layer):
@@ -107,10 +91,6 @@ class Encoder(networks.StemAndHead):
     self.source_shape = tuple(int(d) for d in input_shape)
     super().__init__(stem, BeliefHead(latent_dim, min_scale, name="belief"),
                      self.source_shape, **kwargs)
-
-  def belief(self, x):
-    """q_m(z | x_m) as a `tfd.MultivariateNormalDiag` with batch shape `[B]`."""
-    return make_belief(*self(x))
 
 
 def stack_beliefs(beliefs: Mapping[str, tfd.MultivariateNormalDiag], names):

@@ -9,13 +9,14 @@ given the observed part x_o, estimated with L latent samples:
                 encoder), scored by ln (1/L) sum_l p(x_u | z_l), z_l ~ q_t; then
                 x_u^(t+1) ~ p(x_u | z_1) (Fig. 4 and App. F of the paper).
 """
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-from msnvi_tf.core import objectives
+from msnvi_tf.core import estimators
 
-__all__ = ["MISSING", "missing_log_prob", "predictive_log_likelihood",
+__all__ = ["MISSING", "predictive_log_likelihood",
            "markov_chain_imputation", "imputation_curves"]
 
 # The missing parts of Fig. 4: MNIST-TB without its bottom half, MNIST-QU without
@@ -23,14 +24,14 @@ __all__ = ["MISSING", "missing_log_prob", "predictive_log_likelihood",
 MISSING = {"mnist_tb": ("bottom",), "mnist_qu": ("q3",)}
 
 
-def missing_log_prob(model, x, z, missing: Sequence[str]):
+def _missing_log_prob(model, x, z, missing: Sequence[str]):
   """ln p(x_u | z) = sum over the missing targets: z `[L, B, Dz]` -> `[L, B]`."""
   return tf.add_n([model.decoders[t].log_prob(z, x[t]) for t in missing])
 
 
 def predictive_log_likelihood(model, x, observed: Sequence[str],
                               missing: Sequence[str], method: str = "poe",
-                              num_samples: int = 100, seed=(0, 0)):
+                              num_samples: int = 100, seed: Optional[int] = 0):
   """Eq. (6): ln p(x_u | x_o) ~ ln (1/L) sum_l p(x_u | z_l), z_l ~ q_S(z | x_o).
 
   Args:
@@ -40,19 +41,20 @@ def predictive_log_likelihood(model, x, observed: Sequence[str],
     missing: the targets to impute.
     method: integration of the observed beliefs.
     num_samples: L.
-    seed: `[2]` stateless seed of the latent samples.
+    seed: int seed of the latent samples, None for new ones (`estimators`).
 
   Returns:
     `[B]` float32.
   """
   q = model.integrate(model.encode(x, observed), method)
-  z = q.sample(num_samples, seed=tf.constant(seed, tf.int32))  # [L, B, Dz]
-  return objectives.iw_bound(missing_log_prob(model, x, z, missing))  # [B]
+  return estimators.log_mean_exp(
+      q, lambda z: _missing_log_prob(model, x, z, missing), num_samples,
+      estimators.as_seed(seed), chunk_size=num_samples)
 
 
 def markov_chain_imputation(model, x, missing: Sequence[str], num_steps: int = 150,
                             num_samples: int = 100, method: str = "poe",
-                            seed: int = 0, return_means: bool = False
+                            seed: Optional[int] = 0, return_means: bool = False
                             ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
   """Imputes `missing` with the Markov chain of Rezende et al. (2014).
 
@@ -69,7 +71,8 @@ def markov_chain_imputation(model, x, missing: Sequence[str], num_steps: int = 1
     num_steps: T, steps after the start.
     num_samples: L, latent samples of the score.
     method: integration of the beliefs of all sources.
-    seed: seed of the chain.
+    seed: int seed of the chain, None for a new one (`estimators`): step t
+      draws with other_seed(s, t + 1), the start with other_seed(s, 0).
     return_means: also return E[x_u | z_1] of every step.
 
   Returns:
@@ -78,25 +81,27 @@ def markov_chain_imputation(model, x, missing: Sequence[str], num_steps: int = 1
     else empty.
   """
   missing = list(missing)
-  seeds = tf.random.split(tf.constant([seed, 0], tf.int32), num_steps + 2)  # [T + 2, 2]
+  seed = estimators.as_seed(seed)
   observed = {k: v for k, v in x.items() if k not in missing}
-  state = {t: tf.cast(tf.random.stateless_uniform(tf.shape(x[t]), seeds[-1]) < 0.5,
+  start = estimators.other_seed(seed, 0)
+  state = {t: tf.cast(tf.random.stateless_uniform(tf.shape(x[t]), start) < 0.5,
                       tf.float32) for t in missing}  # each [B, D]
 
   @tf.function
   def step(state, seed):
-    z_seed, x_seed = tf.unstack(tf.random.split(seed, 2))
     q = model.integrate(model.encode({**observed, **state}), method)
-    z = q.sample(num_samples, seed=z_seed)  # [L, B, Dz]
-    score = objectives.iw_bound(missing_log_prob(model, x, z, missing))  # [B]
+    z, log_p = estimators.weighted_samples(  # [L, B, Dz], [L, B]
+        q, lambda z: _missing_log_prob(model, x, z, missing), num_samples, seed)
+    score = tfp.math.reduce_logmeanexp(log_p, 0)  # [B]
     means = {t: model.decoders[t].mean(z[0]) for t in missing}  # [B, D]
+    x_seed = estimators.other_seed(seed)
     new = {t: tf.cast(tf.random.stateless_uniform(tf.shape(m), x_seed) < m, tf.float32)
            for t, m in means.items()}
     return score, means, new
 
   scores, means = [], {t: [] for t in missing}
   for t in range(num_steps + 1):
-    score, mean, state = step(state, seeds[t])
+    score, mean, state = step(state, estimators.other_seed(seed, t + 1))
     scores.append(score)
     if return_means:
       for name in missing:
@@ -116,6 +121,6 @@ def imputation_curves(model, x, observed: Sequence[str], missing: Sequence[str],
   chain, _ = markov_chain_imputation(model, x, missing, num_steps, num_samples,
                                      seed=seed)
   eq6 = predictive_log_likelihood(model, x, observed, missing,
-                                  num_samples=num_samples, seed=(seed, 1))
+                                  num_samples=num_samples, seed=seed)
   return {"chain": tf.reduce_mean(chain, -1).numpy(),
           "eq6": float(tf.reduce_mean(eq6))}

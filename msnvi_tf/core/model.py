@@ -1,50 +1,32 @@
 """`MultiSourceVAE`: one encoder per source, one decoder per target, one latent z.
 
 The model owns the encoders q_m(z | x_m) and decoders p(x_t | z) as dicts keyed
-by name, trains any objective of `msnvi_tf.core.objectives` in a custom `train_step`,
-evaluates the ind / MoE / PoE bounds in `test_step` (the Table 1 grid), and
-offers the post-training operations of the paper: encoding and integrating any
-subset of sources, prediction (Eq. 6), conflict (Eq. 2), PMI (App. D), SIR
-(App. E) and a chunked large-K log-likelihood estimate; and beyond the paper, the
-robust integration with conflict thresholds calibrated on healthy data
-(`calibrate_conflict`, `sensor_health`; `msnvi_tf.core.robust`, `msnvi_tf.core.calibration`).
+by name, trains any objective of `msnvi_tf.core.objectives` in a custom
+`train_step`, evaluates the ind / MoE / PoE bounds in `test_step` (the Table 1
+grid), encodes and integrates any subset of sources, and answers the
+post-training queries of `msnvi_tf.core.queries` (prediction, Eq. 6; conflict,
+Eq. 2; PMI, App. D; SIR, App. E; a chunked large-K log-likelihood estimate; the
+robust integration's calibrated conflict thresholds).
 
 Batches are dicts `{name: [B, ...] tensor}` holding the sources the encoders read
 and the targets the decoders model (often the same names).
 """
-import math
 from typing import Dict, Mapping, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from msnvi_tf.core import beliefs as beliefs_lib
-from msnvi_tf.core import calibration
-from msnvi_tf.core import conflict as conflict_lib
 from msnvi_tf.core import integration
 from msnvi_tf.core import likelihoods
 from msnvi_tf.core import objectives
+from msnvi_tf.core import queries
 from msnvi_tf.core import robust
 
-tfd = tfp.distributions
-
-__all__ = ["MultiSourceVAE", "LOG_LIKELIHOOD_ROWS"]
-
-# Default decoder rows (samples x examples) per chunk of `log_likelihood`. On the
-# MNIST-TB decoders the speed is flat from about 5k to 50k rows (the elementwise
-# passes, not the matmuls, limit it; bench/step_time.py), and memory grows
-# linearly with the rows.
-LOG_LIKELIHOOD_ROWS = 20_000
+__all__ = ["MultiSourceVAE"]
 
 
-def _stateless_seed(seed: Optional[int]):
-  """An integer seed as a stateless `[2]` seed (TFP's `sample(seed=...)`), or None."""
-  return None if seed is None else tf.constant([seed, 0], tf.int32)
-
-
-class MultiSourceVAE(keras.Model):
+class MultiSourceVAE(queries.Queries, keras.Model):
   """Multi-source VAE of Kurle et al. (2019).
 
   Args:
@@ -269,224 +251,3 @@ class MultiSourceVAE(keras.Model):
     for name, value in bounds.items():
       self._trackers[name].update_state(value)
     return {m.name: m.result() for m in self.metrics}
-
-  # ------------------------------------------------------- paper's tools
-  def predict_targets(self, x, sources: Optional[Sequence[str]] = None,
-                      targets: Optional[Sequence[str]] = None, method: str = "poe",
-                      num_samples: int = 100, return_samples: bool = False,
-                      seed: Optional[int] = None):
-    """Predicts targets from any subset of sources (Eq. 6).
-
-    p(x_t | x_S) = E_{z ~ q_S(z | x_S)} [p(x_t | z)], with q_S the integrated
-    belief of S. (`keras.Model.predict` is Keras's own: the belief parameters
-    of `call` for every batch of a dataset.)
-
-    Args:
-      x: batch dict holding (at least) the sources of S.
-      sources: S (default: every source present in `x`).
-      targets: targets to predict (default: all).
-      method: integration method for S.
-      num_samples: latent samples.
-      return_samples: also return the per-sample means.
-      seed: integer for reproducible samples (default: TF's global RNG).
-
-    Returns:
-      `{target: [B, ...]}` predictive means; with `return_samples`, also
-      `{target: [K, B, ...]}` means of p(x_t | z_k).
-    """
-    targets = self.targets if targets is None else list(targets)
-    unknown = [t for t in targets if t not in self.decoders]
-    if unknown:
-      raise ValueError(f"Unknown target(s) {unknown}; the model has {self.targets}.")
-    q = self.integrate(self.encode(x, sources), method)
-    z = q.sample(num_samples, seed=_stateless_seed(seed))  # [K, B, Dz]
-    means = {t: self.decoders[t].mean(z) for t in targets}  # [K, B, ...]
-    averaged = {t: tf.reduce_mean(m, 0) for t, m in means.items()}
-    return (averaged, means) if return_samples else averaged
-
-  def conflict(self, x, sources: Optional[Sequence[str]] = None):
-    """Conflict measures of Eq. (2): `[B, M, M]`, `[b, i, j] = c(s_i || s_j)`."""
-    return conflict_lib.conflict_matrix(self.encode(x, sources))
-
-  def _thresholds(self, sources):
-    """`[M, M]` conflict thresholds of `sources`, in their order."""
-    unknown = [s for s in sources if s not in self.encoders]
-    if unknown:
-      raise ValueError(f"Unknown source(s) {unknown}; the model has {self.sources}.")
-    idx = [self.sources.index(s) for s in sources]
-    return tf.gather(tf.gather(self.conflict_thresholds, idx, axis=0), idx, axis=1)
-
-  @property
-  def conflict_calibrated(self) -> bool:
-    """Whether `calibrate_conflict` set the thresholds (else every tau = 1)."""
-    return not bool(tf.reduce_all(tf.convert_to_tensor(self.conflict_thresholds) == 1.))
-
-  def calibrate_conflict(self, dataset,
-                         target_rate: float = calibration.FALSE_ALARM_RATE):
-    """Sets the conflict thresholds from healthy held-out data (`msnvi_tf.core.calibration`).
-
-    Args:
-      dataset: iterable of batch dicts holding every source, all healthy.
-      target_rate: alpha, the accepted fraction of healthy examples with an alarm.
-
-    Returns:
-      The `calibration.Calibration` now stored in `conflict_thresholds`.
-    """
-    conflicts = []
-    for batch in dataset:
-      x = batch[0] if isinstance(batch, tuple) else batch
-      sources = self._available_sources(x, self.sources)
-      conflicts.append(conflict_lib.conflict_stacked(
-          *self._encode_stacked(x, sources)).numpy())  # [B, M, M]
-    if not conflicts:
-      raise ValueError("calibrate_conflict: the dataset is empty.")
-    result = calibration.calibrate(np.concatenate(conflicts), target_rate)
-    self.conflict_thresholds.assign(result.thresholds)
-    return result
-
-  def sensor_health(self, x, sources: Optional[Sequence[str]] = None):
-    """Conflict score, alarm flag and robust weight of every source, Eqs. (R2)-(R6).
-
-    With calibrated thresholds, a score above 1 means the source disagrees with
-    every other source more than healthy data ever showed (`msnvi_tf.core.robust`).
-
-    Returns:
-      `{"score": {source: [B]}, "alarm": {source: [B] bool},
-      "weight": {source: [B]}}`.
-    """
-    sources = self._available_sources(x, sources)
-    loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
-    health = robust.sensor_health(loc, scale, thresholds=self._thresholds(sources))
-    return {k: {s: v[i] for i, s in enumerate(sources)} for k, v in health.items()}
-
-  def pmi(self, x, sources: Optional[Sequence[str]] = None):
-    """Pointwise mutual information between `sources` (App. D): `[B]`."""
-    return integration.pmi(self.encode(x, sources))
-
-  def sir(self, x, sources: Optional[Sequence[str]] = None, method: str = "poe",
-          num_samples: int = 100, num_resamples: Optional[int] = None,
-          seed: Optional[int] = None):
-    """Sampling importance resampling from an integrated belief (App. E).
-
-    Proposals z_k ~ q_S(z | x_S), weights w_k = p(x, z_k) / q_S(z_k) using all
-    targets present in `x`, then `num_resamples` draws from the weighted set.
-    `seed` (an integer) makes both draws reproducible.
-
-    Returns:
-      `(proposals [K, B, Dz], resampled [R, B, Dz])`.
-    """
-    num_resamples = num_resamples or num_samples
-    q = self.integrate(self.encode(x, sources), method)
-    seeds = [None, None] if seed is None else tf.unstack(
-        tf.random.experimental.stateless_split(_stateless_seed(seed), 2))
-    z = q.sample(num_samples, seed=seeds[0])  # [K, B, Dz]
-    targets = [t for t in self.targets if t in x]
-    log_w = self.log_joint(x, z, targets) - q.log_prob(z)  # [K, B]
-    if seed is None:
-      idx = tf.random.categorical(tf.transpose(log_w), num_resamples)  # [B, R]
-    else:
-      idx = tf.random.stateless_categorical(tf.transpose(log_w), num_resamples, seeds[1])
-    resampled = tf.gather(tf.transpose(z, [1, 0, 2]), idx, batch_dims=1)  # [B, R, Dz]
-    return z, tf.transpose(resampled, [1, 0, 2])
-
-  def log_likelihood(self, x, num_samples: int = 1000,
-                     sources: Optional[Sequence[str]] = None, method: str = "poe",
-                     chunk_size: Optional[int] = None, seed: Optional[int] = None):
-    """IWAE estimate of ln p(x) with many samples, drawn in chunks.
-
-    ln p(x) >= ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q (Sec. 2), q the
-    integration `method` of the beliefs of `sources` (`method="poe"` over all
-    sources: the PoE proposal; `sources=["top"]`: that source's own belief). K =
-    `num_samples` is drawn in chunks of `chunk_size` samples inside one graph (a
-    `tf.while_loop` with a running log-sum-exp), so memory stays bounded by one
-    chunk; the graph is traced once per (shapes, K, chunk size, sources, method)
-    and reused by later calls. The decoders run under the model's dtype policy
-    (bf16 matmuls under mixed_bfloat16); log-probabilities and log-sum-exp are
-    float32.
-
-    Args:
-      x: batch dict with the sources of `sources` and every target.
-      num_samples: K.
-      sources: the subset S whose beliefs are integrated (default: all present).
-      method: integration method of S.
-      chunk_size: samples per chunk (None or 0: about `LOG_LIKELIHOOD_ROWS` / B,
-        so each chunk runs the decoders on that many rows).
-      seed: integer for reproducible samples: the chunk that starts at sample
-        k draws with the stateless seed fold_in([seed, 0], k), so a seeded
-        estimate is a function of (seed, K, chunk size, batch). Default: a seed
-        drawn from TF's global RNG (new samples on every call).
-
-    Returns:
-      `[B]` float32: one estimate per example.
-    """
-    num_samples, chunk_size = int(num_samples), int(chunk_size or 0)
-    if num_samples < 1 or chunk_size < 0:
-      raise ValueError(f"num_samples must be >= 1 and chunk_size >= 0 (0: the "
-                       f"default); got {num_samples}, {chunk_size}.")
-    if method not in integration.INTEGRATIONS:
-      raise ValueError(f"Unknown integration method {method!r}; choose one of "
-                       f"{sorted(integration.INTEGRATIONS)}.")
-    sources = self._available_sources(x, sources)
-    self._check_batch(x, self.targets)
-    loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
-    if not chunk_size:  # ceil(rows / B); B unknown (traced by a caller): 100
-      chunk_size = -(-LOG_LIKELIHOOD_ROWS // (loc.shape[1] or 100))
-    chunk_size = min(chunk_size, num_samples)
-    if seed is None:  # one draw of TF's global RNG: new samples on every call
-      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-    else:
-      seed = _stateless_seed(seed)
-    targets = {t: tf.cast(x[t], tf.float32) for t in self.targets}
-    with likelihoods.compiled_kernels():  # read when (first) traced
-      return self.log_likelihood_function()(
-          tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), targets, seed,
-          num_samples=num_samples, chunk_size=chunk_size, sources=tuple(sources),
-          method=method)
-
-  def log_likelihood_function(self):
-    """The `tf.function` behind `log_likelihood` (one per model, made on first use).
-
-    Called as `fn(loc [M, B, Dz], scale [M, B, Dz], {target: [B, ...]}, seed [2],
-    num_samples=K, chunk_size=C, sources=(names of the M beliefs), method=...)`
-    -> `[B]`; `fn.experimental_get_tracing_count()` counts its traces.
-    """
-    # Held in a plain dict set past Keras' attribute tracking: neither Keras
-    # nor a checkpoint or SavedModel (which collects tf.function attributes and
-    # properties) sees it.
-    cache = self.__dict__.get("_log_likelihood_cache")
-    if cache is None:
-      # The graph's loop is an explicit tf.while_loop: no AutoGraph needed.
-      cache = {"fn": tf.function(self._log_likelihood_graph, reduce_retracing=True,
-                                 autograph=False)}
-      object.__setattr__(self, "_log_likelihood_cache", cache)
-    return cache["fn"]
-
-  def _log_likelihood_graph(self, loc, scale, targets, seed, num_samples,
-                            chunk_size, sources, method):
-    """ln (1/K) sum_k p(x, z_k) / q(z_k) by chunks: see `log_likelihood`."""
-    beliefs = {s: beliefs_lib.make_belief(loc[i], scale[i])
-               for i, s in enumerate(sources)}
-    q = self.integrate(beliefs, method)  # batch shape [B]
-
-    def chunk(n, offset):
-      """ln sum_k p(x, z_k) / q(z_k) over n samples: `[B]` float32."""
-      z = q.sample(n, seed=tf.random.experimental.stateless_fold_in(seed, offset))
-      log_w = (self.log_joint(targets, z, evaluation=True)
-               - tf.cast(q.log_prob(z), tf.float32))  # [n, B]
-      return tf.reduce_logsumexp(log_w, 0)  # [n, B] -> [B]
-
-    def log_add(a, b):  # ln(e^a + e^b); -inf where both are
-      return tf.reduce_logsumexp(tf.stack([a, b]), 0)
-
-    num_full, rest = divmod(num_samples, chunk_size)
-    total = tf.fill(tf.shape(loc)[1:2], tf.constant(-math.inf, tf.float32))  # [B]
-    if num_full:
-      def body(i, total):
-        return i + 1, log_add(total, chunk(chunk_size, i * chunk_size))
-      # One chunk at a time: iterations do not depend on each other, and running
-      # them in parallel would multiply the memory.
-      _, total = tf.while_loop(lambda i, _: i < num_full, body,
-                               (tf.constant(0), total), parallel_iterations=1)
-    if rest:
-      total = log_add(total, chunk(rest, num_full * chunk_size))
-    return total - math.log(num_samples)

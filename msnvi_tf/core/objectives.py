@@ -22,13 +22,13 @@ import math
 from typing import Callable, Dict, Iterable
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from msnvi_tf.core import integration
 
 __all__ = [
     "OBJECTIVES",
     "INTEGRATED_BOUNDS",
-    "iw_bound",
     "diag_normal_log_prob",
     "importance_bounds",
     "objective_bound",
@@ -38,10 +38,9 @@ __all__ = [
 INTEGRATED_BOUNDS = ("ind", "moe", "poe")
 
 
-def iw_bound(log_w):
+def _iw_bound(log_w):
   """ln (1/K) sum_k exp(log_w_k), stable: `[..., K, B]` -> `[..., B]`."""
-  num = tf.cast(tf.shape(log_w)[-2], log_w.dtype)
-  return tf.reduce_logsumexp(log_w, axis=-2) - tf.math.log(num)
+  return tfp.math.reduce_logmeanexp(log_w, axis=-2)
 
 
 def diag_normal_log_prob(z, loc, scale):
@@ -94,16 +93,16 @@ def importance_bounds(loc, scale, log_joint: Callable, num_samples: int,
     log_p_experts = log_p[:num_sources]  # [M, K, B]
     if "ind" in which:
       log_q = diag_normal_log_prob(z_experts, loc[:, None], scale[:, None])  # [M, K, B]
-      bounds["ind"] = tf.reduce_mean(iw_bound(log_p_experts - log_q), 0)
+      bounds["ind"] = tf.reduce_mean(_iw_bound(log_p_experts - log_q), 0)
     if "moe" in which:
       # Density of every expert's samples under every component: [M, M', K, B].
       log_q_all = diag_normal_log_prob(
           z_experts[:, None], loc[None, :, None], scale[None, :, None])
       log_q = tf.reduce_logsumexp(log_q_all, 1) - math.log(num_sources)  # [M, K, B]
-      bounds["moe"] = tf.reduce_mean(iw_bound(log_p_experts - log_q), 0)
+      bounds["moe"] = tf.reduce_mean(_iw_bound(log_p_experts - log_q), 0)
   if "poe" in which:
     log_q = diag_normal_log_prob(z_star, loc_star, scale_star)  # [1, K, B]
-    bounds["poe"] = iw_bound(log_p[-1:] - log_q)[0]
+    bounds["poe"] = _iw_bound(log_p[-1:] - log_q)[0]
   return bounds
 
 

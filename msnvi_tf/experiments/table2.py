@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf.core import objectives
+from msnvi_tf.core import estimators
 
 __all__ = [
     "ROWS",
@@ -40,12 +40,12 @@ PAPER_TABLE2 = {
 
 
 def single_source_bound(model, x, source: str, target: str, num_samples: int,
-                        chunk_size: int = 20):
+                        chunk_size: int = 20, seed: Optional[int] = None):
   """Importance-weighted bound of one target with one source's belief as proposal.
 
   L = ln (1/K) sum_k p(x_t | z_k) p(z_k) / q_s(z_k | x_s), z_k ~ q_s (Eq. 1 with
-  a single source and target). The decoder runs on `chunk_size` samples at a
-  time so that memory stays bounded.
+  a single source and target), by `estimators.log_likelihood`: the decoder runs
+  on `chunk_size` samples at a time so that memory stays bounded.
 
   Args:
     model: a `MultiSourceVAE` with an encoder `source` and a decoder `target`.
@@ -54,15 +54,15 @@ def single_source_bound(model, x, source: str, target: str, num_samples: int,
     target: name of the observation.
     num_samples: K.
     chunk_size: samples per decoder call.
+    seed: int for reproducible samples, None for new ones (`estimators`).
 
   Returns:
     `[B]` float32.
   """
   q = model.encode(x, [source])[source]
-  z = q.sample(num_samples)  # [K, B, Dz]
-  log_w = tf.concat([model.log_joint(x, z[i:i + chunk_size], [target])
-                     for i in range(0, num_samples, chunk_size)], 0)  # [K, B]
-  return objectives.iw_bound(log_w - q.log_prob(z))
+  return estimators.log_likelihood(
+      q, lambda z: model.log_joint(x, z, [target]), num_samples,
+      estimators.as_seed(seed), chunk_size)
 
 
 def pixel_accuracy(predicted, mask, threshold: float = 0.5):

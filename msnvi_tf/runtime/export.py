@@ -24,7 +24,8 @@ absent source are NaN, as is an absent source's score. The robust integration
 and the alarms use the conflict thresholds stored with the model (calibrated on
 healthy data by `MultiSourceVAE.calibrate_conflict`, else tau = 1). `predict`,
 `sensor_health` and `log_likelihood` draw their latent samples with a fixed
-stateless seed, so the same request gives the same answer.
+seed (`msnvi_tf.core.estimators`' convention, as `MultiSourceVAE.predict_targets`
+and `log_likelihood` with that seed), so the same request gives the same answer.
 """
 import math
 import os
@@ -33,9 +34,10 @@ from typing import Dict
 
 import tensorflow as tf
 
+from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.core import estimators
 from msnvi_tf.core import integration
-from msnvi_tf.core import objectives
 from msnvi_tf.core import robust
 
 __all__ = ["ServingModule", "export", "SIGNATURES"]
@@ -81,22 +83,18 @@ class ServingModule(tf.Module):
                                   name="present")
 
   # Core computations, shared by the signatures and by tests.
-  def stacked_beliefs(self, inputs):
+  def _stacked_beliefs(self, inputs):
     """`([M, B, Dz], [M, B, Dz])` beliefs of all sources."""
     return self.model._encode_stacked(inputs, self.model.sources)  # pylint: disable=protected-access
 
   def poe(self, inputs, present):
-    loc, scale = self.stacked_beliefs(inputs)
+    loc, scale = self._stacked_beliefs(inputs)
     return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
-
-  def _samples(self, loc, scale):
-    """K latent samples `[K, B, Dz]` of a belief `[B, Dz]`, from the fixed seed."""
-    shape = tf.concat([[self.num_samples], tf.shape(loc)], 0)  # [K, B, Dz]
-    return loc + scale * tf.random.stateless_normal(shape, seed=[self.seed, 0])
 
   def _predict(self, loc, scale):
     """Predictive means `{target: [B, ...]}` of the belief `(loc, scale)` (Eq. 6)."""
-    z = self._samples(loc, scale)  # [K, B, Dz]
+    z = estimators.draw(beliefs_lib.make_belief(loc, scale), self.num_samples,
+                        estimators.as_seed(self.seed))  # [K, B, Dz]
     return {t: tf.reduce_mean(self.model.decoders[t].mean(z), 0)
             for t in self.model.targets}
 
@@ -105,7 +103,7 @@ class ServingModule(tf.Module):
 
   def sensor_health(self, inputs, present):
     """`(health, predictions)`: `robust.sensor_health` `[M, B]` and robust means."""
-    loc, scale = self.stacked_beliefs(inputs)  # [M, B, Dz]
+    loc, scale = self._stacked_beliefs(inputs)  # [M, B, Dz]
     health = robust.sensor_health(loc, scale, tf.transpose(present),
                                   tf.convert_to_tensor(self.model.conflict_thresholds))
     loc_rob, scale_rob = integration.poe_stacked(
@@ -113,24 +111,39 @@ class ServingModule(tf.Module):
     return health, self._predict(loc_rob, scale_rob)
 
   def log_likelihood(self, inputs, present):
-    loc, scale = self.poe(inputs, present)
-    z = self._samples(loc, scale)  # [K, B, Dz]
-    log_q = objectives.diag_normal_log_prob(z, loc, scale)  # [K, B]
-    return objectives.iw_bound(self.model.log_joint(inputs, z) - log_q)
+    """ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q the PoE of the present sources.
+
+    One chunk of K samples: with every source present, `model.log_likelihood(
+    inputs, K, chunk_size=K, seed=seed)` (up to float error and the fused kernels).
+    """
+    q = beliefs_lib.make_belief(*self.poe(inputs, present))  # batch [B]
+    return estimators.log_likelihood(
+        q, lambda z: self.model.log_joint(inputs, z), self.num_samples,
+        estimators.as_seed(self.seed), chunk_size=self.num_samples)
 
   def conflict(self, inputs, present):
-    c = conflict_lib.conflict_stacked(*self.stacked_beliefs(inputs))  # [B, M, M]
+    c = conflict_lib.conflict_stacked(*self._stacked_beliefs(inputs))  # [B, M, M]
     both = present[:, :, None] * present[:, None, :] > 0.  # [B, M, M]
     return tf.where(both, c, math.nan)
 
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """Concrete functions keyed by signature name."""
+    out = {}
+    for name, (fn, specs, masked) in self._signature_functions().items():
+      specs = dict(specs, present=self._present) if masked else specs
+      kwargs = {_safe(k): v for k, v in specs.items()}
+      out[name] = tf.function(_checked_inputs(fn, specs)).get_concrete_function(**kwargs)
+    out["serving_default"] = out["predict"]
+    return out
+
+  def _signature_functions(self):
+    """`{signature: (fn, input specs, takes present)}` in `SIGNATURES` order."""
     model = self.model
     src = {k: self._specs[k] for k in self.source_keys}
     everything = dict(self._specs)
 
     def encode(**inputs):
-      loc, scale = self.stacked_beliefs(inputs)
+      loc, scale = self._stacked_beliefs(inputs)
       out = {}
       for i, s in enumerate(model.sources):
         out[f"{_safe(s)}_loc"] = loc[i]
@@ -142,7 +155,7 @@ class ServingModule(tf.Module):
       return {"loc": loc, "scale": scale}
 
     def integrate_moe(present, **inputs):
-      loc, scale = self.stacked_beliefs(inputs)
+      loc, scale = self._stacked_beliefs(inputs)
       mask = present > 0.
       count = tf.reduce_sum(tf.cast(mask, tf.float32), -1, keepdims=True)
       weights = tf.where(mask, 1. / tf.maximum(count, 1.), 0.)  # [B, M]
@@ -150,7 +163,7 @@ class ServingModule(tf.Module):
               "scale": tf.transpose(scale, [1, 0, 2]), "weights": weights}
 
     def integrate_robust(present, **inputs):
-      loc, scale = self.stacked_beliefs(inputs)
+      loc, scale = self._stacked_beliefs(inputs)
       loc_rob, scale_rob, weights = robust.robust_stacked(
           loc, scale, tf.transpose(present),
           tf.convert_to_tensor(model.conflict_thresholds))
@@ -172,7 +185,7 @@ class ServingModule(tf.Module):
     def log_likelihood(present, **inputs):
       return {"log_likelihood": self.log_likelihood(inputs, present)}
 
-    fns = {
+    return {
         "encode": (encode, src, False),
         "integrate_poe": (integrate_poe, src, True),
         "integrate_moe": (integrate_moe, src, True),
@@ -182,13 +195,6 @@ class ServingModule(tf.Module):
         "conflict": (conflict, src, True),
         "log_likelihood": (log_likelihood, everything, True),
     }
-    out = {}
-    for name, (fn, specs, masked) in fns.items():
-      specs = dict(specs, present=self._present) if masked else specs
-      kwargs = {_safe(k): v for k, v in specs.items()}
-      out[name] = tf.function(_checked_inputs(fn, specs)).get_concrete_function(**kwargs)
-    out["serving_default"] = out["predict"]
-    return out
 
 
 def _checked_inputs(fn, specs):
