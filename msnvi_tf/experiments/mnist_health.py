@@ -36,6 +36,7 @@ from msnvi_tf.core import integration
 from msnvi_tf.experiments import figures
 from msnvi_tf.runtime import training
 from msnvi_tf.data import mnist
+from msnvi_tf.data import mnist_files
 
 __all__ = ["CORRUPTIONS", "corrupt", "run_experiment"]
 
@@ -146,7 +147,7 @@ def run_experiment(workdir: str, output_dir: str,
   source = source or model.sources[0]
   m = model.sources.index(source)
   examples = {k: v.numpy() for k, v in mnist.make_test_examples(config).items()}
-  labels = mnist.load_split(config, "test")[1][:len(examples[model.sources[0]])]
+  labels = mnist_files.load_split(config, "test")[1][:len(examples[model.sources[0]])]
   half = len(labels) // 2
   calib = {k: v[:half] for k, v in examples.items()}
   test = {k: v[half:] for k, v in examples.items()}
