@@ -1,10 +1,11 @@
-"""Likelihood heads: fast log-probabilities equal TFP's, broadcasting over samples."""
+"""Likelihood heads and kernels: fast log-probabilities equal TFP's, samples broadcast."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from msnvi_tf.core import kernels
 from msnvi_tf.core import likelihoods
 
 
@@ -47,9 +48,9 @@ def test_bernoulli_log_prob_value_and_gradient_equal_tfp_even_for_extreme_logits
 
   expected, expected_grad = value_and_grad(lambda l: tf.reduce_sum(
       tfp.distributions.Bernoulli(logits=l).log_prob(x), -1))
-  with likelihoods.compiled_kernels(compiled):
+  with kernels.compiled_kernels(compiled):
     got, grad = tf.function(lambda: value_and_grad(
-        lambda l: likelihoods.bernoulli_log_prob(l, x, 1)))()
+        lambda l: kernels.bernoulli_log_prob(l, x, 1)))()
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
   assert np.all(np.isfinite(got)) and np.all(np.isfinite(grad))
@@ -58,13 +59,13 @@ def test_bernoulli_log_prob_value_and_gradient_equal_tfp_even_for_extreme_logits
 
 
 def test_compiled_kernels_are_per_context_and_restore_the_previous_setting():
-  assert not getattr(likelihoods._KERNELS, "enabled", False)  # pylint: disable=protected-access
-  with likelihoods.compiled_kernels():
-    assert likelihoods._KERNELS.enabled  # pylint: disable=protected-access
-    with likelihoods.compiled_kernels(False):
-      assert not likelihoods._KERNELS.enabled  # pylint: disable=protected-access
-    assert likelihoods._KERNELS.enabled  # pylint: disable=protected-access
-  assert not likelihoods._KERNELS.enabled  # pylint: disable=protected-access
+  assert not getattr(kernels._KERNELS, "enabled", False)  # pylint: disable=protected-access
+  with kernels.compiled_kernels():
+    assert kernels._KERNELS.enabled  # pylint: disable=protected-access
+    with kernels.compiled_kernels(False):
+      assert not kernels._KERNELS.enabled  # pylint: disable=protected-access
+    assert kernels._KERNELS.enabled  # pylint: disable=protected-access
+  assert not kernels._KERNELS.enabled  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -86,9 +87,9 @@ def test_normal_log_prob_value_and_gradients_equal_tfp(compiled, scale_shape):
 
   expected = value_and_grads(lambda l, s: tf.reduce_sum(
       tfp.distributions.Normal(l, s).log_prob(x), -1))
-  with likelihoods.compiled_kernels(compiled):
+  with kernels.compiled_kernels(compiled):
     got = tf.function(lambda: value_and_grads(
-        lambda l, s: likelihoods.normal_log_prob(l, s, x, 1)))()
+        lambda l, s: kernels.normal_log_prob(l, s, x, 1)))()
   assert got[2].shape == scale_shape
   for g, e in zip(got, expected):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)

@@ -1,5 +1,5 @@
 """The large-K estimate `MultiSourceVAE.log_likelihood`: exact, traced once, ordered;
-and its per-proposal evaluation (`table1.large_k_estimates`)."""
+and its per-proposal evaluation (`large_k.large_k_estimates`)."""
 import csv
 import math
 
@@ -11,6 +11,7 @@ import tensorflow_probability as tfp
 
 from linear_gaussian import LinearGaussian
 from msnvi_tf.core import beliefs
+from msnvi_tf.experiments import large_k
 from msnvi_tf.experiments import table1
 from msnvi_tf.core import likelihoods
 from msnvi_tf.core import model as model_lib
@@ -171,8 +172,8 @@ def test_linear_gaussian_estimates_are_exact_with_poe_and_ordered_in_k_alone():
 def test_large_k_estimates_give_mean_and_standard_error_per_proposal(toy_config):
   model = _toy_model(toy_config)
   batches = [toy_data.sample(8, seed)[0] for seed in (0, 1, 2)]  # 24 examples
-  assert table1.default_proposals(model) == ["poe", "x", "y"]
-  estimates = table1.large_k_estimates(model, batches, 20, ["poe", "x"],
+  assert large_k.default_proposals(model) == ["poe", "x", "y"]
+  estimates = large_k.large_k_estimates(model, batches, 20, ["poe", "x"],
                                            chunk_size=8, seed=7)
   for name, (sources, method) in {"poe": (None, "poe"), "x": (["x"], "poe")}.items():
     values = np.concatenate([
@@ -184,7 +185,7 @@ def test_large_k_estimates_give_mean_and_standard_error_per_proposal(toy_config)
     assert e["log_likelihood"] == pytest.approx(values.mean(), rel=1e-6)
     assert e["se"] == pytest.approx(values.std(ddof=1) / math.sqrt(24), rel=1e-5)
   with pytest.raises(ValueError, match="Unknown large-K proposal 'z'"):
-    table1.large_k_estimates(model, batches, 4, ["z"])
+    large_k.large_k_estimates(model, batches, 4, ["z"])
 
 
 def test_grid_writer_lists_large_k_estimates_by_proposal(tmp_path):

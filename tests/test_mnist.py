@@ -1,6 +1,7 @@
 """MNIST variants: loader, binarisation, noise, models, Table 1 grid, imputation."""
 import csv
 import gzip
+import hashlib
 import os
 
 import keras
@@ -17,6 +18,7 @@ from msnvi_tf.core import imputation
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import training
 from msnvi_tf.data import mnist
+from msnvi_tf.data import mnist_files
 from msnvi_tf.runtime import workdir as workdir_lib
 
 VARIANTS = ("mnist_tb", "mnist_qu", "mnist_no")
@@ -37,7 +39,7 @@ def _config(variant, *overrides):
 def raw_test_images():
   """The first 32 real test images and labels (IDX files beside the repo)."""
   config = _config("mnist_tb")
-  images, labels = mnist.load_split(config, "test")
+  images, labels = mnist_files.load_split(config, "test")
   return images[:32].reshape(-1, 784), labels[:32]
 
 
@@ -116,6 +118,63 @@ def test_bit_flip_rate_is_five_percent_and_independent_per_source():
   assert abs(rate - 0.05) < 0.005
 
 
+# sha256 of the sorted {name: float32 bytes} of the first training batch (from
+# step 3), the first eval batch and all test examples, recorded before the
+# variants became view functions: the pipeline serves the same bits.
+_PINNED = {
+    "mnist_tb": ("74ff253fd36915b5", "4bff1bf2802903a5", "34ff44c73087b71e"),
+    "mnist_qu": ("2380bc23118890a4", "21a71ca4c3c1392b", "85862eaef4b9d71f"),
+    "mnist_no": ("924e097c2e382a21", "7b145af06a6b96a0", "31893ce77ba1895b"),
+}
+
+
+def _fingerprint(batch):
+  digest = hashlib.sha256()
+  for name in sorted(batch):
+    digest.update(name.encode())
+    digest.update(np.asarray(batch[name], np.float32).tobytes())
+  return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variants_serve_the_bits_they_served_before_views(variant):
+  config = configs.get_config(variant).override([
+      "train_size=64", "eval_size=32", "batch_size=16", "eval_batch_size=16",
+      "use_label=True"])
+  train_ds, eval_ds = mnist.make_datasets(config, start_step=3)
+  got = (_fingerprint(next(iter(train_ds))), _fingerprint(next(iter(eval_ds))),
+         _fingerprint(mnist.make_test_examples(config)))
+  assert got == _PINNED[variant]
+  explicit = mnist.make_datasets(config, start_step=3, view=mnist.view_of(config))
+  assert _fingerprint(next(iter(explicit[0]))) == _PINNED[variant][0]
+
+
+def _digit_and_rotation(image, seed):
+  """The module docstring's example view."""
+  del seed  # no noise
+  rotated = tf.reverse(tf.transpose(image, [0, 2, 1]), [1])  # np.rot90
+  return {"digit": tf.reshape(image, [-1, 784]),
+          "rotated": tf.reshape(rotated, [-1, 784])}
+
+
+def test_custom_view_digit_and_rotation_reuses_the_pipeline():
+  config = _config("mnist_tb", "use_label=True")
+  train_ds, eval_ds = mnist.make_datasets(config, view=_digit_and_rotation)
+  for batch in (next(iter(train_ds)), next(iter(eval_ds))):
+    assert sorted(batch) == ["digit", "label", "rotated"]
+    assert all(tuple(batch[n].shape) == (16, 784) for n in ("digit", "rotated"))
+    digit = batch["digit"].numpy().reshape(-1, 28, 28)
+    np.testing.assert_array_equal(batch["rotated"].numpy().reshape(-1, 28, 28),
+                                  np.rot90(digit, axes=(1, 2)))
+  # The same binarisation as the built-in views, and deterministic.
+  test = mnist.make_test_examples(config, _digit_and_rotation)
+  tb = mnist.make_test_examples(config)
+  np.testing.assert_array_equal(test["digit"],
+                                np.concatenate([tb["top"], tb["bottom"]], -1))
+  again = next(iter(mnist.make_datasets(config, view=_digit_and_rotation)[0]))
+  np.testing.assert_array_equal(again["digit"], next(iter(train_ds))["digit"])
+
+
 def test_missing_directory_error_names_it_and_how_to_provide(tmp_path):
   missing = str(tmp_path / "no_such_dir")
   with pytest.raises(FileNotFoundError, match=f"directory {missing} does not") as info:
@@ -124,23 +183,23 @@ def test_missing_directory_error_names_it_and_how_to_provide(tmp_path):
 
 
 def test_environment_variable_selects_the_directory(tmp_path, monkeypatch):
-  monkeypatch.setenv(mnist.ENV_VAR, str(tmp_path))
-  assert mnist.resolve_data_dir("") == str(tmp_path)
-  assert mnist.resolve_data_dir("/explicit") == "/explicit"
+  monkeypatch.setenv(mnist_files.ENV_VAR, str(tmp_path))
+  assert mnist_files.resolve_data_dir("") == str(tmp_path)
+  assert mnist_files.resolve_data_dir("/explicit") == "/explicit"
   with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
-    mnist.load_split(_config("mnist_tb"), "test")
+    mnist_files.load_split(_config("mnist_tb"), "test")
 
 
 def test_default_directory_is_relative_to_the_repository():
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  assert mnist.default_data_dir() == os.path.normpath(
+  assert mnist_files.default_data_dir() == os.path.normpath(
       os.path.join(repo, "..", "shared", "data", "mnist"))
 
 
 def test_unprepared_tfds_error_names_the_directory(tmp_path):
   config = _config("mnist_tb", "data_source=tfds", f"tfds_data_dir={tmp_path}")
   with pytest.raises(FileNotFoundError, match="tfds build mnist") as info:
-    mnist.load_split(config, "test")
+    mnist_files.load_split(config, "test")
   assert str(tmp_path) in str(info.value)
 
 
@@ -154,7 +213,7 @@ def test_corrupt_file_error_names_the_path(tmp_path, content, message):
   path = tmp_path / "t10k-images-idx3-ubyte.gz"
   path.write_bytes(content)
   with pytest.raises(ValueError, match=message) as info:
-    mnist.read_idx(str(path), 3)
+    mnist_files.read_idx(str(path), 3)
   assert str(path) in str(info.value)
 
 
@@ -162,7 +221,7 @@ def test_tfds_path_with_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=40):
     config = _config("mnist_qu", "data_source=tfds", "train_size=0", "eval_size=0")
-    images, labels = mnist.load_split(config, "test")
+    images, labels = mnist_files.load_split(config, "test")
     assert images.shape == (40, 28, 28) and images.dtype == np.uint8
     assert labels.shape == (40,)
     train_ds, eval_ds = mnist.make_datasets(config)

@@ -12,6 +12,7 @@ from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import integration
 from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
+from msnvi_tf.data import pendulum_faults
 
 SQRT_HALF = math.sqrt(0.5)
 # Independent camera geometry from the paper's description (R = 1, D = 2): centre
@@ -108,7 +109,7 @@ def test_noise_std(config):
       assert np.std(corner) == pytest.approx(0.1, abs=0.02)
 
 
-@pytest.mark.parametrize("fault", pendulum.FAULTS)
+@pytest.mark.parametrize("fault", pendulum_faults.FAULTS)
 def test_fault_starts_at_requested_frame(fault):
   rig = pendulum.Rig()
   start = 37
@@ -135,7 +136,7 @@ def test_fault_starts_at_requested_frame(fault):
   elif fault == "lag":  # the frames of 5 steps earlier
     np.testing.assert_array_equal(after, healthy["camera1"][start - 5:-5])
   else:  # plausible frames: a moved pendulum image with the camera's own noise
-    assert fault in pendulum.SUBTLE_FAULTS
+    assert fault in pendulum_faults.SUBTLE_FAULTS
     clean = rig.render(np.linspace(0., 2. * np.pi, 60, endpoint=False))[1, start:]
     noise = healthy["camera1"][start:] - clean
     moved = after - noise
@@ -145,16 +146,16 @@ def test_fault_starts_at_requested_frame(fault):
 
 def test_warp_moves_and_turns_images_like_integer_shifts_and_rot90():
   images = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
-  shifted = pendulum.warp(images, (1., -2.))
+  shifted = pendulum_faults.warp(images, (1., -2.))
   np.testing.assert_allclose(shifted[:, 1:, :6], images[:, :7, 2:], atol=1e-6)
   assert not np.any(shifted[:, 0]) and not np.any(shifted[:, :, 6:])  # zeros enter
   # Counter-clockwise on the screen by 90 deg is numpy's rot90 (rows grow down).
-  np.testing.assert_allclose(pendulum.warp(images, angle_deg=90.),
+  np.testing.assert_allclose(pendulum_faults.warp(images, angle_deg=90.),
                              np.rot90(images, 1, axes=(1, 2)), atol=1e-5)
-  half = pendulum.warp(images, (0., 0.5))  # bilinear: the mean of neighbours
+  half = pendulum_faults.warp(images, (0., 0.5))  # bilinear: the mean of neighbours
   np.testing.assert_allclose(half[:, :, 1:], 0.5 * (images[:, :, 1:] + images[:, :, :-1]),
                              atol=1e-6)
-  per_frame = pendulum.warp(images, [[0., 0.], [1., -2.], [0., 0.]])
+  per_frame = pendulum_faults.warp(images, [[0., 0.], [1., -2.], [0., 0.]])
   np.testing.assert_allclose(per_frame[1], shifted[1], atol=1e-6)
   np.testing.assert_allclose(per_frame[[0, 2]], images[[0, 2]], atol=1e-6)
 
@@ -162,7 +163,7 @@ def test_warp_moves_and_turns_images_like_integer_shifts_and_rot90():
 def test_drift_grows_until_drift_frames_then_stays():
   rig = pendulum.Rig()
   clean = np.repeat(rig.render([np.pi])[0], 40, 0)  # [40, H, W]: camera 0, bob on the left
-  out = pendulum.inject_fault(clean, clean, "drift", 10, None, drift=(0., 4.),
+  out = pendulum_faults.inject_fault(clean, clean, "drift", 10, None, drift=(0., 4.),
                               drift_frames=20)
   # The bob's centre of mass moves right by 4 px * min(1, (t - 9) / 20) after frame 10.
   cols = np.arange(clean.shape[-1])
@@ -177,9 +178,9 @@ def test_unknown_fault_and_bad_start_raise():
   images = np.zeros((4, 32, 32), np.float32)
   rng = np.random.default_rng(0)
   with pytest.raises(ValueError, match="Unknown fault"):
-    pendulum.inject_fault(images, images, "melted", 1, rng)
+    pendulum_faults.inject_fault(images, images, "melted", 1, rng)
   with pytest.raises(ValueError, match="outside"):
-    pendulum.inject_fault(images, images, "black", 5, rng)
+    pendulum_faults.inject_fault(images, images, "black", 5, rng)
 
 
 def test_deterministic_from_seed(config):

@@ -1,7 +1,8 @@
 """The paper's maths, no I/O: beliefs, likelihoods, integration, conflict, objectives, model.
 
   beliefs       encoders and their Gaussian beliefs q_m(z | x_m)
-  likelihoods   decoders, likelihood heads p(x_t | z) and their fused kernels
+  likelihoods   decoders and likelihood heads p(x_t | z)
+  kernels       the heads' log-probabilities with hand-written gradients, XLA-fused
   integration   PoE / MoE of any subset of beliefs (Eqs. 3-5), PMI
   conflict      the conflict measure c(m || m') of Eq. (2)
   robust        conflict-aware PoE, per-source scores and alarms (beyond the paper)

@@ -8,27 +8,24 @@ observation (`tfd.Independent` over the observation axes), so `log_prob` sums
 over pixels / coordinates. Parameters and log-probabilities are float32 whatever
 the compute dtype of the stem.
 
-The Bernoulli and Normal heads' log-probabilities, the hot spots of the MNIST
-and CUB training steps, have hand-written gradients and, inside `compiled_kernels()`
-(which the model's train and test steps enter), run as XLA-fused kernels.
-Outside it (e.g. when a SavedModel is traced for TF Serving, whose CPU build
-has XLA JIT off by default) the same math runs as plain TensorFlow ops.
+The Bernoulli and Normal heads' log-probabilities are the hand-written kernels
+of `msnvi_tf.core.kernels`, XLA-fused inside `compiled_kernels()` (which the
+model's train and test steps enter; re-exported here for them).
 
 Evaluation without gradients (`Decoder.evaluation_log_prob`, used by the large-K
 log-likelihood) has one more fast path: under a mixed-precision policy, a
 decoder of Dense layers with a Bernoulli head runs its matmuls in bf16 / float16
 and everything between them in float32 XLA kernels (`Decoder.fused_log_prob`).
 """
-import contextlib
 import math
-import threading
-from typing import Optional, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from msnvi_tf.core import kernels
 from msnvi_tf.core import networks
 
 tfd = tfp.distributions
@@ -39,149 +36,10 @@ __all__ = [
     "CategoricalHead",
     "Decoder",
     "HEADS",
-    "bernoulli_log_prob",
-    "normal_log_prob",
     "compiled_kernels",
 ]
 
-_KERNELS = threading.local()
-
-
-@contextlib.contextmanager
-def compiled_kernels(enabled: bool = True):
-  """Heads traced inside this context use XLA-compiled log-probability kernels.
-
-  The flag is read when a function is traced and is per thread (tf.distribute
-  traces each replica in its own thread, inside the replica function).
-  """
-  previous = _compiled_now()
-  _KERNELS.enabled = enabled
-  try:
-    yield
-  finally:
-    _KERNELS.enabled = previous
-
-
-def _compiled_now() -> bool:
-  """Whether this thread is inside `compiled_kernels()`."""
-  return getattr(_KERNELS, "enabled", False)
-
-
-def _per_example(upstream, event_ndims):
-  """`[..., B]` -> `[..., B, 1, ..., 1]`: broadcasts against `[..., B, *event]`."""
-  return tf.reshape(upstream, tf.concat([tf.shape(upstream), [1] * event_ndims], 0))
-
-
-def _kernel(fn):
-  """`kernel(compiled)` is `fn` itself or `fn` as one XLA-compiled function."""
-  jitted = tf.function(fn, jit_compile=True, autograph=False)
-  return lambda compiled: jitted if compiled else fn
-
-
-@_kernel
-def _bernoulli_value(logits, x, event_ndims):
-  """Log-probability and sigmoid(logits), sharing one sigmoid."""
-  probs = tf.sigmoid(logits)
-  # softplus(l) = relu(l) - ln max(sigmoid(l), 1 - sigmoid(l)), exact and stable:
-  # the max lies in [1/2, 1].
-  log_prob = x * logits - tf.nn.relu(logits) + tf.math.log(tf.maximum(probs, 1. - probs))
-  return tf.reduce_sum(log_prob, list(range(-event_ndims, 0))), probs
-
-
-@_kernel
-def _bernoulli_grad(upstream, x, probs, event_ndims):
-  """d/dl of sum_i x_i l_i - softplus(l_i) is x_i - sigmoid(l_i), times upstream."""
-  upstream = _per_example(upstream, event_ndims)
-  return upstream * (x - probs)
-
-
-@_kernel
-def _bias_activation(h, bias, activation):
-  """activation(h + bias) in float32, returned in h's dtype (one pass under XLA)."""
-  return tf.cast(activation(tf.cast(h, tf.float32) + bias), h.dtype)
-
-
-@_kernel
-def _bernoulli_value_with_bias(logits, bias, x, event_ndims):
-  """`_bernoulli_value`'s log-probability of logits + bias, without the sigmoid
-  output (nothing needs it without gradients): sum of x l - relu(l) - ln(1 + e^-|l|)."""
-  logits = tf.cast(logits, tf.float32) + bias
-  log_prob = (x * logits - tf.nn.relu(logits)
-              - tf.math.log(1. + tf.exp(-tf.abs(logits))))
-  return tf.reduce_sum(log_prob, list(range(-event_ndims, 0)))
-
-
-@_kernel
-def _normal_value(loc, scale, x, event_ndims):
-  """sum over the event axes of ln N(x; loc, scale^2); scale broadcasts."""
-  z = (x - loc) / scale
-  log_prob = -0.5 * tf.square(z) - tf.math.log(scale) - 0.5 * math.log(2. * math.pi)
-  return tf.reduce_sum(log_prob, list(range(-event_ndims, 0)))
-
-
-@_kernel
-def _normal_grad(upstream, loc, scale, x, event_ndims):
-  """Gradients w.r.t. loc, (x - loc) / scale^2, and scale, ((x - loc)^2 / scale^2 - 1)
-  / scale, times upstream; the scale's summed down to its (broadcast) shape."""
-  upstream = _per_example(upstream, event_ndims)
-  z = (x - loc) / scale
-  grad_loc = upstream * z / scale
-  grad_scale = upstream * (tf.square(z) - 1.) / scale
-  _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(grad_scale), s1=tf.shape(scale))
-  return grad_loc, tf.reshape(tf.reduce_sum(grad_scale, axes), tf.shape(scale))
-
-
-def normal_log_prob(loc, scale, x, event_ndims: int):
-  """sum_i ln N(x_i; loc_i, scale_i^2) over the last `event_ndims` axes.
-
-  -0.5 ((x - loc) / scale)^2 - ln scale - 0.5 ln 2 pi per coordinate, with a
-  hand-written gradient; `scale` may be a full tensor or broadcast (a global
-  std of shape `[1, ..., 1]`), and is never materialised at loc's shape.
-
-  Args:
-    loc: `[..., B, *event]` float32.
-    scale: float32, broadcasting against `loc`.
-    x: `[B, *event]` float32 (data: no gradient).
-    event_ndims: number of event axes summed over.
-
-  Returns:
-    `[..., B]` float32.
-  """
-  compiled = _compiled_now()  # see bernoulli_log_prob
-
-  @tf.custom_gradient
-  def log_prob(loc, scale):
-    value = _normal_value(compiled)(loc, scale, x, event_ndims)  # [..., B]
-    return value, lambda upstream: _normal_grad(compiled)(upstream, loc, scale, x,
-                                                          event_ndims)
-  return log_prob(loc, scale)
-
-
-def bernoulli_log_prob(logits, x, event_ndims: int):
-  """sum_i x_i l_i - softplus(l_i) over the last `event_ndims` axes.
-
-  ln Ber(x; sigmoid(l)) for x in {0, 1} (and its continuous extension for x in
-  [0, 1]), with a hand-written gradient x - sigmoid(l) with respect to the
-  logits (x is data: it gets no gradient).
-
-  Args:
-    logits: `[..., B, *event]` float32.
-    x: `[B, *event]` float32, broadcasting against `logits`.
-    event_ndims: number of event axes summed over.
-
-  Returns:
-    `[..., B]` float32.
-  """
-  # Read now: the gradient is built later, after the caller left the context.
-  compiled = _compiled_now()
-
-  @tf.custom_gradient
-  def log_prob(logits):
-    # value [..., B], probs [..., B, *event]
-    value, probs = _bernoulli_value(compiled)(logits, x, event_ndims)
-    return value, lambda upstream: _bernoulli_grad(compiled)(upstream, x, probs, event_ndims)
-  return log_prob(logits)
-
+compiled_kernels = kernels.compiled_kernels
 
 class _Head(keras.layers.Layer):
   """Shared plumbing: a parameter layer producing `[N, *event_shape]` outputs."""
@@ -223,9 +81,9 @@ class BernoulliHead(_Head):
     return self._independent(tfd.Bernoulli(logits=logits, dtype=tf.float32))
 
   def log_prob(self, params, x):
-    """`bernoulli_log_prob`: TFP's value without its broadcasting and validation
+    """`kernels.bernoulli_log_prob`: TFP's value without its broadcasting and validation
     ops, with one fused kernel each way in the training step."""
-    return bernoulli_log_prob(params[0], x, len(self.event_shape))
+    return kernels.bernoulli_log_prob(params[0], x, len(self.event_shape))
 
   def mean(self, params):
     return tf.sigmoid(params[0])
@@ -284,8 +142,8 @@ class NormalHead(_Head):
     return self._independent(tfd.Normal(loc, scale))
 
   def log_prob(self, params, x):
-    """`normal_log_prob`: one fused kernel each way in the training step."""
-    return normal_log_prob(params[0], params[1], x, len(self.event_shape))
+    """`kernels.normal_log_prob`: one fused kernel each way in the training step."""
+    return kernels.normal_log_prob(params[0], params[1], x, len(self.event_shape))
 
   def mean(self, params):
     return params[0]
@@ -404,7 +262,7 @@ class Decoder(networks.StemAndHead):
       raise ValueError(f"{self.name}: fused_log_prob needs a Dense stem and a "
                        "Bernoulli head of one Dense layer.")
     stem, head_dense = fused
-    compiled = _compiled_now()
+    compiled = kernels.compiled_now()
     dtype = self.compute_dtype
 
     def bias(layer):
@@ -417,11 +275,11 @@ class Decoder(networks.StemAndHead):
 
     h = tf.cast(tf.reshape(z, [-1, self.latent_dim]), dtype)  # [N, Dz]
     for layer in stem:
-      h = _bias_activation(compiled)(tf.matmul(h, kernel(layer)), bias(layer),
-                                     layer.activation)
+      h = kernels.bias_activation(compiled)(tf.matmul(h, kernel(layer)),
+                                            bias(layer), layer.activation)
     logits = tf.matmul(h, kernel(head_dense))  # [N, prod(event)], compute dtype
     logits = tf.reshape(logits, tf.concat([tf.shape(z)[:-1], self.event_shape], 0))
-    return _bernoulli_value_with_bias(compiled)(
+    return kernels.bernoulli_value_with_bias(compiled)(
         logits, tf.reshape(bias(head_dense), self.event_shape),
         tf.cast(x, tf.float32), len(self.event_shape))
 
@@ -434,7 +292,7 @@ class Decoder(networks.StemAndHead):
     mixed_bfloat16 MNIST-TB evaluation slower than float32 with `log_prob`
     and 1.4x faster with this (bench/step_time.py). Elsewhere: `log_prob`.
     """
-    if (_compiled_now() and self.compute_dtype != "float32"
+    if (kernels.compiled_now() and self.compute_dtype != "float32"
         and self.fused_layers() is not None):
       return self.fused_log_prob(z, x)
     return self.log_prob(z, x)

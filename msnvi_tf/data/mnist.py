@@ -13,39 +13,42 @@ Binarisation: a pixel with intensity v in [0, 1] is 1 with probability v. The
 training set is binarised (and, for mnist_no, corrupted) afresh every time an
 example is served, from seeds drawn by a seeded `tf.data.Dataset.random`; the
 test set is binarised once, from `config.eval_seed`, so every evaluation sees
-the same binary images.
+the same binary images. The images are read by `mnist_files`.
 
-Images come from the four standard IDX gz files in a directory (`config.data_dir`,
-else the environment variable MSNVI_MNIST_DIR, else `<repo>/../shared/data/mnist`
-when it exists) or from a prepared TFDS `mnist` (`config.data_source = "tfds"`,
-or "auto" when no IDX directory is found). Nothing is ever downloaded.
+Views: each variant is a view function `view(image, seed) -> {name: [B, D]}` of
+binary digits `image` `[B, 28, 28]` float32 and a stateless seed `[2]` for any
+noise of its own (`VIEWS`). Any other view reuses the loading, binarisation,
+splits and batching; e.g. a digit and its 90° rotation as two sources:
+
+  def digit_and_rotation(image, seed):
+    del seed  # no noise
+    rotated = tf.reverse(tf.transpose(image, [0, 2, 1]), [1])  # np.rot90
+    return {"digit": tf.reshape(image, [-1, 784]),
+            "rotated": tf.reshape(rotated, [-1, 784])}
+
+  train_ds, eval_ds = mnist.make_datasets(config, view=digit_and_rotation)
 """
-import gzip
-import os
-import struct
-from typing import Dict, Optional, Tuple
+import functools
+from typing import Callable, Dict, Optional
 
-import numpy as np
 import tensorflow as tf
 
 from msnvi_tf import data as data_lib
+from msnvi_tf.data import mnist_files
 
 __all__ = [
     "IMAGE_SIZE",
     "NUM_PIXELS",
     "NUM_CLASSES",
     "VARIANTS",
-    "ENV_VAR",
-    "IDX_FILES",
-    "default_data_dir",
-    "resolve_data_dir",
-    "read_idx",
-    "load_idx_split",
-    "load_tfds_split",
-    "load_split",
+    "VIEWS",
     "source_shapes",
     "target_shapes",
     "binarise",
+    "top_bottom",
+    "quarters",
+    "noisy_copies",
+    "view_of",
     "split_image",
     "assemble_image",
     "make_examples",
@@ -53,15 +56,10 @@ __all__ = [
     "make_datasets",
 ]
 
-IMAGE_SIZE = 28
+IMAGE_SIZE = mnist_files.IMAGE_SIZE
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
-ENV_VAR = "MSNVI_MNIST_DIR"
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-_IDX_MAGIC = {3: 2051, 1: 2049}  # number of dimensions -> magic number.
+_HALF = IMAGE_SIZE // 2
 
 # variant -> {source: per-example shape}; the parts of the image each source sees.
 VARIANTS = {
@@ -70,142 +68,14 @@ VARIANTS = {
     "mnist_no": {f"noisy{i}": (NUM_PIXELS,) for i in range(4)},
 }
 
-_HOW_TO_PROVIDE = (
-    "Provide MNIST as the four IDX gz files ({files}) in a directory and pass it "
-    "with --data_dir (config.data_dir) or the environment variable {env}, or "
-    "prepare TFDS mnist once on a machine with network (`tfds build mnist`) and "
-    "set data_source='tfds' (and tfds_data_dir if it is not the TFDS default).")
-
-
-def _how_to_provide():
-  files = ", ".join(f for pair in IDX_FILES.values() for f in pair)
-  return _HOW_TO_PROVIDE.format(files=files, env=ENV_VAR)
+# view(image [B, 28, 28] binary float32, seed [2]) -> {name: [B, D] float32}.
+View = Callable[[tf.Tensor, Optional[tf.Tensor]], Dict[str, tf.Tensor]]
 
 
 def _check_variant(variant):
   if variant not in VARIANTS:
     raise ValueError(f"Unknown MNIST variant {variant!r}; choose one of "
                      f"{sorted(VARIANTS)}.")
-
-
-def default_data_dir() -> str:
-  """`<repo>/../shared/data/mnist`, relative to this package's repository root."""
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return os.path.normpath(os.path.join(repo, os.pardir, "shared", "data", "mnist"))
-
-
-def resolve_data_dir(data_dir: str = "") -> Optional[str]:
-  """The IDX directory: `data_dir`, else $MSNVI_MNIST_DIR, else the default if it exists.
-
-  Returns:
-    A path (not checked when given explicitly), or None when nothing is set and
-    the default directory does not exist.
-  """
-  if data_dir:
-    return data_dir
-  if os.environ.get(ENV_VAR):
-    return os.environ[ENV_VAR]
-  default = default_data_dir()
-  return default if os.path.isdir(default) else None
-
-
-def read_idx(path: str, ndim: int) -> np.ndarray:
-  """Reads one gzip'd IDX file of unsigned bytes.
-
-  Args:
-    path: the `.gz` file.
-    ndim: 3 for images (magic 2051), 1 for labels (magic 2049).
-
-  Returns:
-    uint8 array of the shape in the header.
-
-  Raises:
-    FileNotFoundError: no file at `path` (the message says how to provide it).
-    ValueError: not gzip, wrong magic number or truncated payload.
-  """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"MNIST file {path} not found. {_how_to_provide()}")
-  try:
-    with gzip.open(path, "rb") as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
-    raise ValueError(f"MNIST file {path} is not a readable gzip file ({e}); it "
-                     f"is corrupt. {_how_to_provide()}") from None
-  header = 4 * (ndim + 1)
-  if len(raw) < header:
-    raise ValueError(f"MNIST file {path} is truncated ({len(raw)} bytes). "
-                     f"{_how_to_provide()}")
-  magic, *dims = struct.unpack(f">{ndim + 1}i", raw[:header])
-  if magic != _IDX_MAGIC[ndim]:
-    raise ValueError(f"MNIST file {path} has magic number {magic}, expected "
-                     f"{_IDX_MAGIC[ndim]}; it is corrupt or the wrong file. "
-                     f"{_how_to_provide()}")
-  size = int(np.prod(dims))
-  if len(raw) - header != size:
-    raise ValueError(f"MNIST file {path} holds {len(raw) - header} data bytes, "
-                     f"its header promises {size} ({dims}); it is corrupt. "
-                     f"{_how_to_provide()}")
-  return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
-
-
-def load_idx_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
-  """`(images [N, 28, 28] uint8, labels [N] uint8)` of "train" or "test" from IDX files."""
-  if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f"MNIST directory {data_dir} does not exist. "
-                            f"{_how_to_provide()}")
-  image_file, label_file = IDX_FILES[split]
-  images = read_idx(os.path.join(data_dir, image_file), 3)
-  labels = read_idx(os.path.join(data_dir, label_file), 1)
-  if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
-    raise ValueError(
-        f"MNIST {split} files in {data_dir} disagree: images {images.shape}, labels "
-        f"{labels.shape}; expected [N, 28, 28] and [N]. {_how_to_provide()}")
-  return images, labels
-
-
-def load_tfds_split(split: str, tfds_data_dir: str = "") -> Tuple[np.ndarray, np.ndarray]:
-  """`(images [N, 28, 28] uint8, labels [N] uint8)` from a prepared TFDS `mnist` (no download)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    dataset = tfds.load("mnist", split=split, data_dir=tfds_data_dir or None,
-                        download=False)
-  except AssertionError as e:  # TFDS's "could not find data in <dir>".
-    raise FileNotFoundError(f"TFDS mnist is not prepared ({e}). "
-                            f"{_how_to_provide()}") from None
-  batches = list(tfds.as_numpy(dataset.batch(10_000)))
-  images = np.concatenate([b["image"] for b in batches]).astype(np.uint8)
-  labels = np.concatenate([b["label"] for b in batches]).astype(np.uint8)
-  return images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels
-
-
-def _tfds_prepared(tfds_data_dir: str) -> bool:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.builder("mnist", data_dir=tfds_data_dir or None).is_prepared()
-
-
-def load_split(config, split: str) -> Tuple[np.ndarray, np.ndarray]:
-  """Images and labels of a split from IDX files or TFDS, per `config.data_source`.
-
-  "idx" reads the directory of `resolve_data_dir(config.data_dir)`; "tfds" reads a
-  prepared TFDS `mnist` in `config.tfds_data_dir`; "auto" takes IDX when a
-  directory resolves, else TFDS when it is prepared.
-
-  Raises:
-    FileNotFoundError / ValueError: naming the path, with how to provide the data.
-  """
-  source = config.data_source
-  if source not in ("auto", "idx", "tfds"):
-    raise ValueError(f"Unknown data_source {source!r}; choose 'auto', 'idx' or 'tfds'.")
-  data_dir = resolve_data_dir(config.data_dir)
-  if source == "tfds" or (source == "auto" and data_dir is None
-                          and _tfds_prepared(config.tfds_data_dir)):
-    return load_tfds_split(split, config.tfds_data_dir)
-  if data_dir is None:
-    raise FileNotFoundError(
-        f"No MNIST data: {ENV_VAR} is unset, the default directory "
-        f"{default_data_dir()} does not exist and TFDS mnist is not prepared. "
-        f"{_how_to_provide()}")
-  return load_idx_split(data_dir, split)
 
 
 def source_shapes(variant: str, use_label: bool = False) -> Dict[str, tuple]:
@@ -232,32 +102,79 @@ def binarise(intensity, seed):
                  tf.float32)
 
 
+def _flat(image):
+  """`[B, H, W]` -> `[B, H * W]`."""
+  return tf.reshape(image, [-1, image.shape[1] * image.shape[2]])
+
+
+def top_bottom(image, seed=None) -> Dict[str, tf.Tensor]:
+  """The mnist_tb view: image `[B, 28, 28]` -> {"top", "bottom"} `[B, 392]` (no noise)."""
+  del seed  # no noise
+  return {"top": _flat(image[:, :_HALF]), "bottom": _flat(image[:, _HALF:])}
+
+
+def quarters(image, seed=None) -> Dict[str, tf.Tensor]:
+  """The mnist_qu view: image `[B, 28, 28]` -> {"q0".."q3"} `[B, 196]` (no noise).
+
+  q0..q3 are the top-left, top-right, bottom-left and bottom-right quarters.
+  """
+  del seed  # no noise
+  parts = (image[:, :_HALF, :_HALF], image[:, :_HALF, _HALF:],
+           image[:, _HALF:, :_HALF], image[:, _HALF:, _HALF:])  # each [B, 14, 14]
+  return {f"q{i}": _flat(q) for i, q in enumerate(parts)}
+
+
+def noisy_copies(image, seed, flip_prob: float = 0.05) -> Dict[str, tf.Tensor]:
+  """The mnist_no view: the clean "image" and four bit-flipped copies, all `[B, 784]`.
+
+  Args:
+    image: `[B, 28, 28]` binary float32.
+    seed: `[2]` stateless seed; the flips are drawn from `fold_in(seed, 1)`.
+    flip_prob: probability of flipping each bit of each copy, independently.
+
+  Returns:
+    {"image", "noisy0".."noisy3"} `[B, 784]` float32.
+  """
+  clean = _flat(image)  # [B, 784]
+  num = len(VARIANTS["mnist_no"])
+  flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+  flips = tf.cast(tf.random.stateless_uniform(
+      tf.concat([[num], tf.shape(clean)], 0), flip_seed) < flip_prob,
+                  tf.float32)  # [4, B, 784]
+  noisy = tf.abs(clean[None] - flips)  # [4, B, 784]
+  return {"image": clean, **{f"noisy{i}": noisy[i] for i in range(num)}}
+
+
+VIEWS = {"mnist_tb": top_bottom, "mnist_qu": quarters, "mnist_no": noisy_copies}
+
+
+def view_of(config) -> View:
+  """The view of `config.dataset`, with mnist_no's `config.flip_prob`."""
+  _check_variant(config.dataset)
+  if config.dataset == "mnist_no":
+    return functools.partial(noisy_copies, flip_prob=config.flip_prob)
+  return VIEWS[config.dataset]
+
+
 def split_image(image, variant: str) -> Dict[str, tf.Tensor]:
-  """Cuts binary images `[B, 784]` into the variant's parts (no noise).
+  """Cuts binary images `[B, 784]` into the variant's targets (no noise).
 
   Returns:
     mnist_tb: {"top", "bottom"} `[B, 392]`; mnist_qu: {"q0".."q3"} `[B, 196]`;
     mnist_no: {"image": [B, 784]}.
   """
   _check_variant(variant)
-  if variant == "mnist_tb":
-    return {"top": image[:, :NUM_PIXELS // 2], "bottom": image[:, NUM_PIXELS // 2:]}
-  if variant == "mnist_qu":
-    half = IMAGE_SIZE // 2
-    grid = tf.reshape(image, [-1, IMAGE_SIZE, IMAGE_SIZE])  # [B, 28, 28]
-    quarters = (grid[:, :half, :half], grid[:, :half, half:],
-                grid[:, half:, :half], grid[:, half:, half:])  # each [B, 14, 14]
-    return {f"q{i}": tf.reshape(q, [-1, half * half]) for i, q in enumerate(quarters)}
-  return {"image": image}
+  if variant == "mnist_no":
+    return {"image": image}
+  return VIEWS[variant](tf.reshape(image, [-1, IMAGE_SIZE, IMAGE_SIZE]))
 
 
 def assemble_image(parts, variant: str):
   """Inverse of `split_image`: parts `{name: [..., D]}` -> images `[..., 28, 28]`."""
   _check_variant(variant)
   if variant == "mnist_qu":
-    half = IMAGE_SIZE // 2
     lead = tf.shape(parts["q0"])[:-1]
-    q = [tf.reshape(parts[f"q{i}"], tf.concat([lead, [half, half]], 0))
+    q = [tf.reshape(parts[f"q{i}"], tf.concat([lead, [_HALF, _HALF]], 0))
          for i in range(4)]  # each [..., 14, 14]
     return tf.concat([tf.concat(q[:2], -1), tf.concat(q[2:], -1)], -2)  # [..., 28, 28]
   if variant == "mnist_tb":
@@ -267,32 +184,22 @@ def assemble_image(parts, variant: str):
   return tf.reshape(flat, tf.concat([tf.shape(flat)[:-1], [IMAGE_SIZE, IMAGE_SIZE]], 0))
 
 
-def make_examples(images, labels, seed, variant: str, flip_prob: float = 0.05,
+def make_examples(images, labels, seed, view: View,
                   use_label: bool = False) -> Dict[str, tf.Tensor]:
-  """Binarises a batch of images and builds the variant's sources and targets.
+  """Binarises a batch of images and builds the view's sources and targets.
 
   Args:
-    images: `[B, 784]` uint8 (or float in [0, 255]) intensities.
+    images: `[B, 28, 28]` uint8 (or float in [0, 255]) intensities.
     labels: `[B]` integer classes.
-    seed: `[2]` stateless seed; binarisation and bit flips are functions of it.
-    variant: a key of `VARIANTS`.
-    flip_prob: bit-flip probability of the mnist_no sources.
+    seed: `[2]` stateless seed; binarisation and the view's noise are functions of it.
+    view: `view(image [B, 28, 28], seed [2]) -> {name: [B, D]}`, e.g. of `VIEWS`.
     use_label: add the one-hot "label" `[B, 10]`.
 
   Returns:
-    `{name: [B, D] float32}` holding every source and target of the variant.
+    `{name: [B, D] float32}` holding every source and target of the view.
   """
-  intensity = tf.cast(images, tf.float32) / 255.  # [B, 784]
-  image = binarise(intensity, seed)  # [B, 784]
-  examples = split_image(image, variant)
-  if variant == "mnist_no":
-    num = len(VARIANTS[variant])
-    flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    flips = tf.cast(tf.random.stateless_uniform(
-        tf.concat([[num], tf.shape(image)], 0), flip_seed) < flip_prob,
-                    tf.float32)  # [4, B, 784]
-    noisy = tf.abs(image[None] - flips)  # [4, B, 784]
-    examples.update({f"noisy{i}": noisy[i] for i in range(num)})
+  intensity = tf.cast(images, tf.float32) / 255.  # [B, 28, 28]
+  examples = dict(view(binarise(intensity, seed), seed))
   if use_label:
     examples["label"] = tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
   return examples
@@ -302,15 +209,22 @@ def _subset(images, labels, size):
   return (images, labels) if not size else (images[:size], labels[:size])
 
 
-def make_test_examples(config) -> Dict[str, tf.Tensor]:
-  """The fixed binarisation of the first `config.eval_size` test images (0: all 10,000)."""
-  images, labels = _subset(*load_split(config, "test"), config.eval_size)
-  return make_examples(images.reshape(-1, NUM_PIXELS), labels,
-                       tf.constant([config.eval_seed, 0], tf.int64), config.dataset,
-                       config.flip_prob, config.use_label)
+def make_test_examples(config, view: Optional[View] = None) -> Dict[str, tf.Tensor]:
+  """The fixed binarisation of the first `config.eval_size` test images (0: all 10,000).
+
+  Args:
+    config: the data set's config.
+    view: the examples' view; default `view_of(config)`.
+
+  Returns:
+    `{name: [N, D] float32}`.
+  """
+  images, labels = _subset(*mnist_files.load_split(config, "test"), config.eval_size)
+  return make_examples(images, labels, tf.constant([config.eval_seed, 0], tf.int64),
+                       view or view_of(config), config.use_label)
 
 
-def make_datasets(config, start_step: int = 0):
+def make_datasets(config, start_step: int = 0, view: Optional[View] = None):
   """`(train, eval)` datasets of `{name: [B, D] float32}` batches.
 
   Train: the first `config.train_size` training images (0: all 60,000), in a new
@@ -318,18 +232,27 @@ def make_datasets(config, start_step: int = 0):
   of (config.seed, s) (`data.training_batches`), the first is batch `start_step`.
   Eval: the fixed binarisation of `make_test_examples`, batched by
   `config.eval_batch_size`.
+
+  Args:
+    config: the data set's config.
+    start_step: the first training batch served.
+    view: `view(image [B, 28, 28], seed [2]) -> {name: [B, D]}` (see the module
+      docstring); default `view_of(config)`.
+
+  Returns:
+    `(train_ds, eval_ds)`.
   """
-  _check_variant(config.dataset)
-  images, labels = _subset(*load_split(config, "train"), config.train_size)
+  view = view or view_of(config)
+  images, labels = _subset(*mnist_files.load_split(config, "train"), config.train_size)
 
   def build(batch, seed):
-    return make_examples(batch["images"], batch["labels"], seed, config.dataset,
-                         config.flip_prob, config.use_label)
+    return make_examples(batch["images"], batch["labels"], seed, view, config.use_label)
 
   train_ds = data_lib.training_batches(
-      {"images": images.reshape(-1, NUM_PIXELS), "labels": labels},  # [N, 784] uint8
+      {"images": images, "labels": labels},  # [N, 28, 28] uint8, [N] uint8
       config.batch_size, config.seed, start_step, build,
       what=f"{config.dataset} training images")
-  eval_ds = data_lib.eval_batches(make_test_examples(config), config.eval_batch_size,
+  eval_ds = data_lib.eval_batches(make_test_examples(config, view),
+                                  config.eval_batch_size,
                                   what=f"{config.dataset} test images")
   return train_ds, eval_ds

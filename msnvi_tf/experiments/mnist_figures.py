@@ -15,6 +15,7 @@ import tensorflow as tf
 from msnvi_tf.experiments import table1
 from msnvi_tf.core import imputation
 from msnvi_tf.data import mnist
+from msnvi_tf.data import mnist_files
 
 __all__ = [
     "image_grid",
@@ -148,7 +149,7 @@ def imputation_chain_figure(x, means: Mapping[str, tf.Tensor], variant: str,
 
 def _exemplars(config, num_examples):
   """Indices of the first test example of each digit 0-9 among `num_examples`."""
-  labels = mnist.load_split(config, "test")[1][:num_examples]
+  labels = mnist_files.load_split(config, "test")[1][:num_examples]
   return [int(np.argmax(labels == c)) for c in range(mnist.NUM_CLASSES)
           if np.any(labels == c)]
 

@@ -35,6 +35,7 @@ from msnvi_tf.experiments import health_report
 from msnvi_tf.core import integration
 from msnvi_tf.experiments import figures
 from msnvi_tf.data import mnist
+from msnvi_tf.data import mnist_files
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["CORRUPTIONS", "corrupt", "run_experiment"]
@@ -122,6 +123,45 @@ def _reconstruction_rmse(model, loc, scale, mask, truth, num_samples, seed) -> f
   return float(np.sqrt(np.mean(np.concatenate(errors))))
 
 
+def _corruption_row(model, test, healthy, source: str, kind: str, labels,
+                    num_samples: int, seed: int) -> dict:
+  """One corruption's detection, ROC and reconstruction RMSEs on the test half.
+
+  Args:
+    model: the trained model, calibrated.
+    test: `{name: [N, D]}` healthy test examples.
+    healthy: `health_report.health_both` of the healthy examples.
+    source: the corrupted source.
+    kind: a key of `CORRUPTIONS`.
+    labels: `[N]` classes of the test examples (for "swap").
+    num_samples: latent samples per reconstruction.
+    seed: seed of the corruption and the latent samples.
+
+  Returns:
+    `{"rmse": {integration: float}, _CALIBRATED | _FIXED: {"rate",
+    "misattributed", ..., "auc", "curve"}}`.
+  """
+  m = model.sources.index(source)
+  x = dict(test)
+  x[source] = corrupt(test[source], kind, seed, labels)
+  c_loc, c_scale = _beliefs(model, x)  # each [M, N, Dz]
+  health = health_report.health_both(model, c_loc, c_scale)
+  everyone = tf.ones(c_loc.shape[:2])  # [M, N]
+  others = tf.constant([[float(i != m)] for i in range(len(model.sources))]) * everyone
+  row = {"rmse": {
+      name: _reconstruction_rmse(model, c_loc, c_scale, mask, test, num_samples, seed)
+      for name, mask in (("PoE(all)", everyone), ("PoE(healthy)", others),
+                         ("robust", health[_CALIBRATED]["weight"]),
+                         ("robust, tau = 1", health[_FIXED]["weight"]))}}
+  for key in (_CALIBRATED, _FIXED):
+    negative, positive = healthy[key]["score"][m], health[key]["score"][m]
+    row[key] = health_report.detection(health[key]["alarm"], m)
+    row[key]["auc"] = health_report.roc_auc(negative, positive)
+    row[key]["curve"] = (health_report.roc_curve(negative, positive), row[key]["auc"],
+                         (float(np.mean(negative > 1.)), float(np.mean(positive > 1.))))
+  return row
+
+
 def run_experiment(workdir: str, output_dir: str,
                    faults: Sequence[str] = CORRUPTIONS, num_samples: int = 16,
                    seed: int = 1, source: str = "", num_examples: int = 0) -> List[str]:
@@ -144,37 +184,19 @@ def run_experiment(workdir: str, output_dir: str,
     raise ValueError(f"{workdir}: the report needs >= 3 sources; the model has "
                      f"{model.sources}.")
   source = source or model.sources[0]
-  m = model.sources.index(source)
+  if source not in model.sources:
+    raise ValueError(f"{workdir}: no source {source!r}; the model has {model.sources}.")
   examples = {k: v.numpy() for k, v in mnist.make_test_examples(config).items()}
-  labels = mnist.load_split(config, "test")[1][:len(examples[model.sources[0]])]
+  labels = mnist_files.load_split(config, "test")[1][:len(examples[model.sources[0]])]
   half = len(labels) // 2
   calib = {k: v[:half] for k, v in examples.items()}
   test = {k: v[half:] for k, v in examples.items()}
   target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
   result = model.calibrate_conflict(
       tf.data.Dataset.from_tensor_slices(calib).batch(_CHUNK), target)
-  loc, scale = _beliefs(model, test)
-  healthy = health_report.health_both(model, loc, scale)
-  everyone = tf.ones(loc.shape[:2])
-  others = tf.constant([[float(i != m)] for i in range(len(model.sources))]) * everyone
-  rows = {}
-  for kind in faults:
-    x = dict(test)
-    x[source] = corrupt(test[source], kind, seed, labels[half:])
-    c_loc, c_scale = _beliefs(model, x)
-    health = health_report.health_both(model, c_loc, c_scale)
-    row = {"rmse": {
-        name: _reconstruction_rmse(model, c_loc, c_scale, mask, test, num_samples, seed)
-        for name, mask in (("PoE(all)", everyone), ("PoE(healthy)", others),
-                           ("robust", health[_CALIBRATED]["weight"]),
-                           ("robust, tau = 1", health[_FIXED]["weight"]))}}
-    for key in (_CALIBRATED, _FIXED):
-      negative, positive = healthy[key]["score"][m], health[key]["score"][m]
-      row[key] = health_report.detection(health[key]["alarm"], m)
-      row[key]["auc"] = health_report.roc_auc(negative, positive)
-      row[key]["curve"] = (health_report.roc_curve(negative, positive), row[key]["auc"],
-                           (float(np.mean(negative > 1.)), float(np.mean(positive > 1.))))
-    rows[kind] = row
+  healthy = health_report.health_both(model, *_beliefs(model, test))
+  rows = {kind: _corruption_row(model, test, healthy, source, kind, labels[half:],
+                                num_samples, seed) for kind in faults}
   os.makedirs(output_dir, exist_ok=True)
   roc = figures.roc_curves(
       {k: {key: r[key]["curve"] for key in (_CALIBRATED, _FIXED)} for k, r in rows.items()},

@@ -29,7 +29,7 @@ existed) is calibrated first on `calibration_size` healthy frames at random
 angles.
 
 `run_experiment` writes Fig. 5 per fault type (`figures.fig5_pendulum`), the ROC
-curves (`figures.roc_curves`) and results.md.
+curves (`figures.roc_curves`) and results.md (`pendulum_report`).
 """
 import itertools
 import os
@@ -42,6 +42,7 @@ from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import calibration
 from msnvi_tf.core import conflict as conflict_lib
 from msnvi_tf.experiments import health_report
+from msnvi_tf.experiments import pendulum_report
 from msnvi_tf.core import integration
 from msnvi_tf.core import monitor as monitor_lib
 from msnvi_tf.experiments import figures
@@ -49,7 +50,7 @@ from msnvi_tf.data import pendulum
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
-           "run_sequence", "healthy_health", "rmse_table", "health_table",
+           "run_sequence", "healthy_health", "health_table",
            "run_experiment"]
 
 ROBUST = "robust"  # with the model's thresholds
@@ -157,33 +158,6 @@ def _concat(parts, key, field):
   return np.concatenate([p[key][field] for p in parts], 1)
 
 
-def _rmse(pred, truth):
-  """Eq. (1): `[T, 2]`, `[T, 2]` -> float."""
-  return float(np.sqrt(np.mean(np.square(pred - truth))))
-
-
-def rmse_table(runs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
-  """RMSE of the position from every prediction before and after the failure, Eq. (1).
-
-  Args:
-    runs: `{fault: run_sequence(...)}`; all runs share the frames before the
-      failure (same seed), whose RMSE is taken from the first run.
-
-  Returns:
-    `{label: {"before": float, fault: float, ...}}`.
-  """
-  first = next(iter(runs.values()))
-  table = {}
-  for name in first["predictions"]:
-    start = first["fault_start"]
-    row = {"before": _rmse(first["predictions"][name][0][:start], first["truth"][:start])}
-    for fault, run in runs.items():
-      start = run["fault_start"]
-      row[fault] = _rmse(run["predictions"][name][0][start:], run["truth"][start:])
-    table[name] = row
-  return table
-
-
 def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
                  monitor: monitor_lib.MonitorCalibration) -> Dict[str, dict]:
   """Sensor-health numbers per fault (see `msnvi_tf.experiments.health_report`).
@@ -191,7 +165,7 @@ def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
   Args:
     runs: `{fault: run_sequence(...)}`.
     healthy: `healthy_health(...)`, the negatives of the ROC.
-    rmse: `rmse_table(runs)`.
+    rmse: `pendulum_report.rmse_table(runs)`.
     monitor: the calibrated sequential monitor (`msnvi_tf.core.monitor`), run on the
       calibrated per-frame scores.
 
@@ -232,35 +206,30 @@ def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
   return table
 
 
-def _markdown(rmse, health, false_alarms, num_frames, rows, header) -> str:
-  """results.md: the RMSE table, the false alarms and the health table."""
-  faults = list(health)
-  rate, delay = health_report.format_rate, health_report.format_delay
-  lines = [header, "RMSE of the predicted position (Eq. 1):", "",
-           "| prediction from | before failure | " + " | ".join(
-               f"after: {f}" for f in faults) + " |",
-           "|---|" + "---:|" * (len(faults) + 1)]
-  for name in rows:
-    lines.append(f"| {name} | " + " | ".join(
-        f"{rmse[name][c]:.3f}" for c in ["before"] + faults) + " |")
-  detectors = (CALIBRATED, FIXED, MONITOR)
-  lines += ["", f"False alarms (frames of healthy sequences with any camera's alarm, "
-            f"{num_frames} frames): " + ", ".join(
-                f"{k} {rate(false_alarms[k])}" for k in detectors) + ".", "",
-            "| fault | " + " | ".join(f"detected, delay ({k})" for k in detectors)
-            + " | healthy camera alarmed (calibrated) | " + " | ".join(
-                f"robust - PoE(healthy) RMSE ({k})" for k in detectors[:2])
-            + " | " + " | ".join(f"AUC ({k})" for k in detectors) + " |",
-            "|---|" + "---:|" * 9]
-  for fault in faults:
-    row = health[fault]
-    lines.append(
-        f"| {fault} | " + " | ".join(
-            f"{rate(row[k]['rate'])}, {delay(row[k]['delay'])}" for k in detectors)
-        + f" | {rate(row[CALIBRATED]['misattributed'])} | " + " | ".join(
-            f"{row[k]['excess_rmse']:+.3f}" for k in detectors[:2])
-        + " | " + " | ".join(f"{row[k]['auc']:.3f}" for k in detectors) + " |")
-  return "\n".join(lines) + "\n"
+def _false_alarms(healthy: List[dict],
+                  monitor: monitor_lib.MonitorCalibration) -> Dict[str, float]:
+  """`{CALIBRATED | FIXED | MONITOR: false-alarm rate}` on `healthy_health` parts."""
+  rates = {k: health_report.false_alarm_rate(_concat(healthy, k, "alarm"))
+           for k in (CALIBRATED, FIXED)}
+  rates[MONITOR] = health_report.false_alarm_rate(np.concatenate(
+      [monitor_lib.monitor_alarms(p[CALIBRATED]["score"], monitor) for p in healthy], 1))
+  return rates
+
+
+def _calibrate(model, config, calibration_size: int, seed: int):
+  """Calibrates a model that is not calibrated yet on healthy frames at random angles.
+
+  Returns:
+    `(target false-alarm rate, how the thresholds were calibrated)`.
+  """
+  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
+  if model.conflict_calibrated:
+    return target, "at the end of training, on the evaluation set"
+  data = pendulum.healthy_frames(config, calibration_size, seed + 7)
+  result = model.calibrate_conflict(
+      tf.data.Dataset.from_tensor_slices(data).batch(1000), target)
+  return target, (f"by this experiment on {calibration_size} healthy frames at "
+                  f"random angles (quantile {result.level:.4f})")
 
 
 def run_experiment(workdir: str, output_dir: str,
@@ -287,14 +256,7 @@ def run_experiment(workdir: str, output_dir: str,
   model, config = workdir_lib.load_trained(workdir)
   if config.dataset != "pendulum":
     raise ValueError(f"{workdir} holds a {config.dataset!r} model, not 'pendulum'.")
-  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
-  calibrated_by = "at the end of training, on the evaluation set"
-  if not model.conflict_calibrated:
-    data = pendulum.healthy_frames(config, calibration_size, seed + 7)
-    result = model.calibrate_conflict(
-        tf.data.Dataset.from_tensor_slices(data).batch(1000), target)
-    calibrated_by = (f"by this experiment on {calibration_size} healthy frames at "
-                     f"random angles (quantile {result.level:.4f})")
+  target, calibrated_by = _calibrate(model, config, calibration_size, seed)
   runs = {f: run_sequence(model, config, f, frames_per_rotation=frames_per_rotation,
                           num_samples=num_samples, seed=seed) for f in faults}
   healthy = healthy_health(model, config, num_healthy, frames_per_rotation, seed=seed)
@@ -302,11 +264,7 @@ def run_experiment(workdir: str, output_dir: str,
       [p[CALIBRATED]["score"] for p in healthy_health(
           model, config, num_healthy, frames_per_rotation, seed=seed, first=num_healthy)],
       monitor_lib.WINDOW, target)
-  false_alarms = {k: health_report.false_alarm_rate(_concat(healthy, k, "alarm"))
-                  for k in (CALIBRATED, FIXED)}
-  false_alarms[MONITOR] = health_report.false_alarm_rate(np.concatenate(
-      [monitor_lib.monitor_alarms(p[CALIBRATED]["score"], monitor) for p in healthy], 1))
-  rmse = rmse_table(runs)
+  rmse = pendulum_report.rmse_table(runs)
   health = health_table(runs, healthy, rmse, monitor)
   os.makedirs(output_dir, exist_ok=True)
   paths = [figures.fig5_pendulum(run, os.path.join(output_dir, f"fig5_{f}.png"))
@@ -330,5 +288,6 @@ def run_experiment(workdir: str, output_dir: str,
   path = os.path.join(output_dir, "results.md")
   with open(path, "w") as f:
     num_frames = _concat(healthy, CALIBRATED, "alarm").shape[1]
-    f.write(_markdown(rmse, health, false_alarms, num_frames, rows, header))
+    f.write(pendulum_report.results_markdown(
+        rmse, health, _false_alarms(healthy, monitor), num_frames, rows, header))
   return paths + [path]

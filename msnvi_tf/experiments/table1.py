@@ -10,23 +10,20 @@ training objective). The grid is reported as negative ELBOs (nats, lower is
 better), like the paper. A large-K estimate of ln p(x) (`MultiSourceVAE.
 log_likelihood`, drawn in chunks) is added per model, with its standard error,
 for the PoE proposal and for each single source's belief as the proposal
-(`large_k_estimates`).
+(`msnvi_tf.experiments.large_k`).
 """
 import csv
 import json
-import logging
 import math
 import os
 import re
-import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from msnvi_tf import data as data_lib
-from msnvi_tf.core import integration
 from msnvi_tf.core import objectives
+from msnvi_tf.experiments import large_k as large_k_lib
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
@@ -36,12 +33,9 @@ __all__ = [
     "VARIANT_TITLES",
     "PAPER_TABLE1",
     "column_of",
-    "default_proposals",
-    "large_k_estimates",
     "evaluate_workdir",
     "grid_rows",
     "format_markdown",
-    "proposal_rows",
     "write_grid",
     "load_results",
 ]
@@ -51,9 +45,6 @@ COLUMNS = ("ind", "moe", "poe", "hybrid", "hybrid_k1", "iwae")
 COLUMN_TITLES = {"ind": "L_ind", "moe": "L_MoE", "poe": "L_PoE", "hybrid": "L_hybrid",
                  "hybrid_k1": "L_hybrid (K=1)", "iwae": "IWAE"}
 VARIANT_TITLES = {"mnist_tb": "MNIST-TB", "mnist_qu": "MNIST-QU", "mnist_no": "MNIST-NO"}
-# Seconds between progress lines of the large-K estimate.
-PROGRESS_EVERY = 30.
-log = logging.getLogger("msnvi_tf")
 
 
 def _table(ind, moe, poe, iwae):
@@ -93,84 +84,6 @@ def _step_of(workdir: str) -> int:
   return int(match.group(1)) if match else -1
 
 
-def default_proposals(model) -> List[str]:
-  """Proposals of the large-K estimate: "poe" (all sources), then every source.
-
-  A model with one encoder (the IWAE) has the one proposal "poe" (its belief).
-  """
-  return ["poe"] + (model.sources if len(model.sources) > 1 else [])
-
-
-def _proposal(model, name):
-  """`(sources, method)` of `log_likelihood` for a proposal name: an integration
-  method over all sources ("poe", "moe", ...) or one source's own belief."""
-  if name in model.sources:
-    return [name], "poe"  # PoE of one belief with the prior: that belief
-  if name in integration.INTEGRATIONS:
-    return model.sources, name
-  raise ValueError(f"Unknown large-K proposal {name!r}: name an integration method "
-                   f"{sorted(integration.INTEGRATIONS)} or a source {model.sources}.")
-
-
-def large_k_estimates(model, batches: Sequence[Mapping], num_samples: int,
-                      proposals: Optional[Sequence[str]] = None,
-                      chunk_size: Optional[int] = None, seed: int = 0,
-                      progress: str = "") -> Dict[str, Dict]:
-  """Large-K estimates of ln p(x) per proposal over all examples of `batches`.
-
-  Per example, ln (1/K) sum_k p(x, z_k) / q(z_k) with z_k ~ q (`MultiSourceVAE.
-  log_likelihood`); batch i draws its samples with seed `seed + i` (the same
-  for every proposal). Logs examples/s to the `msnvi_tf` logger.
-
-  Args:
-    model: a `MultiSourceVAE`.
-    batches: batch dicts holding every source and target.
-    num_samples: K.
-    proposals: names from `default_proposals` (default: all of them), or other
-      integration methods over all sources ("moe").
-    chunk_size: samples per chunk (default: `log_likelihood`'s).
-    seed: base seed.
-    progress: prefix of the progress lines (e.g. the workdir).
-
-  Returns:
-    `{proposal: {"log_likelihood": mean, "se": standard error of the mean
-    (std / sqrt(N)), "std": std over examples, "examples": N, "seconds",
-    "examples_per_second", "values": [N] numpy float32}}`.
-  """
-  proposals = default_proposals(model) if proposals is None else list(proposals)
-  total = sum(int(tf.shape(next(iter(b.values())))[0]) for b in batches)
-  results = {}
-  for name in proposals:
-    sources, method = _proposal(model, name)
-    values, done, start = [], 0, time.perf_counter()
-    last = start
-    for i, batch in enumerate(batches):
-      values.append(model.log_likelihood(batch, num_samples, sources, method,
-                                         chunk_size, seed + i).numpy())
-      done += values[-1].size
-      now = time.perf_counter()
-      if now - last >= PROGRESS_EVERY and done < total:
-        rate = done / (now - start)
-        log.info("%slarge-K (K=%d) %s: %d/%d examples, %.1f examples/s, ETA %s",
-                 progress, num_samples, name, done, total, rate,
-                 training.format_time((total - done) / rate))
-        last = now
-    seconds = time.perf_counter() - start
-    values = np.concatenate(values) if values else np.zeros([0], np.float32)
-    n = values.size
-    std = float(np.std(values.astype(np.float64), ddof=1)) if n > 1 else math.nan
-    results[name] = {
-        "log_likelihood": float(np.mean(values, dtype=np.float64)) if n else math.nan,
-        "se": std / math.sqrt(n) if n > 1 else math.nan, "std": std, "examples": n,
-        "seconds": seconds, "examples_per_second": n / seconds if seconds else math.nan,
-        "values": values}
-    log.info("%slarge-K (K=%d) %s: ln p(x) %.3f +- %.3f (s.e.) over %d examples, "
-             "%.1f examples/s", progress, num_samples, name,
-             results[name]["log_likelihood"], results[name]["se"], n,
-             results[name]["examples_per_second"])
-  return results
-
-
 def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
                      large_k: int = 1000, large_k_examples: int = 500,
                      chunk_size: int = 0, eval_batch_size: int = 500,
@@ -193,13 +106,13 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
       default).
     eval_batch_size: examples per evaluation batch.
     large_k_proposals: proposals of the large-K estimate (default: "poe" and
-      every single source, see `default_proposals`).
+      every single source, see `large_k.default_proposals`).
     large_k_precision: dtype policy of the large-K estimate ("float32", the
       default, keeps results machine-independent; "mixed_bfloat16" or "auto" run
       its matmuls in bf16 where that pays: on MNIST-TB on an AMX CPU 1.4x as
       fast, moving the estimates by 0.06 nats rms per example and 0.002 nats
       on average).
-    large_k_seed: seed of the large-K samples (see `large_k_estimates`).
+    large_k_seed: seed of the large-K samples (see `large_k.large_k_estimates`).
 
   Returns:
     `{"workdir", "dataset", "column", "objective", "step", "num_samples",
@@ -217,14 +130,8 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
       workdir, eval_num_samples=num_samples, eval_size=eval_size,
       eval_batch_size=eval_batch_size, precision="float32")
   _, eval_ds = data_lib.make_datasets(config)
-  metrics = training.evaluate(model, eval_ds)
-  result = {"workdir": os.path.abspath(workdir), "dataset": config.dataset,
-            "column": column_of(config), "objective": config.objective,
-            "step": _step_of(workdir), "num_samples": num_samples,
-            "num_examples": int(sum(int(tf.shape(next(iter(b.values())))[0])
-                                    for b in eval_ds)),
-            **{k: metrics[k] for k in EVAL_ROWS},
-            "large_k": large_k, "large_k_examples": 0, "log_likelihood": math.nan,
+  result = {**_bound_entries(workdir, config, model, eval_ds), "large_k": large_k,
+            "large_k_examples": 0, "log_likelihood": math.nan,
             "log_likelihood_se": math.nan, "large_k_precision": None,
             "large_k_estimates": {}}
   if large_k:
@@ -233,18 +140,34 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
                                        eval_batch_size=eval_batch_size,
                                        precision=large_k_precision)
     examples = eval_ds.unbatch().take(large_k_examples or -1)  # -1: all
-    batches = list(examples.batch(eval_batch_size))
-    estimates = large_k_estimates(model, batches, large_k, large_k_proposals,
-                                  chunk_size, large_k_seed, progress=f"{workdir}: ")
-    poe = estimates.get("poe", {})
-    result.update(
-        large_k_examples=max((e["examples"] for e in estimates.values()), default=0),
-        log_likelihood=poe.get("log_likelihood", math.nan),
-        log_likelihood_se=poe.get("se", math.nan),
-        large_k_precision=model.decoders[model.targets[0]].dtype_policy.name,
-        large_k_estimates={name: {k: v for k, v in e.items() if k != "values"}
-                           for name, e in estimates.items()})
+    estimates = large_k_lib.large_k_estimates(
+        model, list(examples.batch(eval_batch_size)), large_k, large_k_proposals,
+        chunk_size, large_k_seed, progress=f"{workdir}: ")
+    result.update(_large_k_entries(model, estimates))
   return result
+
+
+def _bound_entries(workdir, config, model, eval_ds) -> Dict:
+  """`evaluate_workdir`'s entries naming the model and its three bounds on `eval_ds`."""
+  metrics = training.evaluate(model, eval_ds)
+  return {"workdir": os.path.abspath(workdir), "dataset": config.dataset,
+          "column": column_of(config), "objective": config.objective,
+          "step": _step_of(workdir), "num_samples": config.eval_num_samples,
+          "num_examples": int(sum(int(tf.shape(next(iter(b.values())))[0])
+                                  for b in eval_ds)),
+          **{k: metrics[k] for k in EVAL_ROWS}}
+
+
+def _large_k_entries(model, estimates: Mapping[str, Dict]) -> Dict:
+  """`evaluate_workdir`'s large-K entries from `large_k.large_k_estimates`."""
+  poe = estimates.get("poe", {})
+  return {
+      "large_k_examples": max((e["examples"] for e in estimates.values()), default=0),
+      "log_likelihood": poe.get("log_likelihood", math.nan),
+      "log_likelihood_se": poe.get("se", math.nan),
+      "large_k_precision": model.decoders[model.targets[0]].dtype_policy.name,
+      "large_k_estimates": {name: {k: v for k, v in e.items() if k != "values"}
+                            for name, e in estimates.items()}}
 
 
 def _fmt(value):
@@ -328,7 +251,7 @@ def format_markdown(results: Sequence[Mapping]) -> str:
           f"{r['large_k']} | {r['large_k_examples']} | "
           f"{_fmt(-r['log_likelihood'])} | {_fmt(-r['poe'])} |")
     lines.append("")
-  rows = proposal_rows(results)
+  rows = large_k_lib.proposal_rows(results)
   if rows:
     lines += ["### Large-K log-likelihood by proposal", "",
               "-ln p(x) +- its standard error over the test examples (std / sqrt(N)); "
@@ -344,20 +267,6 @@ def format_markdown(results: Sequence[Mapping]) -> str:
           f"{_fmt(-row['log_likelihood'])} | {_fmt(row['se'])} | {row['precision']} |")
     lines.append("")
   return "\n".join(lines)
-
-
-def proposal_rows(results: Sequence[Mapping]) -> List[Dict]:
-  """One row per (model, large-K proposal) of results that have them."""
-  rows = []
-  for r in sorted(results, key=lambda r: (r["dataset"], r["column"])):
-    for proposal, e in (r.get("large_k_estimates") or {}).items():
-      rows.append({"dataset": r["dataset"], "column": r["column"], "step": r["step"],
-                   "large_k": r["large_k"], "proposal": proposal,
-                   "examples": e["examples"], "log_likelihood": e["log_likelihood"],
-                   "se": e["se"], "precision": r.get("large_k_precision"),
-                   "examples_per_second": e.get("examples_per_second"),
-                   "workdir": r["workdir"]})
-  return rows
 
 
 def write_grid(results: Sequence[Mapping], output_dir: str) -> Dict[str, str]:
@@ -394,7 +303,7 @@ def write_grid(results: Sequence[Mapping], output_dir: str) -> Dict[str, str]:
   with tf.io.gfile.GFile(paths["proposals_csv"], "w") as f:
     writer = csv.DictWriter(f, proposal_fields, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(proposal_rows(results))
+    writer.writerows(large_k_lib.proposal_rows(results))
   with tf.io.gfile.GFile(paths["json"], "w") as f:
     json.dump(list(results), f, indent=2)
   return paths
