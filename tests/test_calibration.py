@@ -11,6 +11,7 @@ import tensorflow as tf
 import configs
 from msnvi_tf import architectures
 from msnvi_tf.core import calibration
+from msnvi_tf.experiments import dispatch
 from msnvi_tf.experiments import health_report
 from msnvi_tf.experiments import mnist_health
 from msnvi_tf.core import monitor
@@ -284,10 +285,13 @@ def test_mnist_sensor_health_report_runs_on_a_tiny_trained_model(tmp_path):
   text = (tmp_path / "out" / "results.md").read_text()
   assert "test images 0-499" in text and "| swap |" in text and "| blank |" in text
   assert "500 images" in text
-  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "sensor_health")
-  refused = subprocess.run([sys.executable, script, f"--workdir={workdir}", "--faults=melt"],
+  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "evaluate")
+  refused = subprocess.run([sys.executable, script, f"--workdirs={workdir}",
+                            "--sensor_health", "--faults=melt"],
                            capture_output=True, text=True, timeout=600)
-  assert refused.returncode != 0 and "choose from" in refused.stderr
+  assert refused.returncode != 0
+  assert refused.stderr.strip().splitlines()[-1] == (
+      f"bin/evaluate: faults: choose from {list(mnist_health.CORRUPTIONS)}; got ['melt'].")
 
 
 def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_path):
@@ -297,8 +301,5 @@ def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_pa
   workdir = tmp_path / "toy"
   workdir.mkdir()
   (workdir / "config.json").write_text(configs.get_config("toy").to_json())
-  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "sensor_health")
-  result = subprocess.run([sys.executable, script, f"--workdir={workdir}"],
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode != 0
-  assert "holds a 'toy' model; the report needs one of" in result.stderr
+  with pytest.raises(ValueError, match=r"sensor_health needs mnist_qu or mnist_no .*\(toy\)"):
+    dispatch.evaluate([str(workdir)], str(tmp_path / "out"), sensor_health=True)

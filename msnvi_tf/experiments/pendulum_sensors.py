@@ -49,7 +49,7 @@ from msnvi_tf.runtime import training
 from msnvi_tf.data import pendulum
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
-           "run_sequence", "healthy_health", "rmse_table", "health_table",
+           "ensure_calibrated", "run_sequence", "healthy_health", "rmse_table", "health_table",
            "run_experiment"]
 
 ROBUST = "robust"  # with the model's thresholds
@@ -263,6 +263,22 @@ def _markdown(rmse, health, false_alarms, num_frames, rows, header) -> str:
   return "\n".join(lines) + "\n"
 
 
+def ensure_calibrated(model, config, calibration_size: int = 5000, seed: int = 1) -> str:
+  """Calibrates the conflict thresholds of an uncalibrated model; says how they were.
+
+  A model calibrated at the end of training keeps its thresholds; otherwise they
+  are calibrated on `calibration_size` healthy frames at random angles.
+  """
+  if model.conflict_calibrated:
+    return "at the end of training, on the evaluation set"
+  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
+  data = pendulum.healthy_frames(config, calibration_size, seed + 7)
+  result = model.calibrate_conflict(
+      tf.data.Dataset.from_tensor_slices(data).batch(1000), target)
+  return (f"by this experiment on {calibration_size} healthy frames at "
+          f"random angles (quantile {result.level:.4f})")
+
+
 def run_experiment(workdir: str, output_dir: str,
                    faults: Sequence[str] = pendulum.FAULTS,
                    frames_per_rotation: int = 120, num_samples: int = 500,
@@ -288,13 +304,7 @@ def run_experiment(workdir: str, output_dir: str,
   if config.dataset != "pendulum":
     raise ValueError(f"{workdir} holds a {config.dataset!r} model, not 'pendulum'.")
   target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
-  calibrated_by = "at the end of training, on the evaluation set"
-  if not model.conflict_calibrated:
-    data = pendulum.healthy_frames(config, calibration_size, seed + 7)
-    result = model.calibrate_conflict(
-        tf.data.Dataset.from_tensor_slices(data).batch(1000), target)
-    calibrated_by = (f"by this experiment on {calibration_size} healthy frames at "
-                     f"random angles (quantile {result.level:.4f})")
+  calibrated_by = ensure_calibrated(model, config, calibration_size, seed)
   runs = {f: run_sequence(model, config, f, frames_per_rotation=frames_per_rotation,
                           num_samples=num_samples, seed=seed) for f in faults}
   healthy = healthy_health(model, config, num_healthy, frames_per_rotation, seed=seed)
