@@ -15,8 +15,8 @@ Every entry is a function `fn(runs, output_dir, **options) -> [written paths]`
 (`runs`: a list of `Run`); options it has no use for it ignores. `register`
 adds or replaces an entry, e.g. for a data set added to
 `msnvi_tf.data.DATA_MODULES`; a data set known there without an entry gets
-`generic_evaluation` (the ind / MoE / PoE bounds of the test set) and
-`learning_curves`.
+`generic.generic_evaluation` (the ind / MoE / PoE bounds of the test set)
+and `generic.learning_curves`.
 """
 import collections
 import json
@@ -27,11 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import keras
 
 from msnvi_tf import data as data_lib
-from msnvi_tf.core import objectives
 from msnvi_tf.data import pendulum
 from msnvi_tf.experiments import cub_figures
-from msnvi_tf.experiments import curves as curves_lib
 from msnvi_tf.experiments import figures
+from msnvi_tf.experiments import generic
 from msnvi_tf.experiments import mnist_figures
 from msnvi_tf.experiments import mnist_health
 from msnvi_tf.experiments import pendulum_sensors
@@ -41,7 +40,7 @@ from msnvi_tf.experiments import toy_figures
 from msnvi_tf.runtime import training
 
 __all__ = ["Run", "Experiment", "EXPERIMENTS", "register", "known_datasets", "load_runs",
-           "evaluate", "plot", "generic_evaluation", "learning_curves"]
+           "evaluate", "plot"]
 
 log = logging.getLogger("msnvi_tf")
 
@@ -62,48 +61,6 @@ def _choose(faults: Optional[Sequence[str]], known: Sequence[str]) -> List[str]:
   if unknown:
     raise ValueError(f"faults: choose from {list(known)}; got {unknown}.")
   return list(faults or known)
-
-
-def _write(output_dir: str, name: str, text: str) -> str:
-  os.makedirs(output_dir, exist_ok=True)
-  path = os.path.join(output_dir, name)
-  with open(path, "w") as f:
-    f.write(text)
-  return path
-
-
-def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
-                       eval_batch_size=None, **unused) -> List[str]:
-  """The ind / MoE / PoE bounds of the test set: bounds.md and bounds.json."""
-  del unused
-  results = []
-  for run in runs:
-    overrides = {"eval_size": eval_size} if eval_size else {}
-    model, config = training.load_trained(  # float32: no machine-dependent numbers
-        run.workdir, precision="float32", eval_batch_size=eval_batch_size or
-        run.config.eval_batch_size, eval_num_samples=num_samples or
-        run.config.eval_num_samples, **overrides)
-    metrics = training.evaluate(model, data_lib.make_datasets(config)[1])
-    results.append({"label": run.label or os.path.basename(os.path.normpath(run.workdir)),
-                    "workdir": os.path.abspath(run.workdir), "dataset": config.dataset,
-                    "objective": config.objective, "num_samples": config.eval_num_samples,
-                    **{k: metrics[k] for k in objectives.INTEGRATED_BOUNDS}})
-  lines = ["| model | objective | K | -L_ind | -L_MoE | -L_PoE |", "|" + " --- |" * 6]
-  lines += [f"| {r['label']} | {r['objective']} | {r['num_samples']} | "
-            + " | ".join(f"{-r[k]:.2f}" for k in objectives.INTEGRATED_BOUNDS) + " |"
-            for r in results]
-  table = "\n".join(lines) + "\n"
-  log.info("Negative test bounds (nats per example, lower is better):\n%s", table)
-  return [_write(output_dir, "bounds.md", table),
-          _write(output_dir, "bounds.json", json.dumps(results, indent=2) + "\n")]
-
-
-def learning_curves(runs, output_dir, **unused) -> List[str]:
-  """The PoE test bound of every run against hours and steps: learning_curves.png."""
-  del unused
-  named = {run.label or os.path.basename(os.path.normpath(run.workdir)): run.workdir
-           for run in runs}
-  return [curves_lib.plot_learning_curves(named, os.path.join(output_dir, "learning_curves.png"))]
 
 
 def _evaluate_mnist(runs, output_dir, num_samples=None, eval_size=0, eval_batch_size=None,
@@ -201,8 +158,8 @@ def _evaluate_cub(runs, output_dir, num_samples=None, eval_size=0, eval_batch_si
     log.info("%s: %s", label, results)
   table = table2.table2_markdown(columns) + "\n"
   log.info("Table 2:\n%s", table)
-  return [_write(output_dir, "table2.md", table),
-          _write(output_dir, "table2.json", json.dumps(records, indent=2) + "\n")]
+  return [generic.write_text(output_dir, "table2.md", table),
+          generic.write_text(output_dir, "table2.json", json.dumps(records, indent=2) + "\n")]
 
 
 def _plot_cub(runs, output_dir, num_columns=None, seed=None, **unused) -> List[str]:
@@ -244,8 +201,8 @@ def register(dataset: str, evaluate: Optional[Function] = None,
 
   Args:
     dataset: a `config.dataset` name.
-    evaluate: `fn(runs, output_dir, **options) -> [paths]` (None: `generic_evaluation`).
-    plot: the same for the figures (None: `learning_curves`).
+    evaluate: `fn(runs, output_dir, **options) -> [paths]` (None: `generic.generic_evaluation`).
+    plot: the same for the figures (None: `generic.learning_curves`).
   """
   EXPERIMENTS[dataset] = Experiment(evaluate, plot)
 
@@ -279,9 +236,9 @@ def load_runs(workdirs: Sequence[str]) -> List[Run]:
 
 def _entry(runs: Sequence[Run], kind: str) -> Function:
   """The `kind` function of the runs' data set; ValueError if they need different ones."""
-  generic = generic_evaluation if kind == "evaluate" else learning_curves
+  default = generic.generic_evaluation if kind == "evaluate" else generic.learning_curves
   none = Experiment(None, None)
-  fns = [getattr(EXPERIMENTS.get(r.config.dataset, none), kind) or generic for r in runs]
+  fns = [getattr(EXPERIMENTS.get(r.config.dataset, none), kind) or default for r in runs]
   datasets = {r.config.dataset for r in runs}
   if len(set(fns)) > 1 or (kind == "plot" and len(datasets) > 1):
     held = ", ".join(f"{r.workdir} ({r.config.dataset})" for r in runs)
@@ -321,5 +278,5 @@ def plot(workdirs: Sequence[str], output_dir: Optional[str] = None, curves: bool
   sets). `output_dir` defaults to `<first workdir>/figures`.
   """
   runs = load_runs(workdirs)
-  fn = learning_curves if curves else _entry(runs, "plot")
+  fn = generic.learning_curves if curves else _entry(runs, "plot")
   return fn(runs, output_dir or os.path.join(runs[0].workdir, "figures"), **options)
