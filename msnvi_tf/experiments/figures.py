@@ -56,6 +56,47 @@ def legend_below(ax, handles):
             ncol=2, fontsize=7, frameon=False)
 
 
+def _camera_strips(fig, grid, run, degrees, num_thumbnails):
+  """Fig. 5's top rows: each camera's images at `num_thumbnails` frames."""
+  frames = np.linspace(0, len(degrees) - 1, num_thumbnails).round().astype(int)
+  for i, s in enumerate(run["sources"]):
+    ax = fig.add_subplot(grid[i, :])
+    images = run["images"][s][frames]  # [F, H, W]
+    size = images.shape[-1]
+    strip = np.concatenate([np.pad(im, ((0, 0), (0, 2)), constant_values=1.)
+                            for im in images], 1)
+    ax.imshow(strip, cmap="gray", vmin=0., vmax=1., interpolation="nearest")
+    ax.set_xticks((np.arange(len(frames)) * (size + 2) + size / 2.),
+                  [f"{degrees[f]:.0f} deg" for f in frames], fontsize=7)
+    ax.set_yticks([])
+    ax.set_ylabel(s, fontsize=8)
+
+
+def _conflict_panels(fig, grid, run, degrees, fail):
+  """Fig. 5's bottom rows: conflicts in units of their thresholds, robust weights."""
+  sources = run["sources"]
+  conflict_ax = fig.add_subplot(grid[-2, :])
+  weight_ax = fig.add_subplot(grid[-1, :], sharex=conflict_ax)
+  for i, a in enumerate(sources):
+    for j, b in enumerate(sources):
+      if i != j:
+        conflict = run["conflict"][:, i, j] / run["thresholds"][i, j]
+        conflict_ax.semilogy(degrees, np.maximum(conflict, 1e-3), lw=0.9,
+                             label=f"c({a} || {b}) / tau")
+    weight_ax.plot(degrees, run["weights"][i], lw=1., label=f"w of {a}")
+  conflict_ax.axhline(1., color="k", ls=":", lw=1., label="alarm level")
+  conflict_ax.set_title("conflict measure of Eq. (2) in units of its threshold", fontsize=9)
+  conflict_ax.legend(fontsize=7, ncol=4)
+  weight_ax.set_title("robust integration weights w_m", fontsize=9)
+  weight_ax.set_ylim(-0.05, 1.05)
+  weight_ax.legend(fontsize=7, ncol=3)
+  weight_ax.set_xlabel("angle (deg)")
+  for ax in (conflict_ax, weight_ax):
+    if fail is not None:
+      ax.axvline(fail, color="r", lw=1.)
+    ax.tick_params(labelsize=7)
+
+
 def fig5_pendulum(run, path: str, num_thumbnails: int = 9) -> str:
   """Fig. 5: predictions from single cameras and PoE subsets, conflict over the angle.
 
@@ -89,18 +130,7 @@ def fig5_pendulum(run, path: str, num_thumbnails: int = 9) -> str:
          f"{fail:.0f} deg" if fail is not None else "all cameras healthy"))
   grid = fig.add_gridspec(len(sources) + pred_rows + 2, 2,
                           height_ratios=[0.9] * len(sources) + [1.] * pred_rows + [1.2, 0.8])
-  frames = np.linspace(0, len(degrees) - 1, num_thumbnails).round().astype(int)
-  for i, s in enumerate(sources):
-    ax = fig.add_subplot(grid[i, :])
-    images = run["images"][s][frames]  # [F, H, W]
-    size = images.shape[-1]
-    strip = np.concatenate([np.pad(im, ((0, 0), (0, 2)), constant_values=1.)
-                            for im in images], 1)
-    ax.imshow(strip, cmap="gray", vmin=0., vmax=1., interpolation="nearest")
-    ax.set_xticks((np.arange(len(frames)) * (size + 2) + size / 2.),
-                  [f"{degrees[f]:.0f} deg" for f in frames], fontsize=7)
-    ax.set_yticks([])
-    ax.set_ylabel(s, fontsize=8)
+  _camera_strips(fig, grid, run, degrees, num_thumbnails)
   truth = run["truth"]
   colours = ("#1f77b4", "#ff7f0e")
   for k, (name, (mean, std)) in enumerate(predictions.items()):
@@ -117,26 +147,7 @@ def fig5_pendulum(run, path: str, num_thumbnails: int = 9) -> str:
     ax.set_title(name, fontsize=9)
     ax.tick_params(labelsize=7)
   ax.legend(fontsize=7, loc="lower left", ncol=2)
-  conflict_ax = fig.add_subplot(grid[-2, :])
-  weight_ax = fig.add_subplot(grid[-1, :], sharex=conflict_ax)
-  for i, a in enumerate(sources):
-    for j, b in enumerate(sources):
-      if i != j:
-        conflict = run["conflict"][:, i, j] / run["thresholds"][i, j]
-        conflict_ax.semilogy(degrees, np.maximum(conflict, 1e-3), lw=0.9,
-                             label=f"c({a} || {b}) / tau")
-    weight_ax.plot(degrees, run["weights"][i], lw=1., label=f"w of {a}")
-  conflict_ax.axhline(1., color="k", ls=":", lw=1., label="alarm level")
-  conflict_ax.set_title("conflict measure of Eq. (2) in units of its threshold", fontsize=9)
-  conflict_ax.legend(fontsize=7, ncol=4)
-  weight_ax.set_title("robust integration weights w_m", fontsize=9)
-  weight_ax.set_ylim(-0.05, 1.05)
-  weight_ax.legend(fontsize=7, ncol=3)
-  weight_ax.set_xlabel("angle (deg)")
-  for ax in (conflict_ax, weight_ax):
-    if fail is not None:
-      ax.axvline(fail, color="r", lw=1.)
-    ax.tick_params(labelsize=7)
+  _conflict_panels(fig, grid, run, degrees, fail)
   return save_png(fig, path)
 
 
