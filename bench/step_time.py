@@ -49,7 +49,7 @@ import tensorflow as tf
 
 import configs  # pylint: disable=g-import-not-at-top
 from msnvi_tf import architectures
-from msnvi_tf.core import likelihoods
+from msnvi_tf.core import kernels
 from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import hardware
 
@@ -185,7 +185,7 @@ def component_times(model, batch, steps, warmup, repeats):
 
   @tf.function
   def decoders():
-    with tf.GradientTape() as tape, likelihoods.compiled_kernels():  # as in train_step
+    with tf.GradientTape() as tape, kernels.compiled_kernels():  # as in train_step
       loss = -tf.reduce_sum(model.log_joint(batch, z))
     return tape.gradient(loss, [v for d in model.decoders.values()
                                 for v in d.trainable_variables])

@@ -13,7 +13,6 @@ explicit calls.
 """
 import importlib
 
-from msnvi_tf import registry
 from msnvi_tf.core import integration as _integration
 from msnvi_tf.core import robust as _robust
 from msnvi_tf.registry import register_dataset

@@ -11,6 +11,7 @@ import tensorflow as tf
 import configs
 from msnvi_tf import architectures
 from msnvi_tf.core import calibration
+from msnvi_tf.experiments import dispatch
 from msnvi_tf.experiments import health_report
 from msnvi_tf.experiments import mnist_health
 from msnvi_tf.core import monitor
@@ -196,6 +197,13 @@ def test_sensor_health_report_runs_on_a_trained_pendulum(pendulum_run, tmp_path)
   assert "False alarms" in text and "| shift |" in text and "robust, tau = 1" in text
 
 
+def test_bin_plot_of_a_pendulum_run_draws_fig5_per_fault(pendulum_run, tmp_path):
+  paths = dispatch.plot([pendulum_run], str(tmp_path), faults=["black"],
+                        frames_per_rotation=12, num_samples=4)
+  assert paths == [str(tmp_path / "fig5_black.png")]
+  assert os.path.getsize(paths[0]) > 10_000
+
+
 def test_roc_and_detection_numbers():
   assert health_report.roc_auc([0., 1.], [2., 3.]) == 1.
   assert health_report.roc_auc([0., 1.], [0., 1.]) == pytest.approx(0.5)
@@ -279,16 +287,23 @@ def test_mnist_sensor_health_report_runs_on_a_tiny_trained_model(tmp_path):
       "num_steps=20", "steps_per_call=10", "log_every=10", "eval_every=20",
       "checkpoint_every=20", "export_num_samples=2"])
   training.train_and_evaluate(config, workdir)
-  paths = mnist_health.run_experiment(workdir, str(tmp_path / "out"), ("swap", "blank"),
-                                      num_samples=2, num_examples=1000)
-  assert sorted(os.path.basename(p) for p in paths) == ["results.md", "roc.png"]
-  text = (tmp_path / "out" / "results.md").read_text()
+  # What bin/evaluate --sensor_health runs: the Table 1 grid, then the report.
+  paths = dispatch.evaluate([workdir], str(tmp_path / "out"), sensor_health=True,
+                            faults=["swap", "blank"], num_samples=2, eval_size=1000, large_k=0)
+  assert sorted(os.path.relpath(p, tmp_path / "out") for p in paths) == [
+      "large_k.csv", "large_k_proposals.csv", "results.json", "sensor_health/results.md",
+      "sensor_health/roc.png", "table1.csv", "table1.md"]
+  assert "MNIST-QU" in (tmp_path / "out" / "table1.md").read_text()
+  text = (tmp_path / "out" / "sensor_health" / "results.md").read_text()
   assert "test images 0-499" in text and "| swap |" in text and "| blank |" in text
   assert "500 images" in text
-  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "sensor_health")
-  refused = subprocess.run([sys.executable, script, f"--workdir={workdir}", "--faults=melt"],
+  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "evaluate")
+  refused = subprocess.run([sys.executable, script, f"--workdirs={workdir}",
+                            "--sensor_health", "--faults=melt"],
                            capture_output=True, text=True, timeout=600)
-  assert refused.returncode != 0 and "choose from" in refused.stderr
+  assert refused.returncode != 0
+  assert refused.stderr.strip().splitlines()[-1] == (
+      f"bin/evaluate: faults: choose from {list(mnist_health.CORRUPTIONS)}; got ['melt'].")
 
 
 def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_path):
@@ -298,8 +313,5 @@ def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_pa
   workdir = tmp_path / "toy"
   workdir.mkdir()
   (workdir / "config.json").write_text(configs.get_config("toy").to_json())
-  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "sensor_health")
-  result = subprocess.run([sys.executable, script, f"--workdir={workdir}"],
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode != 0
-  assert "holds a 'toy' model; the report needs one of" in result.stderr
+  with pytest.raises(ValueError, match=r"sensor_health needs mnist_qu or mnist_no .*\(toy\)"):
+    dispatch.evaluate([str(workdir)], str(tmp_path / "out"), sensor_health=True)

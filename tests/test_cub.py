@@ -1,5 +1,6 @@
 """CUB (Sec. 5.2): data loaders, generated shapes, Table 6 model, Table 2 metrics."""
 import io
+import json
 import math
 import os
 import tarfile
@@ -293,3 +294,26 @@ def test_conditional_generation_figures(tmp_path):
   assert [os.path.basename(p) for p in paths] == ["fig8_images.png", "fig9_masks.png"]
   assert all(os.path.getsize(p) > 1000 for p in paths)
   assert cub_arch.parse_names(" image , mask", "targets") == ("image", "mask")
+
+
+def test_bin_evaluate_and_plot_of_a_shapes_run_write_table2_and_figs_8_9(tmp_path):
+  """The dispatch of bin/evaluate and bin/plot for CUB / shapes workdirs."""
+  from msnvi_tf.experiments import dispatch  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.runtime import training  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  training.train_and_evaluate(_tiny_config(
+      "num_steps=2", "steps_per_call=1", "log_every=2", "eval_every=2",
+      "checkpoint_every=2", "export_num_samples=2"), workdir)
+  out = tmp_path / "table2"
+  paths = dispatch.evaluate([workdir, f"ind*={workdir}"], str(out), num_samples=2,
+                            accuracy_samples=2, eval_size=2)
+  assert paths == [str(out / "table2.md"), str(out / "table2.json")]
+  table = (out / "table2.md").read_text()  # the config's objective, or the given label
+  assert table.startswith("| | hybrid | ind* |\n")
+  assert "(paper 5924)" in table and "(paper 3264)" in table
+  results = json.loads((out / "table2.json").read_text())
+  assert results["hybrid"]["num_examples"] == 2 and results["ind*"]["workdir"] == workdir
+  paths = dispatch.plot([workdir], num_columns=2)
+  assert paths == [os.path.join(workdir, "figures", name)
+                   for name in ("fig8_images.png", "fig9_masks.png")]
+  assert all(os.path.getsize(p) > 1000 for p in paths)

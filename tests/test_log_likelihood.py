@@ -13,6 +13,7 @@ from linear_gaussian import LinearGaussian
 from msnvi_tf.core import beliefs
 from msnvi_tf.experiments import large_k
 from msnvi_tf.experiments import table1
+from msnvi_tf.core import kernels
 from msnvi_tf.core import likelihoods
 from msnvi_tf.core import model as model_lib
 from msnvi_tf.runtime import hardware
@@ -93,7 +94,7 @@ def test_fused_decoder_log_prob_equals_keras_log_prob_in_float32(compiled, toy_c
   model, x = _bernoulli_model(), _bernoulli_batch()
   z = tf.random.stateless_normal([4, 16, DZ], [1, 2]) * 3.
   decoder = model.decoders["top"]
-  with likelihoods.compiled_kernels(compiled):
+  with kernels.compiled_kernels(compiled):
     fused = decoder.fused_log_prob(z, x["top"])
     keras_path = decoder.log_prob(z, x["top"])
     # float32: the fused path does not pay, so evaluation takes log_prob.

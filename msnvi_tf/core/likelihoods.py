@@ -36,10 +36,8 @@ __all__ = [
     "CategoricalHead",
     "Decoder",
     "HEADS",
-    "compiled_kernels",
 ]
 
-compiled_kernels = kernels.compiled_kernels
 
 class _Head(keras.layers.Layer):
   """Shared plumbing: a parameter layer producing `[N, *event_shape]` outputs."""

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import integration
-from msnvi_tf.core import likelihoods
+from msnvi_tf.core import kernels
 from msnvi_tf.core import objectives
 from msnvi_tf.core import queries
 from msnvi_tf.core import robust
@@ -213,7 +213,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
     self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
                                  for k in keys} | set(self.targets)))
     loc, scale = self._encode_stacked(x, self.sources, training)  # [M, B, Dz]
-    with likelihoods.compiled_kernels():
+    with kernels.compiled_kernels():
       return objectives.objective_bound(
           self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,
           self.hybrid_weight, rng.normal, extra_bounds)

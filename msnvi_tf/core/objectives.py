@@ -76,7 +76,7 @@ def importance_bounds(loc, scale, log_joint: Callable, num_samples: int,
   scale = tf.cast(scale, tf.float32)
   num_sources = loc.shape[0]
   shape = tf.shape(loc)  # [M, B, Dz]
-  groups, densities = [], []
+  groups = []
   if which & {"ind", "moe"}:
     eps = normal(tf.concat([shape[:1], [num_samples], shape[1:]], 0))  # [M, K, B, Dz]
     z_experts = loc[:, None] + scale[:, None] * eps  # [M, K, B, Dz]

@@ -18,7 +18,7 @@ from msnvi_tf.core import calibration
 from msnvi_tf.core import conflict as conflict_lib
 from msnvi_tf.core import estimators
 from msnvi_tf.core import integration
-from msnvi_tf.core import likelihoods
+from msnvi_tf.core import kernels
 from msnvi_tf.core import robust
 
 __all__ = ["Queries"]
@@ -185,7 +185,7 @@ class Queries:
     loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
     chunk_size = estimators.chunk_size_for(num_samples, loc.shape[1], chunk_size)
     targets = {t: tf.cast(x[t], tf.float32) for t in self.targets}
-    with likelihoods.compiled_kernels():  # read when (first) traced
+    with kernels.compiled_kernels():  # read when (first) traced
       return self.log_likelihood_function()(
           tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), targets,
           estimators.as_seed(seed), num_samples=int(num_samples),

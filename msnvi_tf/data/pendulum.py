@@ -41,7 +41,6 @@ from msnvi_tf.data import pendulum_faults
 __all__ = [
     "SOURCES",
     "TARGET",
-    "FAULTS",
     "Rig",
     "rotation_x",
     "rotation_y",
@@ -54,7 +53,6 @@ __all__ = [
 
 SOURCES = ("camera0", "camera1", "camera2")
 TARGET = "position"
-FAULTS = pendulum_faults.FAULTS  # the faults `make_sequence` injects
 
 
 def rotation_x(degrees):

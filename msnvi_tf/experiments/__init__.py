@@ -10,5 +10,7 @@
   table2            Sec. 5.4: CUB Table 2; cub_figures: Figs. 8 and 9
   health_report     false alarms, detection and ROC shared by the sensor-health reports
   curves            learning curves of any runs from their TensorBoard logs
-  figures           plotting helpers shared by the figures
+  figures           plotting helpers shared by the figures; Fig. 5 and ROC curves
+  dispatch          which of these `bin/evaluate` and `bin/plot` run for a data set
+  generic           what they run for a data set without an experiment of its own
 """

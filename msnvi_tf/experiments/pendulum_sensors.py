@@ -1,6 +1,6 @@
 """Sec. 5.3 experiment: three cameras, a failing sensor, conflict and robust integration.
 
-For every fault type of `msnvi_tf.data.pendulum.FAULTS`, the pendulum rotates
+For every fault type of `msnvi_tf.data.pendulum_faults.FAULTS`, the pendulum rotates
 three times in front of the cameras and camera 0 fails after two rotations. On
 that sequence the experiment computes
 
@@ -47,10 +47,11 @@ from msnvi_tf.core import integration
 from msnvi_tf.core import monitor as monitor_lib
 from msnvi_tf.experiments import figures
 from msnvi_tf.data import pendulum
+from msnvi_tf.data import pendulum_faults
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
-           "run_sequence", "healthy_health", "health_table",
+           "ensure_calibrated", "run_sequence", "healthy_health", "health_table",
            "run_experiment"]
 
 ROBUST = "robust"  # with the model's thresholds
@@ -97,7 +98,7 @@ def run_sequence(model, config, fault, num_rotations: int = 3,
   Args:
     model: trained pendulum `MultiSourceVAE` (its conflict thresholds are used).
     config: its config (the camera rig).
-    fault: a key of `pendulum.FAULTS`, or None for healthy cameras.
+    fault: a key of `pendulum_faults.FAULTS`, or None for healthy cameras.
     num_rotations: rotations in the sequence.
     frames_per_rotation: frames per rotation.
     fail_after: rotations before the camera fails.
@@ -216,24 +217,24 @@ def _false_alarms(healthy: List[dict],
   return rates
 
 
-def _calibrate(model, config, calibration_size: int, seed: int):
-  """Calibrates a model that is not calibrated yet on healthy frames at random angles.
+def ensure_calibrated(model, config, calibration_size: int = 5000, seed: int = 1) -> str:
+  """Calibrates the conflict thresholds of an uncalibrated model; says how they were.
 
-  Returns:
-    `(target false-alarm rate, how the thresholds were calibrated)`.
+  A model calibrated at the end of training keeps its thresholds; otherwise they
+  are calibrated on `calibration_size` healthy frames at random angles.
   """
-  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
   if model.conflict_calibrated:
-    return target, "at the end of training, on the evaluation set"
+    return "at the end of training, on the evaluation set"
+  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
   data = pendulum.healthy_frames(config, calibration_size, seed + 7)
   result = model.calibrate_conflict(
       tf.data.Dataset.from_tensor_slices(data).batch(1000), target)
-  return target, (f"by this experiment on {calibration_size} healthy frames at "
-                  f"random angles (quantile {result.level:.4f})")
+  return (f"by this experiment on {calibration_size} healthy frames at "
+          f"random angles (quantile {result.level:.4f})")
 
 
 def run_experiment(workdir: str, output_dir: str,
-                   faults: Sequence[str] = pendulum.FAULTS,
+                   faults: Sequence[str] = pendulum_faults.FAULTS,
                    frames_per_rotation: int = 120, num_samples: int = 500,
                    seed: int = 1, num_healthy: int = 10,
                    calibration_size: int = 5000) -> List[str]:
@@ -256,7 +257,8 @@ def run_experiment(workdir: str, output_dir: str,
   model, config = workdir_lib.load_trained(workdir)
   if config.dataset != "pendulum":
     raise ValueError(f"{workdir} holds a {config.dataset!r} model, not 'pendulum'.")
-  target, calibrated_by = _calibrate(model, config, calibration_size, seed)
+  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
+  calibrated_by = ensure_calibrated(model, config, calibration_size, seed)
   runs = {f: run_sequence(model, config, f, frames_per_rotation=frames_per_rotation,
                           num_samples=num_samples, seed=seed) for f in faults}
   healthy = healthy_health(model, config, num_healthy, frames_per_rotation, seed=seed)

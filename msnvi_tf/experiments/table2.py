@@ -21,6 +21,7 @@ from msnvi_tf.core import estimators
 __all__ = [
     "ROWS",
     "PAPER_TABLE2",
+    "label_of",
     "single_source_bound",
     "pixel_accuracy",
     "segmentation_accuracy",
@@ -37,6 +38,19 @@ PAPER_TABLE2 = {
     "hybrid*": {"img_to_seg": 3337., "img_to_img": -29668., "accuracy": 0.872},
     "iwae": {"img_to_seg": 3228., "img_to_img": -30415., "accuracy": 0.855},
 }
+
+
+def label_of(config) -> str:
+  """The Table 2 column of a training config: "ind", "hybrid*", "iwae (img-to-img)", ...
+
+  The asterisk marks a model with a decoder left out (`targets` other than
+  "image,mask", both sources still feeding inference); the IWAE has no asterisk.
+  """
+  targets = [t.strip() for t in str(config.targets).split(",")]
+  label = config.objective
+  if config.objective != "iwae" and sorted(targets) != ["image", "mask"]:
+    label += "*"
+  return label + (" (img-to-img)" if targets == ["image"] else "")
 
 
 def single_source_bound(model, x, source: str, target: str, num_samples: int,

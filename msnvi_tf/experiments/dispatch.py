@@ -1,0 +1,285 @@
+"""What `bin/evaluate` and `bin/plot` run for the data set of the given workdirs.
+
+`evaluate(workdirs, output_dir, **options)` and `plot(workdirs, output_dir,
+**options)` read each workdir's data set from its config.json and call the
+entry of `EXPERIMENTS` for it:
+
+  toy                 evaluate: the generic bounds; plot: Figs. 2 and 6
+  pendulum            evaluate: the Sec. 5.3 report (Fig. 5, RMSE table, sensor
+                      health); plot: Fig. 5 for every fault
+  mnist_tb, _qu, _no  evaluate: the Table 1 grid (with `sensor_health=True` also
+                      the MNIST-QU / -NO sensor-health report); plot: Figs. 3, 4, 7
+  cub, shapes         evaluate: Table 2; plot: Figs. 8 and 9
+
+Every entry is a function `fn(runs, output_dir, **options) -> [written paths]`
+(`runs`: a list of `Run`); options it has no use for it ignores. `register`
+adds or replaces an entry; a registered data set (`msnvi_tf.register_dataset`,
+e.g. a user's, imported from the workdir's `dataset_module`) without an entry
+gets `generic.generic_evaluation` (the ind / MoE / PoE bounds of the test set)
+and `generic.learning_curves`.
+"""
+import collections
+import json
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import keras
+
+from msnvi_tf import data as data_lib
+from msnvi_tf import registry
+from msnvi_tf.data import pendulum_faults
+from msnvi_tf.experiments import cub_figures
+from msnvi_tf.experiments import figures
+from msnvi_tf.experiments import generic
+from msnvi_tf.experiments import mnist_figures
+from msnvi_tf.experiments import mnist_health
+from msnvi_tf.experiments import pendulum_sensors
+from msnvi_tf.experiments import table1
+from msnvi_tf.experiments import table2
+from msnvi_tf.experiments import toy_figures
+from msnvi_tf.runtime import workdir as workdir_lib
+
+__all__ = ["Run", "Experiment", "EXPERIMENTS", "register", "known_datasets", "load_runs",
+           "evaluate", "plot"]
+
+log = logging.getLogger("msnvi_tf")
+
+Run = collections.namedtuple("Run", ["label", "workdir", "config"])
+Experiment = collections.namedtuple("Experiment", ["evaluate", "plot"])
+Function = Callable[..., List[str]]
+_HEALTH_DATASETS = ("mnist_qu", "mnist_no")  # sensor_health=True: their report
+
+
+def _run_dir(output_dir: str, run: Run, runs: Sequence[Run]) -> str:
+  """`output_dir` for one run; `output_dir/<workdir name>` for each of several."""
+  return output_dir if len(runs) == 1 else os.path.join(
+      output_dir, os.path.basename(os.path.normpath(run.workdir)))
+
+
+def _choose(faults: Optional[Sequence[str]], known: Sequence[str]) -> List[str]:
+  unknown = [f for f in faults or () if f not in known]
+  if unknown:
+    raise ValueError(f"faults: choose from {list(known)}; got {unknown}.")
+  return list(faults or known)
+
+
+def _evaluate_mnist(runs, output_dir, num_samples=None, eval_size=0, eval_batch_size=None,
+                    large_k=1000, large_k_examples=500, chunk_size=0,
+                    large_k_proposals=None, large_k_precision="float32", large_k_seed=0,
+                    merge=False, sensor_health=False, faults=None, seed=None,
+                    **unused) -> List[str]:
+  """The Table 1 grid (table1.py); the sensor-health report of MNIST-QU / -NO runs."""
+  del unused
+  if sensor_health:
+    faults = _choose(faults, mnist_health.CORRUPTIONS)
+  results = ((table1.load_results(os.path.join(output_dir, "results.json")) or [])
+             if merge else [])
+  for run in runs:
+    result = table1.evaluate_workdir(
+        run.workdir, num_samples or 16, eval_size, large_k, large_k_examples, chunk_size,
+        eval_batch_size=eval_batch_size or 500, large_k_proposals=large_k_proposals,
+        large_k_precision=large_k_precision, large_k_seed=large_k_seed)
+    results = [r for r in results if r["workdir"] != result["workdir"]] + [result]
+    log.info("%s: %s / %s at step %d: -ind %.2f | -moe %.2f | -poe %.2f", run.workdir,
+             result["dataset"], result["column"], result["step"], -result["ind"],
+             -result["moe"], -result["poe"])
+  paths = list(table1.write_grid(results, output_dir).values())
+  log.info("Table 1:\n%s", table1.format_markdown(results))
+  for run in runs if sensor_health else ():
+    paths += mnist_health.run_experiment(
+        run.workdir, os.path.join(_run_dir(output_dir, run, runs), "sensor_health"),
+        faults, num_samples=num_samples or 16, seed=1 if seed is None else seed,
+        num_examples=eval_size)
+  return paths
+
+
+def _plot_mnist(runs, output_dir, label_workdir=None, num_examples=None, num_steps=None,
+                num_samples=None, seed=None, **unused) -> List[str]:
+  """Figs. 3, 4 and 7 of the first run; further runs add their Markov chains to Fig. 4."""
+  del unused
+  model, config = workdir_lib.load_trained(runs[0].workdir)
+  chains = {run.label or table1.column_of(run.config): workdir_lib.load_trained(run.workdir)[0]
+            for run in runs[1:]}
+  label_model = workdir_lib.load_trained(label_workdir)[0] if label_workdir else None
+  return list(mnist_figures.plot_mnist_figures(
+      model, config, output_dir, chains, label_model, num_examples or 500,
+      num_steps or 150, num_samples or 100, seed=seed or 0).values())
+
+
+def _evaluate_pendulum(runs, output_dir, faults=None, frames_per_rotation=None,
+                       num_samples=None, seed=None, **unused) -> List[str]:
+  """The Sec. 5.3 report of every run: Fig. 5 per fault, roc.png, results.md."""
+  del unused
+  faults = _choose(faults, list(pendulum_faults.FAULTS))
+  paths = []
+  for run in runs:
+    paths += pendulum_sensors.run_experiment(
+        run.workdir, _run_dir(output_dir, run, runs), faults,
+        frames_per_rotation or 120, num_samples or 500, 1 if seed is None else seed)
+  return paths
+
+
+def _plot_pendulum(runs, output_dir, faults=None, frames_per_rotation=None,
+                   num_samples=None, seed=None, **unused) -> List[str]:
+  """Fig. 5 of every run for every fault (`fig5_<fault>.png`)."""
+  del unused
+  faults = _choose(faults, list(pendulum_faults.FAULTS))
+  seed = 1 if seed is None else seed
+  paths = []
+  for run in runs:
+    model, config = workdir_lib.load_trained(run.workdir)
+    pendulum_sensors.ensure_calibrated(model, config, seed=seed)
+    for fault in faults:
+      sequence = pendulum_sensors.run_sequence(
+          model, config, fault, frames_per_rotation=frames_per_rotation or 120,
+          num_samples=num_samples or 500, seed=seed)
+      paths.append(figures.fig5_pendulum(sequence, os.path.join(
+          _run_dir(output_dir, run, runs), f"fig5_{fault}.png")))
+  return paths
+
+
+def _evaluate_cub(runs, output_dir, num_samples=None, eval_size=0, eval_batch_size=None,
+                  accuracy_samples=None, seed=None, **unused) -> List[str]:
+  """Table 2, the paper's numbers beside: table2.md and table2.json."""
+  del unused
+  columns, records = {}, {}
+  for run in runs:
+    model, config = workdir_lib.load_trained(  # float32: no machine-dependent numbers
+        run.workdir, eval_batch_size=eval_batch_size or 8, precision="float32")
+    keras.utils.set_random_seed(seed or 0)
+    results = table2.evaluate_table2(
+        model, data_lib.make_datasets(config)[1], num_samples or config.eval_num_samples,
+        accuracy_samples or 100, eval_size or None)
+    label = run.label or table2.label_of(config)
+    if label in columns:
+      label += f" ({os.path.basename(os.path.normpath(run.workdir))})"
+    columns[label] = results
+    records[label] = {"workdir": os.path.abspath(run.workdir), **results}
+    log.info("%s: %s", label, results)
+  table = table2.table2_markdown(columns) + "\n"
+  log.info("Table 2:\n%s", table)
+  return [generic.write_text(output_dir, "table2.md", table),
+          generic.write_text(output_dir, "table2.json", json.dumps(records, indent=2) + "\n")]
+
+
+def _plot_cub(runs, output_dir, num_columns=None, seed=None, **unused) -> List[str]:
+  """Figs. 8 and 9 (App. G) of every run, on the first test examples."""
+  del unused
+  paths = []
+  for run in runs:
+    model, config = workdir_lib.load_trained(run.workdir)
+    keras.utils.set_random_seed(seed or 0)
+    batch = next(iter(data_lib.make_datasets(config)[1].unbatch().batch(num_columns or 8)))
+    paths += cub_figures.cub_figures(model, batch, _run_dir(output_dir, run, runs))
+  return paths
+
+
+def _plot_toy(runs, output_dir, seed=None, **unused) -> List[str]:
+  """Figs. 2 and 6 of every run."""
+  del unused
+  paths = []
+  for run in runs:
+    model, config = workdir_lib.load_trained(run.workdir)
+    keras.utils.set_random_seed(seed or 0)
+    paths += toy_figures.toy_figures(model, config, _run_dir(output_dir, run, runs))
+  return paths
+
+
+# config.dataset -> Experiment(evaluate, plot); None: the generic one.
+EXPERIMENTS: Dict[str, Experiment] = {
+    "toy": Experiment(None, _plot_toy),
+    "pendulum": Experiment(_evaluate_pendulum, _plot_pendulum),
+    **{name: Experiment(_evaluate_mnist, _plot_mnist)
+       for name in ("mnist_tb", "mnist_qu", "mnist_no")},
+    **{name: Experiment(_evaluate_cub, _plot_cub) for name in ("cub", "shapes")},
+}
+
+
+def register(dataset: str, evaluate: Optional[Function] = None,
+             plot: Optional[Function] = None):
+  """Makes `bin/evaluate` / `bin/plot` run `evaluate` / `plot` for `dataset`.
+
+  Args:
+    dataset: a `config.dataset` name.
+    evaluate: `fn(runs, output_dir, **options) -> [paths]` (None: `generic.generic_evaluation`).
+    plot: the same for the figures (None: `generic.learning_curves`).
+  """
+  EXPERIMENTS[dataset] = Experiment(evaluate, plot)
+
+
+def known_datasets() -> List[str]:
+  """The data sets `evaluate` and `plot` can handle."""
+  return sorted(set(EXPERIMENTS) | set(registry.names()))
+
+
+def load_runs(workdirs: Sequence[str]) -> List[Run]:
+  """`Run`s of `[label=]workdir` entries, checked to be workdirs of known data sets.
+
+  Raises:
+    FileNotFoundError: an entry is not a workdir written by bin/train.
+    ValueError: no workdirs, or one holds a data set no entry or data module knows.
+  """
+  if not workdirs:
+    raise ValueError("No workdirs given.")
+  runs = []
+  for spec in workdirs:
+    label, sep, workdir = spec.rpartition("=")
+    if not os.path.isdir(workdir):
+      raise FileNotFoundError(f"{workdir}: no such workdir.")
+    runs.append(Run(label if sep else None, workdir, workdir_lib.load_config(workdir)))
+  for run in runs:
+    if run.config.dataset not in known_datasets():
+      registry.import_dataset_module(run.config.get("dataset_module", ""))
+    if run.config.dataset not in known_datasets():
+      raise ValueError(f"{run.workdir} holds a {run.config.dataset!r} model; known data "
+                       f"sets: {known_datasets()} (see dispatch.register).")
+  return runs
+
+
+def _entry(runs: Sequence[Run], kind: str) -> Function:
+  """The `kind` function of the runs' data set; ValueError if they need different ones."""
+  default = generic.generic_evaluation if kind == "evaluate" else generic.learning_curves
+  none = Experiment(None, None)
+  fns = [getattr(EXPERIMENTS.get(r.config.dataset, none), kind) or default for r in runs]
+  datasets = {r.config.dataset for r in runs}
+  if len(set(fns)) > 1 or (kind == "plot" and len(datasets) > 1):
+    held = ", ".join(f"{r.workdir} ({r.config.dataset})" for r in runs)
+    raise ValueError(f"The workdirs hold different data sets: {held}; {kind} one data "
+                     "set per call.")
+  return fns[0]
+
+
+def evaluate(workdirs: Sequence[str], output_dir: Optional[str] = None,
+             **options) -> List[str]:
+  """Evaluates `[label=]workdir`s of one data set as their experiment does; returns paths.
+
+  `output_dir` defaults to `<workdir>/evaluation` for one workdir and is
+  required for several. `options` go to the data set's function (see the
+  module docstring and `bin/evaluate --help`).
+  """
+  runs = load_runs(workdirs)
+  fn = _entry(runs, "evaluate")
+  other = [f"{r.workdir} ({r.config.dataset})" for r in runs
+           if r.config.dataset not in _HEALTH_DATASETS]
+  if options.get("sensor_health") and other:
+    raise ValueError(f"sensor_health needs {' or '.join(_HEALTH_DATASETS)} workdirs (three "
+                     f"or more sources; the pendulum's report is its evaluation); got "
+                     f"{', '.join(other)}.")
+  if output_dir is None:
+    if len(runs) > 1:
+      raise ValueError("Several workdirs need an output_dir.")
+    output_dir = os.path.join(runs[0].workdir, "evaluation")
+  return fn(runs, output_dir, **options)
+
+
+def plot(workdirs: Sequence[str], output_dir: Optional[str] = None, curves: bool = False,
+         **options) -> List[str]:
+  """Draws the figures of `[label=]workdir`s of one data set; returns the paths.
+
+  With `curves` it draws only the learning curves of all workdirs (of any data
+  sets). `output_dir` defaults to `<first workdir>/figures`.
+  """
+  runs = load_runs(workdirs)
+  fn = generic.learning_curves if curves else _entry(runs, "plot")
+  return fn(runs, output_dir or os.path.join(runs[0].workdir, "figures"), **options)

@@ -1,0 +1,63 @@
+"""What `bin/evaluate` and `bin/plot` do for a data set without an experiment of its own.
+
+`generic_evaluation` writes the ind / MoE / PoE bounds of the test set,
+`learning_curves` the test bound against hours and steps; both take the
+`dispatch.Run`s of the workdirs (see `msnvi_tf.experiments.dispatch`).
+"""
+import json
+import logging
+import os
+from typing import List
+
+from msnvi_tf import data as data_lib
+from msnvi_tf.core import objectives
+from msnvi_tf.experiments import curves
+from msnvi_tf.runtime import training
+from msnvi_tf.runtime import workdir as workdir_lib
+
+__all__ = ["write_text", "generic_evaluation", "learning_curves"]
+
+log = logging.getLogger("msnvi_tf")
+
+
+def write_text(output_dir: str, name: str, text: str) -> str:
+  """Writes `text` to `output_dir/name`, creating the directory; returns the path."""
+  os.makedirs(output_dir, exist_ok=True)
+  path = os.path.join(output_dir, name)
+  with open(path, "w") as f:
+    f.write(text)
+  return path
+
+
+def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
+                       eval_batch_size=None, **unused) -> List[str]:
+  """The ind / MoE / PoE bounds of the test set: bounds.md and bounds.json."""
+  del unused
+  results = []
+  for run in runs:
+    overrides = {"eval_size": eval_size} if eval_size else {}
+    model, config = workdir_lib.load_trained(  # float32: no machine-dependent numbers
+        run.workdir, precision="float32", eval_batch_size=eval_batch_size or
+        run.config.eval_batch_size, eval_num_samples=num_samples or
+        run.config.eval_num_samples, **overrides)
+    metrics = training.evaluate(model, data_lib.make_datasets(config)[1])
+    results.append({"label": run.label or os.path.basename(os.path.normpath(run.workdir)),
+                    "workdir": os.path.abspath(run.workdir), "dataset": config.dataset,
+                    "objective": config.objective, "num_samples": config.eval_num_samples,
+                    **{k: metrics[k] for k in objectives.INTEGRATED_BOUNDS}})
+  lines = ["| model | objective | K | -L_ind | -L_MoE | -L_PoE |", "|" + " --- |" * 6]
+  lines += [f"| {r['label']} | {r['objective']} | {r['num_samples']} | "
+            + " | ".join(f"{-r[k]:.2f}" for k in objectives.INTEGRATED_BOUNDS) + " |"
+            for r in results]
+  table = "\n".join(lines) + "\n"
+  log.info("Negative test bounds (nats per example, lower is better):\n%s", table)
+  return [write_text(output_dir, "bounds.md", table),
+          write_text(output_dir, "bounds.json", json.dumps(results, indent=2) + "\n")]
+
+
+def learning_curves(runs, output_dir, **unused) -> List[str]:
+  """The PoE test bound of every run against hours and steps: learning_curves.png."""
+  del unused
+  named = {run.label or os.path.basename(os.path.normpath(run.workdir)): run.workdir
+           for run in runs}
+  return [curves.plot_learning_curves(named, os.path.join(output_dir, "learning_curves.png"))]
