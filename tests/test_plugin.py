@@ -1,0 +1,91 @@
+"""A data set registered from a file outside the package trains, evaluates and exports.
+
+tests/rotated_mnist.py (the README's walkthrough) registers "mnist_rot": an MNIST
+digit and its 90° rotation, through MNIST's pipeline with a view function and
+`architectures.dense_model`. Nothing in msnvi_tf names it.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import configs
+import msnvi_tf
+from msnvi_tf import registry
+from msnvi_tf.data import mnist
+
+from test_bin import run_bin
+
+PLUGIN = os.path.join("tests", "rotated_mnist.py")
+TINY = ["--num_steps=20", "--set=train_size=256", "--set=eval_size=64",
+        "--set=batch_size=32", "--set=eval_batch_size=32", "--set=steps_per_call=10",
+        "--set=log_every=10", "--set=eval_every=20", "--set=checkpoint_every=20",
+        "--set=export_num_samples=4", "--set=hidden=(32,)", "--set=latent_dim=4",
+        "--set=num_samples=2", "--set=eval_num_samples=2"]
+
+
+@pytest.fixture(scope="module")
+def plugin_run(tmp_path_factory):
+  """A workdir of mnist_rot trained 20 steps through bin/train."""
+  workdir = str(tmp_path_factory.mktemp("plugin") / "mnist_rot")
+  code, lines, stderr = run_bin("train", "--dataset=mnist_rot",
+                                f"--dataset_module={PLUGIN}", f"--workdir={workdir}", *TINY)
+  assert code == 0, stderr[-3000:]
+  return workdir
+
+
+def test_bin_train_trains_a_dataset_registered_outside_the_package(plugin_run):
+  with open(os.path.join(plugin_run, "config.json")) as f:
+    config = json.load(f)
+  assert config["dataset"] == "mnist_rot" and config["dataset_module"] == PLUGIN
+  with open(os.path.join(plugin_run, "metrics.json")) as f:
+    metrics = json.load(f)
+  assert metrics["step"] == 20
+  assert all(math.isfinite(metrics[k]) and metrics[k] < 0. for k in ("ind", "moe", "poe"))
+
+
+def test_bin_evaluate_reloads_the_plugin_from_the_workdir(plugin_run, tmp_path):
+  code, lines, stderr = run_bin("evaluate", f"--workdirs={plugin_run}",
+                                f"--output_dir={tmp_path}")
+  assert code == 0, stderr[-3000:]
+  with open(tmp_path / "bounds.json") as f:
+    (result,) = json.load(f)
+  assert result["dataset"] == "mnist_rot"
+  assert all(math.isfinite(result[k]) and result[k] < 0. for k in ("ind", "moe", "poe"))
+
+
+def test_export_of_the_plugin_serves_both_views(plugin_run):
+  loaded = tf.saved_model.load(os.path.join(plugin_run, "export", "20"))
+  images = np.zeros([3, 28, 28], np.float32)
+  images[:, 5:20, 12:15] = 1.  # a vertical bar; rotated, a horizontal one
+  module = registry.import_dataset_module(PLUGIN)
+  views = module.digit_and_rotation(tf.constant(images))
+  np.testing.assert_array_equal(views["rotated"].numpy().reshape(3, 28, 28),
+                                np.rot90(images, axes=(1, 2)))
+  encoded = loaded.signatures["encode"](**views)
+  assert set(encoded) == {"digit_loc", "digit_scale", "rotated_loc", "rotated_scale"}
+  assert encoded["digit_loc"].shape == (3, 4)
+  predicted = loaded.signatures["predict"](present=tf.ones([3, 2]), **views)
+  assert predicted["digit"].shape == (3, 784)
+  assert np.all((predicted["digit"].numpy() >= 0.) & (predicted["digit"].numpy() <= 1.))
+
+
+def test_registering_a_taken_name_or_a_non_function_is_refused():
+  with pytest.raises(ValueError, match="already registered"):
+    msnvi_tf.register_dataset("mnist_tb", data=mnist.make_datasets,
+                              architecture=lambda c: None, config=lambda: None)
+  with pytest.raises(ValueError, match="data must be a function"):
+    msnvi_tf.register_dataset("new", data=3, architecture=lambda c: None,
+                              config=lambda: None)
+  assert "new" not in registry.names()
+
+
+def test_unknown_dataset_names_the_registered_ones_and_how_to_add_one():
+  with pytest.raises(ValueError, match="register_dataset") as error:
+    configs.get_config("mnist_rotated")
+  assert "mnist_tb" in str(error.value)
+  code, _, stderr = run_bin("train", "--dataset=mnist_rot", "--dataset_module=no/such.py")
+  assert code == 2 and "no/such.py" in stderr.strip().splitlines()[-1]
