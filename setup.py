@@ -15,6 +15,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9",
         "numpy",
         "absl-py",
+        "ml-collections>=1.0",
         "matplotlib",
         "tensorboard",
     ],

@@ -20,8 +20,8 @@ def get_config():
       activation="tanh",
       latent_dim=2,
       decoder_init_scale=0.1,
-      # Small networks: bf16 ran 0.86x as fast as float32 on an avx512_bf16 CPU
-      # (bench/step_time.py) and costs precision, so not "auto".
+      # Small networks: bf16 ran slower than float32 (README, "Speed, precision
+      # and scale") and costs precision, so not "auto".
       precision="float32",
       # Optimisation (Table 5): Adam(5e-5, 0.9, 0.999), batch 16, K = 16, 50k steps.
       num_samples=16,

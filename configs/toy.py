@@ -19,8 +19,8 @@ def get_config():
       latent_dim=2,
       decoder_scale="dense",  # "dense": std from a linear layer (App. H); or "global".
       decoder_init_scale=0.1,  # the data noise level; 1.0 collapses L_ind to the prior.
-      # Small networks: bf16 ran 0.86x as fast as float32 on an avx512_bf16 CPU
-      # (bench/step_time.py) and costs precision, so not "auto".
+      # Small networks: bf16 ran slower than float32 (README, "Speed, precision
+      # and scale") and costs precision, so not "auto".
       precision="float32",
       # Optimisation (Table 3): Adam(1e-4, 0.9, 0.999), batch 32, K = 8, 25k steps.
       num_samples=8,

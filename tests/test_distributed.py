@@ -25,10 +25,11 @@ if logical > 1:
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
 import configs
+from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import training
 training.log_to_stdout()
 if not {export}:  # Runs that do not check the SavedModel skip it (seconds a run).
-  training.export_lib.export = lambda *args, **kwargs: None
+  export_lib.export = lambda *args, **kwargs: None
 config = configs.get_config("toy").override({overrides!r} + ["distribute={distribute}"])
 results = training.train_and_evaluate(config, {workdir!r})
 print("RESULTS " + json.dumps(results))

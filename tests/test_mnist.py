@@ -310,7 +310,7 @@ def test_evaluate_workdir_gives_table1_entries_in_float32(tmp_path, monkeypatch)
   training.train_and_evaluate(config, workdir)
   loaded = []
   load = workdir_lib.load_trained
-  monkeypatch.setattr(training, "load_trained",
+  monkeypatch.setattr(workdir_lib, "load_trained",
                       lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
   result = table1.evaluate_workdir(workdir, num_samples=4, eval_size=16,
                                        large_k=32, large_k_examples=8, chunk_size=16,

@@ -87,5 +87,7 @@ def test_unknown_dataset_names_the_registered_ones_and_how_to_add_one():
   with pytest.raises(ValueError, match="register_dataset") as error:
     configs.get_config("mnist_rotated")
   assert "mnist_tb" in str(error.value)
-  code, _, stderr = run_bin("train", "--dataset=mnist_rot", "--dataset_module=no/such.py")
-  assert code == 2 and "no/such.py" in stderr.strip().splitlines()[-1]
+  with pytest.raises(ValueError, match="dataset_module 'no/such.py': no such file"):
+    registry.import_dataset_module("no/such.py")
+  with pytest.raises(ValueError, match="dataset_module 'no_such_module' cannot be imported"):
+    registry.import_dataset_module("no_such_module")

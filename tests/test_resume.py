@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import configs
 from msnvi_tf import data as data_lib
+from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
@@ -75,7 +76,7 @@ def _train_command(workdir, fault=None):
 def _skip_export(monkeypatch):
   """train_and_evaluate without its SavedModel export (seconds a run): for runs whose
   export no test looks at."""
-  monkeypatch.setattr(training.export_lib, "export", lambda *args, **kwargs: None)
+  monkeypatch.setattr(export_lib, "export", lambda *args, **kwargs: None)
 
 
 @pytest.fixture

@@ -61,12 +61,18 @@ def test_counts_at_the_limits_are_accepted(field, value):
 
 
 @pytest.mark.parametrize("field", ["learning_rate", "min_scale", "decoder_init_scale"])
-@pytest.mark.parametrize("value", [0.0, -1e-4, math.nan, math.inf, -math.inf, "1e-3", True])
+@pytest.mark.parametrize("value", [0.0, -1e-4, math.nan, math.inf, -math.inf, "1e-3"])
 def test_rates_and_scales_must_be_positive_finite_numbers(field, value):
   assert refusal(toy(**{field: value})) == (
       f"{field} must be a positive finite number, got {value!r}.")
   config_lib.validate(toy(**{field: 1e-30}))
   config_lib.validate(toy(**{field: 3}))
+
+
+def test_a_bool_for_a_number_is_refused_on_the_command_line():
+  # In Python, ml_collections casts True to 1.0 on assignment to a float field.
+  with pytest.raises(ValueError, match="learning_rate must be of type float"):
+    configs.get_config("toy").override(["learning_rate=True"])
 
 
 @pytest.mark.parametrize("field", ["beta1", "beta2", "conflict_false_alarm_rate"])
@@ -170,6 +176,8 @@ def test_nan_and_inf_overrides_parse_and_are_refused_by_validate():
     (["--num_steps=99999999999999999999"], "num_steps"),
     (["--set=learning_rate=nan"], "learning_rate"),
     (["--dataset=mnist_tb", "--set=eval_size=20000"], "eval_size"),
+    # A config file (ml_collections config_flags) and its --config.<field> overrides.
+    (["--config=configs/mnist.py:mnist_qu", "--config.eval_size=20000"], "eval_size"),
 ])
 def test_train_refuses_bad_values_in_one_line_without_creating_the_workdir(
     tmp_path, args, field):
@@ -183,3 +191,13 @@ def test_train_refuses_bad_values_in_one_line_without_creating_the_workdir(
   assert "Traceback" not in result.stderr
   assert result.stdout == ""
   assert not workdir.exists()
+
+
+def test_train_refuses_a_config_file_together_with_a_dataset(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={tmp_path / 'run'}",
+       "--config=configs/toy.py", "--dataset=mnist_tb"],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      "bin/train: Give --config or --dataset / --variant, not both.")

@@ -15,17 +15,20 @@ __all__ = ["kl_diag_gaussians", "conflict_stacked", "conflict_matrix"]
 def kl_diag_gaussians(loc_a, scale_a, loc_b, scale_b):
   """KL(N(loc_a, scale_a^2) || N(loc_b, scale_b^2)) for diagonal Gaussians, closed form.
 
-  KL = 1/2 sum_i [ (s_a/s_b)^2 + (mu_b - mu_a)^2 / s_b^2 - 1 + 2 ln(s_b / s_a) ].
+  KL = 1/2 sum_i [ (s_a/s_b)^2 + (mu_b - mu_a)^2 / s_b^2 - 1 + 2 ln(s_b / s_a) ],
+  TFP's Normal-Normal KL summed over the last axis.
 
   Args:
-    loc_a, scale_a, loc_b, scale_b: broadcastable `[..., Dz]` tensors.
+    loc_a, scale_a, loc_b, scale_b: broadcastable `[..., Dz]` tensors (or numbers).
 
   Returns:
     `[...]` tensor.
   """
-  ratio = tf.square(scale_a / scale_b)
-  return 0.5 * tf.reduce_sum(
-      ratio + tf.square((loc_b - loc_a) / scale_b) - 1. - tf.math.log(ratio), -1)
+  loc_a = tf.convert_to_tensor(loc_a)
+  dtype = loc_a.dtype
+  a = tfd.Normal(loc_a, tf.cast(scale_a, dtype))
+  b = tfd.Normal(tf.cast(loc_b, dtype), tf.cast(scale_b, dtype))
+  return tf.reduce_sum(tfd.kl_divergence(a, b), -1)
 
 
 def conflict_stacked(loc, scale):

@@ -288,7 +288,8 @@ class Decoder(networks.StemAndHead):
     `fused_layers()` accepts runs `fused_log_prob`: TF's bf16 elementwise CPU
     kernels (bias, elu) are slower than its float32 ones, which made
     mixed_bfloat16 MNIST-TB evaluation slower than float32 with `log_prob`
-    and 1.4x faster with this (bench/step_time.py). Elsewhere: `log_prob`.
+    and faster with this (bench/step_time.py measures both). Elsewhere:
+    `log_prob`.
     """
     if (kernels.compiled_now() and self.compute_dtype != "float32"
         and self.fused_layers() is not None):

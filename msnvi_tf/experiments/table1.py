@@ -109,9 +109,7 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
       every single source, see `large_k.default_proposals`).
     large_k_precision: dtype policy of the large-K estimate ("float32", the
       default, keeps results machine-independent; "mixed_bfloat16" or "auto" run
-      its matmuls in bf16 where that pays: on MNIST-TB on an AMX CPU 1.4x as
-      fast, moving the estimates by 0.06 nats rms per example and 0.002 nats
-      on average).
+      its matmuls in bf16 where that pays; docs/mnist.md measures both).
     large_k_seed: seed of the large-K samples (see `large_k.large_k_estimates`).
 
   Returns:

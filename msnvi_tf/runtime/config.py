@@ -1,34 +1,43 @@
-"""Experiment configs: a flat dict with attribute access and typed overrides.
+"""Experiment configs: flat `ml_collections.ConfigDict`s with typed overrides.
 
-Configs are plain Python (`configs/<name>.py: get_config()`); `Config.override`
-applies `key=value` strings from the command line, parsing each value to the
+Configs are plain Python (`configs/<name>.py: get_config()`, as in Flax and
+big_vision; `bin/train --config=configs/mnist.py:mnist_tb --config.num_steps=10`
+works through `ml_collections.config_flags`). `Config.override` applies
+`key=value` strings from the command line (`--set`), parsing each value to the
 type of the default it replaces, and refuses unknown keys; `validate` checks
 the values (positive step counts, finite learning rates, ...) before anything
-is built.
+is built. `FIELDS` documents every field training reads.
 """
 import ast
 import difflib
 import json
 import math
+
+import ml_collections
 from typing import Any, Iterable, Mapping, Optional
 
 __all__ = ["Config", "FIELDS", "REQUIRED", "make_config", "validate"]
 
 
-class Config(dict):
-  """A dict whose keys are also attributes: `config.num_samples`."""
+class Config(ml_collections.ConfigDict):
+  """A flat `ConfigDict`: `config.num_samples`, `config["num_samples"]`, `config.get`.
+
+  Not type-locked (`type_safe=False`): `override` parses command-line values to
+  the default's type and `validate` checks every value with a message naming the
+  field, which a TypeError on assignment would not.
+  """
+
+  def __init__(self, fields: Optional[Mapping[str, Any]] = None):
+    super().__init__(dict(fields or {}), type_safe=False)
 
   def __getattr__(self, key):
     try:
-      return self[key]
-    except KeyError:
+      return super().__getattr__(key)
+    except AttributeError:
       raise AttributeError(f"Config has no field {key!r}{_hint(key, self)}") from None
 
-  def __setattr__(self, key, value):
-    self[key] = value
-
-  def copy(self):
-    return Config(self)
+  def copy(self) -> "Config":
+    return Config(self.to_dict())
 
   def override(self, assignments: Iterable[str]) -> "Config":
     """Returns a copy with `key=value` assignments applied.
@@ -51,8 +60,9 @@ class Config(dict):
       config[key] = _parse(key, text.strip(), config[key])
     return config
 
-  def to_json(self) -> str:
-    return json.dumps(dict(self), indent=2, sort_keys=True, default=list)
+  def to_json(self) -> str:  # pylint: disable=arguments-differ
+    """The fields as JSON, sorted by name (a workdir's config.json)."""
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=list)
 
 
 def _hint(key: str, fields: Iterable[str]) -> str:

@@ -2,8 +2,9 @@
 
 Keras 3's Adam updates each variable with about ten small ops (two moment
 updates, the bias correction, a division, a square root, three assignments).
-On a CPU, where the MNIST step has ~30 variables, their dispatch costs about
-0.5-1 ms of a 22 ms training step (bench/step_time.py). This subclass runs the
+On a CPU, where the MNIST step has ~30 variables, their dispatch is a visible
+part of a training step (README, "Speed, precision and scale"; bench/step_time.py
+measures it). This subclass runs the
 same update, with the same slot variables (so checkpoints are interchangeable),
 as one fused kernel per variable (App. H: Adam with beta1, beta2 of the config):
 
