@@ -201,3 +201,16 @@ def test_train_refuses_a_config_file_together_with_a_dataset(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       "bin/train: Give --config or --dataset / --variant, not both.")
+
+
+def test_every_builtin_config_holds_every_field_training_reads():
+  for name in registry.names():
+    missing = set(config_lib.FIELDS) - set(configs.get_config(name))
+    assert not missing, (name, missing)
+
+
+def test_a_config_without_a_required_field_names_it():
+  fields = {k: v for k, v in configs.get_config("toy").items() if k != "num_steps"}
+  with pytest.raises(ValueError, match=r"lacks field\(s\) \['num_steps'\] that training reads"):
+    config_lib.make_config(**fields)
+  assert config_lib.make_config(**fields, num_steps=5).num_steps == 5

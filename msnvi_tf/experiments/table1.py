@@ -27,18 +27,8 @@ from msnvi_tf.experiments import large_k as large_k_lib
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-__all__ = [
-    "COLUMNS",
-    "COLUMN_TITLES",
-    "VARIANT_TITLES",
-    "PAPER_TABLE1",
-    "column_of",
-    "evaluate_workdir",
-    "grid_rows",
-    "format_markdown",
-    "write_grid",
-    "load_results",
-]
+__all__ = ["COLUMNS", "COLUMN_TITLES", "VARIANT_TITLES", "PAPER_TABLE1", "column_of",
+           "evaluate_workdir", "grid_rows", "format_markdown", "write_grid", "load_results"]
 
 EVAL_ROWS = objectives.INTEGRATED_BOUNDS  # ("ind", "moe", "poe")
 COLUMNS = ("ind", "moe", "poe", "hybrid", "hybrid_k1", "iwae")

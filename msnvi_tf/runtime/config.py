@@ -27,8 +27,8 @@ class Config(ml_collections.ConfigDict):
   field, which a TypeError on assignment would not.
   """
 
-  def __init__(self, fields: Optional[Mapping[str, Any]] = None):
-    super().__init__(dict(fields or {}), type_safe=False)
+  def __init__(self, fields: Optional[Mapping[str, Any]] = None, **more):
+    super().__init__({**dict(fields or {}), **more}, type_safe=False)
 
   def __getattr__(self, key):
     try:
