@@ -205,10 +205,10 @@ def test_unprepared_tfds_error_names_the_directory(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"not gzip at all", "not a readable gzip"),
-    (gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 12), "magic number 2049"),
+    (gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 12, mtime=0), "magic number 2049"),
     (gzip.compress(b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c\x00\x00\x00\x1c"
-                   + b"\x00" * 100), "header promises"),
-])
+                   + b"\x00" * 100, mtime=0), "header promises"),
+], ids=["not_gzip", "wrong_magic", "short_data"])
 def test_corrupt_file_error_names_the_path(tmp_path, content, message):
   path = tmp_path / "t10k-images-idx3-ubyte.gz"
   path.write_bytes(content)
