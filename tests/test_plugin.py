@@ -17,6 +17,7 @@ import msnvi_tf
 from msnvi_tf import registry
 from msnvi_tf.data import mnist
 
+from conftest import REPO
 from test_bin import run_bin
 
 PLUGIN = os.path.join("tests", "rotated_mnist.py")
@@ -40,7 +41,8 @@ def plugin_run(tmp_path_factory):
 def test_bin_train_trains_a_dataset_registered_outside_the_package(plugin_run):
   with open(os.path.join(plugin_run, "config.json")) as f:
     config = json.load(f)
-  assert config["dataset"] == "mnist_rot" and config["dataset_module"] == PLUGIN
+  assert config["dataset"] == "mnist_rot"
+  assert config["dataset_module"] == os.path.join(REPO, PLUGIN)  # absolute: any cwd works
   with open(os.path.join(plugin_run, "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["step"] == 20
@@ -61,7 +63,7 @@ def test_export_of_the_plugin_serves_both_views(plugin_run):
   loaded = tf.saved_model.load(os.path.join(plugin_run, "export", "20"))
   images = np.zeros([3, 28, 28], np.float32)
   images[:, 5:20, 12:15] = 1.  # a vertical bar; rotated, a horizontal one
-  module = registry.import_dataset_module(PLUGIN)
+  module = registry.import_dataset_module(os.path.join(REPO, PLUGIN))
   views = module.digit_and_rotation(tf.constant(images))
   np.testing.assert_array_equal(views["rotated"].numpy().reshape(3, 28, 28),
                                 np.rot90(images, axes=(1, 2)))
