@@ -103,22 +103,39 @@ def _assert_same_state(workdir, reference):
     np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
-def _killed_after(command, line, delay):
-  """Runs `command`; SIGKILLs it `delay` seconds after it prints a line starting with `line`."""
-  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True)
+def _killed_after(command, line, delay, signum=signal.SIGKILL, stderr=subprocess.DEVNULL):
+  """Runs `command`; sends it `signum` `delay` seconds after it prints a line starting
+  with `line`. Returns its exit code and the lines it printed afterwards."""
+  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
+                          text=True)
   for text in proc.stdout:
     if text.split(" ", 1)[-1].startswith(line):
       time.sleep(delay)
-      proc.send_signal(signal.SIGKILL)
+      proc.send_signal(signum)
       break
+  after = proc.stdout.read()
   proc.stdout.close()
-  return proc.wait()
+  return proc.wait(), after
 
 
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.json")) as f:
     return json.load(f)
+
+
+def _stopped_by_sigterm_with_a_checkpoint(workdir, tmp_path):
+  """SIGTERM just after the progress line of step 1000 (resumed from 500): bin/train
+  checkpoints at the step it reached, says so, and exits with 128 + SIGTERM."""
+  with open(tmp_path / "sigterm.err", "w") as err:
+    code, after = _killed_after(_train_command(workdir), "step 1000/", 0.1, signal.SIGTERM,
+                                err)
+  message = (tmp_path / "sigterm.err").read_text().strip().splitlines()[-1]
+  assert code == 128 + signal.SIGTERM, (code, after, message)
+  assert "SIGTERM received: checkpointing after the current steps" in after
+  step = int(message.split("stopped at step ")[1].split(" ")[0])
+  assert 1000 <= step < 3000 and "Re-run the same command to resume." in message
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  assert latest.endswith(f"ckpt-{step}"), (latest, message)
 
 
 def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(tmp_path):
@@ -132,16 +149,20 @@ def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(t
     workdir = str(tmp_path / "killed")
     rng = np.random.default_rng(0)
     # Killed while writing its second checkpoint (ckpt-1000, left truncated),
-    # at random moments after two progress lines (during training, evaluation or
+    # stopped by SIGTERM (it checkpoints where it stands), killed at random
+    # moments after two progress lines (during training, evaluation or
     # checkpointing), and while writing the export.
-    faults = ["checkpoint:2", "step 1500/", "eval step 2000", "export"]
+    faults = ["checkpoint:2", "SIGTERM", "step 1500/", "eval step 2000", "export"]
     for fault in faults:
       if fault in ("checkpoint:2", "export"):
         done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
                               capture_output=True, text=True)
         code = done.returncode
+      elif fault == "SIGTERM":
+        _stopped_by_sigterm_with_a_checkpoint(workdir, tmp_path)
+        continue
       else:
-        code = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
+        code, _ = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
       assert code == -signal.SIGKILL, (fault, code)
     # Killed before the rename: no version is served half-written.
     assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
@@ -173,6 +194,31 @@ def test_every_objective_resumed_midway_ends_with_the_uninterrupted_weights(
   got = training.train_and_evaluate(config, str(tmp_path / "twice"))
   assert got == expected
   _assert_same_state(str(tmp_path / "twice"), str(tmp_path / "once"))
+
+
+@pytest.mark.usefixtures("no_export")
+def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted(
+    toy_config, tmp_path, monkeypatch):
+  config = toy_config.override(["num_steps=60", "checkpoint_every=50", "eval_every=30",
+                                "log_every=10", "steps_per_call=10"])
+  expected = training.train_and_evaluate(config, str(tmp_path / "once"))
+  handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+  write = training._write  # pylint: disable=protected-access
+
+  def write_then_interrupt(writer, scalars, step):
+    write(writer, scalars, step)
+    if step == 20:  # Ctrl-C while the progress of step 20 is written.
+      signal.raise_signal(signal.SIGINT)
+
+  monkeypatch.setattr(training, "_write", write_then_interrupt)
+  workdir = str(tmp_path / "twice")
+  with pytest.raises(training.Interrupted, match="SIGINT received: stopped at step 20 "):
+    training.train_and_evaluate(config, workdir)
+  assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
+  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-20")
+  monkeypatch.setattr(training, "_write", write)
+  assert training.train_and_evaluate(config, workdir) == expected
+  _assert_same_state(workdir, str(tmp_path / "once"))
 
 
 @pytest.mark.parametrize("dataset,overrides", [

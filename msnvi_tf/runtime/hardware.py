@@ -26,8 +26,8 @@ import keras
 import tensorflow as tf
 
 __all__ = ["PRECISIONS", "BF16_MIN_SPEEDUP", "cpu_flags", "bf16_matmul_speedup",
-           "default_precision", "resolve", "policy", "make_strategy", "is_chief",
-           "configure_threads", "resolve_jit"]
+           "default_precision", "resolve", "policy", "make_strategy", "num_workers",
+           "is_chief", "configure_threads", "resolve_jit"]
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -204,6 +204,15 @@ def resolve_jit(value, strategy=None, gpus=None) -> bool:
       gpus = tf.config.list_physical_devices("GPU")
     return strategy.num_replicas_in_sync == 1 and bool(gpus)
   raise ValueError(f"jit_compile must be True, False or 'auto', got {value!r}.")
+
+
+def num_workers(strategy) -> int:
+  """How many workers (chief included) `strategy` trains on: 1 without a cluster."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None:
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return max(1, sum(len(spec.get(kind, ())) for kind in ("chief", "worker")))
 
 
 def is_chief(strategy) -> bool:

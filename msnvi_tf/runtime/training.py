@@ -9,12 +9,15 @@ A re-run resumes exactly: the checkpoint holds the whole training state,
 evaluation noise restarts at every evaluation, and the training data are a
 function of (seed, step) (`msnvi_tf.data.training_batches`), so a run killed at
 any moment and re-run with the same command ends with the same weights as one
-never stopped. A diverging loss stops training with a message that names the
-last good checkpoint.
+never stopped. SIGTERM or Ctrl-C checkpoints the step reached and raises
+`Interrupted` (`bin/train` exits with 128 + the signal). A diverging loss stops
+training with a message that names the last good checkpoint.
 """
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Dict
 
@@ -30,7 +33,7 @@ from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import workdir as workdir_lib
 from msnvi_tf.runtime.config import Config
 
-__all__ = ["train_and_evaluate", "evaluate", "log_to_stdout", "format_time"]
+__all__ = ["train_and_evaluate", "evaluate", "Interrupted", "log_to_stdout", "format_time"]
 
 log = hardware.log
 
@@ -110,6 +113,52 @@ def _setup_machine(config: Config):
   return strategy, policy, jit
 
 
+class Interrupted(Exception):
+  """Training stopped on SIGTERM or SIGINT after checkpointing; re-run to resume."""
+
+  def __init__(self, signum, step, checkpoint):
+    self.signum, self.step, self.checkpoint = signum, step, checkpoint
+    super().__init__(
+        f"{signal.Signals(signum).name} received: stopped at step {step} with a "
+        f"checkpoint, {checkpoint}. Re-run the same command to resume.")
+
+
+class _StopOnSignal:
+  """Turns SIGTERM / SIGINT into a request the loop honours after the current chunk.
+
+  A scheduler's SIGTERM (preemption, the end of a job's time) or Ctrl-C then
+  costs no steps: the loop checkpoints where it stands and raises `Interrupted`.
+  A second signal acts as if unhandled (SIGTERM ends the process, SIGINT raises
+  KeyboardInterrupt). Handlers are installed from the main thread of a single
+  worker only (the workers of a cluster must checkpoint together).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self, enabled=True):
+    self.enabled = enabled and threading.current_thread() is threading.main_thread()
+    self.signum, self._previous = None, {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:  # Asked twice: stop now.
+      signal.signal(signum, self._previous[signum])
+      signal.raise_signal(signum)
+      return
+    self.signum = signum
+    log.info("%s received: checkpointing after the current steps, then stopping "
+             "(send it again to stop at once).", signal.Signals(signum).name)
+
+  def __enter__(self):
+    if self.enabled:
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+
+
 class _Loop:
   """The training loop of one run: chunks of steps, logging, evaluation, checkpoints."""
 
@@ -153,8 +202,11 @@ class _Loop:
     log.info("eval step %d | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
              results["bound"], results["ind"], results["moe"], results["poe"])
 
-  def run(self, step, manager):
-    """Trains from `step` to `config.num_steps`; returns the last evaluation (or None)."""
+  def run(self, step, manager, stop):
+    """Trains from `step` to `config.num_steps`; returns the last evaluation (or None).
+
+    Raises `Interrupted` after checkpointing when `stop` (a `_StopOnSignal`) saw a signal.
+    """
     config, total = self.config, self.config.num_steps
     intervals = (config.log_every, config.eval_every, config.checkpoint_every)
     current = int(step.numpy())
@@ -175,10 +227,13 @@ class _Loop:
       if current % config.eval_every == 0 or current == total:
         results = self.evaluate()
         self._log_eval(results, current)
-      if current % config.checkpoint_every == 0 or current == total:
+      stopping = stop.signum is not None and current < total
+      if current % config.checkpoint_every == 0 or current == total or stopping:
         if current == total:  # The final checkpoint and the export hold the calibration.
           _calibrate_conflict(self.model, self.eval_ds, config)
         manager.save(checkpoint_number=current)
+      if stopping:
+        raise Interrupted(stop.signum, current, manager.latest_checkpoint)
     return results
 
 
@@ -240,7 +295,8 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
            config.objective, config.num_steps, config.num_samples, config.batch_size,
            workdir)
   t_start = time.time()
-  results = loop.run(step, manager) or loop.evaluate()  # None: nothing left to train.
+  with _StopOnSignal(enabled=hardware.num_workers(strategy) == 1) as stop:
+    results = loop.run(step, manager, stop) or loop.evaluate()  # None: nothing left to train.
   results["step"] = int(step.numpy())
   # Identical on every worker when replicas stay in sync.
   results["param_norm"] = float(tf.linalg.global_norm(
