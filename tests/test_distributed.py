@@ -4,8 +4,12 @@ import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
+import tensorflow as tf
+
+from msnvi_tf.runtime import hardware
 
 from conftest import REPO
 
@@ -150,3 +154,20 @@ def test_pair_restarted_after_one_worker_was_killed_ends_as_the_uninterrupted_pa
   chief, other = _two_workers(workdir, extra, logs)
   assert all("Resumed from" in out for out in logs)
   assert chief == expected and other["param_norm"] == expected["param_norm"]
+
+
+def test_num_workers_counts_chief_and_workers_of_the_cluster_only():
+  # Checked without starting a cluster: the stop-on-SIGTERM handling is
+  # installed only when this is 1.
+
+  def strategy(cluster):
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type="worker", task_id=0)
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+  assert hardware.num_workers(tf.distribute.get_strategy()) == 1
+  assert hardware.num_workers(strategy({})) == 1
+  assert hardware.num_workers(strategy({"worker": ["a:1"]})) == 1
+  assert hardware.num_workers(strategy({"worker": ["a:1", "b:2"]})) == 2
+  assert hardware.num_workers(strategy({"chief": ["c:0"], "worker": ["a:1", "b:2"],
+                                        "ps": ["p:3"]})) == 3
