@@ -32,3 +32,17 @@ def make_toy_config():
 def toy_config():
   """A toy config small enough for unit tests."""
   return make_toy_config()
+
+
+def skip_export(monkeypatch):
+  """train_and_evaluate without its SavedModel export (about half the time of a toy
+  run): for runs whose export no test looks at (module fixtures pass a
+  `pytest.MonkeyPatch.context()`)."""
+  from msnvi_tf.runtime import export  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(export, "export", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def no_export(monkeypatch):
+  """For the test's train_and_evaluate runs: no SavedModel export."""
+  skip_export(monkeypatch)

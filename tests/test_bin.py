@@ -13,7 +13,7 @@ from msnvi_tf.experiments import table2
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime.config import Config
 
-from conftest import REPO, make_toy_config
+from conftest import REPO, make_toy_config, skip_export
 from test_plots import assert_png
 
 
@@ -32,7 +32,9 @@ def last_line(stderr):
 def toy_run(tmp_path_factory):
   """A toy workdir trained 20 steps."""
   workdir = str(tmp_path_factory.mktemp("bin") / "toy")
-  training.train_and_evaluate(make_toy_config(), workdir)
+  with pytest.MonkeyPatch.context() as patch:
+    skip_export(patch)  # bin/evaluate and bin/plot read the checkpoint
+    training.train_and_evaluate(make_toy_config(), workdir)
   return workdir
 
 

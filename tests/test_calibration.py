@@ -279,6 +279,7 @@ def test_monitor_sees_a_small_lasting_rise_that_single_frames_miss():
   assert monitor.monitor_alarms(faulty, single)[0, 200:].mean() < 0.4
 
 
+@pytest.mark.usefixtures("no_export")
 def test_mnist_sensor_health_report_runs_on_a_tiny_trained_model(tmp_path):
   workdir = str(tmp_path / "qu")
   config = configs.get_config("mnist_qu").override([

@@ -296,6 +296,7 @@ def test_conditional_generation_figures(tmp_path):
   assert cub_arch.parse_names(" image , mask", "targets") == ("image", "mask")
 
 
+@pytest.mark.usefixtures("no_export")
 def test_bin_evaluate_and_plot_of_a_shapes_run_write_table2_and_figs_8_9(tmp_path):
   """The dispatch of bin/evaluate and bin/plot for CUB / shapes workdirs."""
   from msnvi_tf.experiments import dispatch  # pylint: disable=g-import-not-at-top

@@ -302,6 +302,7 @@ def test_gpu_setting_mixed_float16_with_xla_trains_like_float32_on_cpu():
   assert first_loss["mixed_float16"] == pytest.approx(first_loss["float32"], rel=0.01)
 
 
+@pytest.mark.usefixtures("no_export")
 def test_evaluate_workdir_gives_table1_entries_in_float32(tmp_path, monkeypatch):
   config = _config("mnist_tb", "objective=hybrid", "num_steps=4", "steps_per_call=2",
                    "eval_every=4", "checkpoint_every=4", "export_num_samples=4",

@@ -26,6 +26,7 @@ def assert_png(path):
   assert np.var(pixels[..., :3]) > 1e-3, f"{path} is blank"
 
 
+@pytest.mark.usefixtures("no_export")
 def test_trained_model_figures_are_non_blank_pngs(toy_config, tmp_path):
   workdir = str(tmp_path / "work")
   training.train_and_evaluate(toy_config, workdir)

@@ -79,6 +79,7 @@ def test_every_policy_trains_a_few_steps_to_finite_bounds(toy_config, tmp_path):
     assert all(np.isfinite(result[k]) for k in ("bound", "ind", "moe", "poe")), policy
 
 
+@pytest.mark.usefixtures("no_export")
 def test_same_weights_give_close_bounds_under_every_policy(toy_config, tmp_path):
   config = toy_config.override(["precision=float32", "eval_size=256",
                                 "eval_num_samples=32"])

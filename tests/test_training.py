@@ -177,8 +177,9 @@ def test_unknown_dataset_and_objective_are_usage_errors(tmp_path):
 
 
 @pytest.fixture
-def small_run(toy_config, tmp_path):
-  """A workdir trained 20 steps in-process, checkpointed at 10 and 20."""
+def small_run(toy_config, tmp_path, no_export):
+  """A workdir trained 20 steps in-process, checkpointed at 10 and 20 (no export)."""
+  del no_export  # used for its effect
   workdir = str(tmp_path / "run")
   training.train_and_evaluate(toy_config, workdir)
   return workdir
