@@ -357,12 +357,40 @@ def test_grid_writer_puts_ours_beside_the_paper(tmp_path):
   assert table1.load_results(paths["json"])[0]["workdir"] == "/w/tb_ind"
 
 
-def test_column_of_distinguishes_hybrid_with_one_sample():
+def test_column_of_distinguishes_hybrid_with_one_sample_and_iwae_on_some_sources():
   config = configs.get_config("mnist_tb")
   assert table1.column_of(config.override(["objective=hybrid"])) == "hybrid"
   assert table1.column_of(
       config.override(["objective=hybrid", "num_samples=1"])) == "hybrid_k1"
   assert table1.column_of(config.override(["objective=iwae"])) == "iwae"
+  no = configs.get_config("mnist_no").override(["objective=iwae"])
+  assert table1.column_of(no.override(["iwae_sources=['noisy0']"])) == "iwae_noisy0"
+  assert table1.column_of(no.override(["iwae_sources='noisy1, noisy2'"])) == (
+      "iwae_noisy1_noisy2")
+
+
+def test_hard_wired_and_single_source_iwae_are_two_columns_only_one_the_papers(tmp_path):
+  # MNIST-NO: the paper's IWAE (94.95) saw one noisy source; the hard-wired IWAE on
+  # all four is another model, evaluated in the same call.
+  common = {"dataset": "mnist_no", "step": 100, "large_k": 0, "large_k_examples": 0,
+            "log_likelihood": float("nan"), "num_examples": 10}
+  results = [{**common, "workdir": "/w/no_iwae", "column": "iwae", "ind": -90.,
+              "moe": -90., "poe": -90.},
+             {**common, "workdir": "/w/no_iwae1", "column": "iwae_noisy0", "ind": -92.,
+              "moe": -92., "poe": -92.}]
+  paths = table1.write_grid(results, str(tmp_path))
+  with open(paths["csv"]) as f:
+    cell = {(r["eval_objective"], r["train_objective"]): r for r in csv.DictReader(f)}
+  assert float(cell["poe", "iwae"]["ours"]) == 90. and cell["poe", "iwae"]["paper"] == ""
+  assert float(cell["poe", "iwae_noisy0"]["ours"]) == 92.
+  assert float(cell["poe", "iwae_noisy0"]["paper"]) == 94.95
+  assert ("ind", "iwae_noisy0") not in cell
+  markdown = open(paths["markdown"]).read()
+  assert "| L_hybrid (K=1) | IWAE | IWAE (noisy0) |" in markdown
+  assert "| - (94.49) | 90.00 | 92.00 (94.95) |" in markdown
+  # Without our runs the paper's single-source IWAE still has its cell.
+  empty = [{**results[0], "column": "ind"}]
+  assert "| - (94.49) | - (94.95) |" in table1.format_markdown(empty)
 
 
 def test_table4_defaults_stay_the_papers():
