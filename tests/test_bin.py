@@ -106,6 +106,35 @@ def test_dispatch_checks_every_workdir_before_running_anything(toy_run, tmp_path
   assert not (tmp_path / "out").exists()
 
 
+def test_table1_keeps_two_models_of_one_column_apart_and_labels_name_columns(
+    tmp_path, monkeypatch):
+  from msnvi_tf.experiments import table1  # pylint: disable=g-import-not-at-top
+
+  seeds = [_config_only_workdir(tmp_path / name, "mnist_tb") for name in ("s0", "s1")]
+  bound = {seeds[0]: -102., seeds[1]: -103.}
+
+  def fake_evaluation(workdir, *args, **kwargs):  # two L_ind models' grid entries
+    del args, kwargs
+    return {"workdir": workdir, "dataset": "mnist_tb", "column": "ind", "step": 1,
+            "num_examples": 4, "ind": bound[workdir], "moe": -101., "poe": -95.,
+            "large_k": 0, "large_k_examples": 0, "log_likelihood": math.nan}
+
+  monkeypatch.setattr(table1, "evaluate_workdir", fake_evaluation)
+  dispatch.evaluate(seeds, str(tmp_path / "out"))
+  results = json.load(open(tmp_path / "out" / "results.json"))
+  assert [(r["workdir"], r["column"]) for r in results] == [
+      (seeds[0], "ind"), (seeds[1], "ind (s1)")]
+  markdown = (tmp_path / "out" / "table1.md").read_text()
+  assert "| L_hybrid (K=1) | L_ind (s1) | IWAE |" in markdown
+  assert "| L_ind | 102.00 (102.20) |" in markdown and "| - (108.97) | 103.00 |" in markdown
+  dispatch.evaluate([f"hybrid={seeds[1]}"], str(tmp_path / "out"), merge=True)
+  results = json.load(open(tmp_path / "out" / "results.json"))
+  assert [(r["workdir"], r["column"]) for r in results] == [
+      (seeds[0], "ind"), (seeds[1], "hybrid")]
+  assert "| 102.00 (102.20) | - (102.40) | - (265.59) | 103.00 (104.03) |" in (
+      tmp_path / "out" / "table1.md").read_text()
+
+
 def test_registered_dataset_gets_its_functions_and_others_the_generic_ones(toy_run, tmp_path):
   calls = []
   original = dispatch.EXPERIMENTS["toy"]

@@ -80,7 +80,13 @@ def _evaluate_mnist(runs, output_dir, num_samples=None, eval_size=0, eval_batch_
         run.workdir, num_samples or 16, eval_size, large_k, large_k_examples, chunk_size,
         eval_batch_size=eval_batch_size or 500, large_k_proposals=large_k_proposals,
         large_k_precision=large_k_precision, large_k_seed=large_k_seed)
-    results = [r for r in results if r["workdir"] != result["workdir"]] + [result]
+    results = [r for r in results if r["workdir"] != result["workdir"]]
+    # A label names the column; two models of one column (e.g. two seeds) get two,
+    # the later one's named after its workdir too (as in Table 2).
+    column = run.label or result["column"]
+    if (result["dataset"], column) in {(r["dataset"], r["column"]) for r in results}:
+      column += f" ({os.path.basename(os.path.normpath(run.workdir))})"
+    results.append({**result, "column": column})
     log.info("%s: %s / %s at step %d: -ind %.2f | -moe %.2f | -poe %.2f", run.workdir,
              result["dataset"], result["column"], result["step"], -result["ind"],
              -result["moe"], -result["poe"])

@@ -81,7 +81,14 @@ def column_of(config) -> str:
 
 
 def column_title(column: str) -> str:
-  """A column's title in the tables: "L_hybrid (K=1)", "IWAE (noisy0)", ..."""
+  """A column's title in the tables: "L_hybrid (K=1)", "IWAE (noisy0)", ...
+
+  A column `dispatch` named after its workdir, "hybrid (seed1)", keeps that
+  name: "L_hybrid (seed1)".
+  """
+  base, sep, workdir = column.partition(" (")
+  if sep:
+    return f"{column_title(base)} ({workdir}"
   if column.startswith("iwae_"):
     return f"IWAE ({column[len('iwae_'):].replace('_', ', ')})"
   return COLUMN_TITLES.get(column, column)
