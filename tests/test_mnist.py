@@ -231,6 +231,19 @@ def test_tfds_path_with_mock_data():
     assert sum(int(b["q3"].shape[0]) for b in eval_ds) == 40
 
 
+def test_iwae_sources_from_a_flag_string_or_a_list_give_the_same_encoder():
+  no = configs.get_config("mnist_no").override(["objective=iwae", "hidden=[8]"])
+  # `--set iwae_sources=noisy0` gives the string "noisy0", not a list.
+  for value in ("noisy0", "['noisy0']"):
+    model = architectures.build_model(no.override([f"iwae_sources={value}"]))
+    assert list(model.encoders) == ["noisy0"], value
+  model = architectures.build_model(no.override(["iwae_sources=noisy1, noisy2"]))
+  assert list(model.encoders) == ["noisy1+noisy2"]
+  with pytest.raises(ValueError, match=r"^iwae_sources must name some of \['noisy0', "
+                     r"'noisy1', 'noisy2', 'noisy3'\] \(comma-separated\); got \('noisy9',\)"):
+    architectures.build_model(no.override(["iwae_sources=noisy9"]))
+
+
 @pytest.mark.parametrize("variant, objective, extra", [
     ("mnist_tb", "hybrid", ("use_label=True",)),
     ("mnist_qu", "ind", ()),

@@ -6,7 +6,7 @@ set of vectors or small images needs none: `dense_model` builds dense encoders
 and decoders (App. H's MLPs) from the sources' shapes and the targets'
 likelihood heads.
 """
-from typing import Mapping, Optional, Union
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
 
@@ -15,7 +15,8 @@ from msnvi_tf.core import beliefs
 from msnvi_tf.core import likelihoods
 from msnvi_tf.core import model as model_lib
 
-__all__ = ["build_model", "dense_model", "dense_stem", "encoders_for", "assemble"]
+__all__ = ["build_model", "dense_model", "dense_stem", "encoders_for", "assemble",
+           "parse_names"]
 
 # Likelihood heads `dense_model` makes by name: name -> fn(shape) -> head layer.
 HEADS = {
@@ -23,6 +24,28 @@ HEADS = {
     "normal": likelihoods.NormalHead,
     "categorical": lambda shape: likelihoods.CategoricalHead(shape[-1]),
 }
+
+
+def parse_names(names: Union[str, Sequence[str]], what: str,
+                known: Optional[Iterable[str]] = None) -> Tuple[str, ...]:
+  """`"image,mask"`, `"noisy0"` or `("image", "mask")` -> a tuple of source names.
+
+  Args:
+    names: a comma-separated string (as `--set iwae_sources=noisy0` gives) or names.
+    what: the config field, for the error message.
+    known: the names allowed (default: any).
+
+  Raises:
+    ValueError: no names, or one not in `known`.
+  """
+  if isinstance(names, str):
+    names = [n.strip() for n in names.split(",") if n.strip()]
+  names = tuple(names)
+  known = None if known is None else list(known)
+  if not names or (known is not None and any(n not in known for n in names)):
+    allowed = "source names" if known is None else f"some of {known}"
+    raise ValueError(f"{what} must name {allowed} (comma-separated); got {names!r}.")
+  return names
 
 
 def build_model(config):
@@ -58,11 +81,8 @@ def encoders_for(config, source_shapes, make_stem):
                                    config.min_scale, name=f"encoder_{s}")
                 for s, shape in source_shapes.items()}
     return encoders, None
-  keys = list(config.iwae_sources or source_shapes)
-  unknown = [k for k in keys if k not in source_shapes]
-  if unknown:
-    raise ValueError(f"iwae_sources names unknown source(s) {unknown}; sources "
-                     f"are {list(source_shapes)}.")
+  keys = list(parse_names(config.iwae_sources, "iwae_sources", source_shapes)
+              if config.iwae_sources else source_shapes)
   shapes = [tuple(source_shapes[k]) for k in keys]
   if any(s[:-1] != shapes[0][:-1] for s in shapes):
     raise ValueError(f"Cannot concatenate sources {keys} of shapes {shapes} "

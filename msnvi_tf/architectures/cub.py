@@ -29,15 +29,8 @@ _CHANNELS = {"image": 3, "mask": 1}
 
 
 def parse_names(names: Union[str, Sequence[str]], what: str) -> Tuple[str, ...]:
-  """`"image,mask"` or `("image", "mask")` -> a tuple of known source names."""
-  if isinstance(names, str):
-    names = [n.strip() for n in names.split(",") if n.strip()]
-  names = tuple(names)
-  unknown = [n for n in names if n not in cub.SOURCES]
-  if not names or unknown:
-    raise ValueError(f"{what} must name some of {list(cub.SOURCES)} (comma-separated); "
-                     f"got {names!r}.")
-  return names
+  """`"image,mask"` or `("image", "mask")` -> a tuple of CUB source names."""
+  return architectures.parse_names(names, what, cub.SOURCES)
 
 
 def source_shapes(image_size: int):

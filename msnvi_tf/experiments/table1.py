@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf.core import objectives
 from msnvi_tf.experiments import large_k as large_k_lib
@@ -72,9 +73,8 @@ def column_of(config) -> str:
   column = config.objective
   if config.objective == "iwae":
     sources = config.get("iwae_sources")
-    if isinstance(sources, str):
-      sources = [s.strip() for s in sources.split(",")]
-    return "_".join([column, *sources]) if sources else column
+    return "_".join(
+        [column, *architectures.parse_names(sources, "iwae_sources")]) if sources else column
   if config.num_samples != 16:
     column += f"_k{config.num_samples}"
   return column
