@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mimage
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from msnvi_tf import architectures
 from msnvi_tf.experiments import curves
@@ -56,6 +57,36 @@ def _write_events(directory, values):
     for step, value in values:
       tf.summary.scalar("bound_poe", value, step=step)
   writer.flush()
+
+
+def _write_timed_events(path, events):
+  """An event file of `(wall_time, step, bound_poe or None)`; None: the file version."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with tf.io.TFRecordWriter(path) as writer:
+    for wall_time, step, value in events:
+      event = event_pb2.Event(wall_time=wall_time, step=step)
+      if value is None:
+        event.file_version = "brain.Event:2"
+      else:
+        event.summary.value.add(tag="bound_poe", simple_value=value)
+      writer.write(event.SerializeToString())
+
+
+def test_hours_of_training_leave_out_the_pause_before_a_resumed_run(tmp_path):
+  workdir, t0 = str(tmp_path / "run"), 1.7e9
+  # A first run of 1 h (evaluated at 0.5 h and 1 h), stopped; resumed 5 h later
+  # for 0.5 h more.
+  for run, (start, evals) in enumerate([(t0, [(0.5, 10, -110.), (1., 20, -100.)]),
+                                        (t0 + 6 * 3600, [(0.5, 30, -95.)])]):
+    end = start + 3600 * evals[-1][0]
+    _write_timed_events(os.path.join(workdir, "train", f"events.out.tfevents.{run}"),
+                        [(start, 0, None), (end, evals[-1][1], -1.)])
+    _write_timed_events(os.path.join(workdir, "eval", f"events.out.tfevents.{run}"),
+                        [(start + 1., 0, None)] + [(start + 3600 * h, s, v)
+                                                   for h, s, v in evals])
+  curve = curves.read_curves(workdir)["bound_poe"]
+  np.testing.assert_array_equal(curve["step"], [10, 20, 30])
+  np.testing.assert_allclose(curve["hours"], [0.5, 1., 1.5])
 
 
 def test_learning_curves_read_every_eval_step_and_keep_a_resumed_steps_last_value(tmp_path):

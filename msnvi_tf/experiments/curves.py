@@ -3,12 +3,15 @@
 `bin/train` writes the evaluation bounds under every integration to
 `<workdir>/eval/` (TensorBoard); `read_curves` reads them back with each event's
 wall time, and `plot_learning_curves` draws several runs in one PNG, one panel
-against hours since the run's first event (pauses between resumed runs count)
-and one against steps.
+against hours of training and one against steps.
+
+Hours of training are wall-clock time inside bin/train: every run of bin/train
+writes its own event files, which span its time from start to last event; a
+run stopped and resumed later counts its runs' spans, not the pause between.
 """
 import glob
 import os
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import matplotlib
 matplotlib.use("Agg")
@@ -19,9 +22,39 @@ import tensorflow as tf
 __all__ = ["read_curves", "plot_learning_curves"]
 
 
+def _event_files(directory: str):
+  return sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*")))
+
+
 def _events(directory: str):
-  for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+  for path in _event_files(directory):
     yield from tf.compat.v1.train.summary_iterator(path)
+
+
+def _sessions(workdir: str) -> List[List[float]]:
+  """`[[start, end], ...]` wall times of the runs of bin/train on `workdir`, in order.
+
+  Each run writes one event file per directory, opened (its first event, the
+  file version) when the run starts; overlapping spans of files are one run.
+  """
+  spans = []
+  for directory in ("train", "eval"):
+    for path in _event_files(os.path.join(workdir, directory)):
+      times = [e.wall_time for e in tf.compat.v1.train.summary_iterator(path) if e.wall_time]
+      if times:
+        spans.append([min(times), max(times)])
+  sessions = []
+  for start, end in sorted(spans):
+    if sessions and start <= sessions[-1][1]:
+      sessions[-1][1] = max(sessions[-1][1], end)
+    else:
+      sessions.append([start, end])
+  return sessions
+
+
+def _hours_of_training(wall_time: float, sessions: Sequence[Sequence[float]]) -> float:
+  """Hours inside `sessions` up to `wall_time`."""
+  return sum(max(0., min(wall_time, end) - start) for start, end in sessions) / 3600.
 
 
 def _value(summary_value) -> float:
@@ -33,9 +66,10 @@ def _value(summary_value) -> float:
 def read_curves(workdir: str) -> Dict[str, Dict[str, np.ndarray]]:
   """`{tag: {"step", "hours", "value"}}` of the eval scalars of `workdir`, by step.
 
-  Hours count from the first training or evaluation event of the workdir. A step
-  logged twice (a resumed run) keeps the value written last (by wall time: event
-  files written within one second need not sort by name in writing order).
+  Hours: of training up to the evaluation (the runs of bin/train, pauses between
+  them excluded; see the module docstring). A step logged twice (a resumed run)
+  keeps the value written last (by wall time: event files written within one
+  second need not sort by name in writing order).
 
   Raises:
     FileNotFoundError: the workdir has no evaluation events.
@@ -43,13 +77,12 @@ def read_curves(workdir: str) -> Dict[str, Dict[str, np.ndarray]]:
   events = sorted(_events(os.path.join(workdir, "eval")), key=lambda e: e.wall_time)
   if not events:
     raise FileNotFoundError(f"No evaluation events in {workdir}/eval: train it with bin/train.")
-  start = min(e.wall_time for e in events + list(_events(os.path.join(workdir, "train")))
-              if e.wall_time)
+  sessions = _sessions(workdir)
   points: Dict[str, Dict[int, tuple]] = {}
   for event in events:
     for value in event.summary.value:
       points.setdefault(value.tag, {})[event.step] = (
-          (event.wall_time - start) / 3600., _value(value))
+          _hours_of_training(event.wall_time, sessions), _value(value))
   curves = {}
   for tag, by_step in points.items():
     steps = np.array(sorted(by_step))
@@ -97,7 +130,7 @@ def plot_learning_curves(runs: Mapping[str, str], path: str,
     for ax in axes:
       ax.axhline(nats, color=colours(j % 10), linestyle=":", linewidth=1,
                  label=f"paper: {name}" if ax is axes[1] else None)
-  axes[0].set_xlabel("wall-clock hours")
+  axes[0].set_xlabel("hours of training (wall clock, pauses between runs excluded)")
   axes[1].set_xlabel("training steps")
   axes[0].set_ylabel("negative test bound (nats, lower is better)")
   for ax in axes:
