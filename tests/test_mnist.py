@@ -379,7 +379,7 @@ def test_column_of_distinguishes_hybrid_with_one_sample_and_iwae_on_some_sources
   no = configs.get_config("mnist_no").override(["objective=iwae"])
   assert table1.column_of(no.override(["iwae_sources=['noisy0']"])) == "iwae_noisy0"
   assert table1.column_of(no.override(["iwae_sources='noisy1, noisy2'"])) == (
-      "iwae_noisy1_noisy2")
+      "iwae_noisy1+noisy2")
 
 
 def test_hard_wired_and_single_source_iwae_are_two_columns_only_one_the_papers(tmp_path):

@@ -88,7 +88,7 @@ def _evaluate_mnist(runs, output_dir, num_samples=None, eval_size=0, eval_batch_
       column += f" ({os.path.basename(os.path.normpath(run.workdir))})"
     results.append({**result, "column": column})
     log.info("%s: %s / %s at step %d: -ind %.2f | -moe %.2f | -poe %.2f", run.workdir,
-             result["dataset"], result["column"], result["step"], -result["ind"],
+             result["dataset"], column, result["step"], -result["ind"],
              -result["moe"], -result["poe"])
   paths = list(table1.write_grid(results, output_dir).values())
   log.info("Table 1:\n%s", table1.format_markdown(results))

@@ -68,20 +68,22 @@ def column_of(config) -> str:
 
   Its objective; "_k<K>" when an integrated objective trains with K != 16
   samples ("hybrid_k1"); for an IWAE on some sources only (`iwae_sources`),
-  their names ("iwae_noisy0"), as the hard-wired IWAE ("iwae") is another model.
+  their names ("iwae_noisy0", "iwae_noisy1+noisy2"), as the hard-wired IWAE
+  ("iwae") is another model.
   """
   column = config.objective
   if config.objective == "iwae":
     sources = config.get("iwae_sources")
-    return "_".join(
-        [column, *architectures.parse_names(sources, "iwae_sources")]) if sources else column
+    if sources:
+      column += "_" + "+".join(architectures.parse_names(sources, "iwae_sources"))
+    return column
   if config.num_samples != 16:
     column += f"_k{config.num_samples}"
   return column
 
 
 def column_title(column: str) -> str:
-  """A column's title in the tables: "L_hybrid (K=1)", "IWAE (noisy0)", ...
+  """A column's title in the tables: "L_hybrid (K=1)", "IWAE (noisy1+noisy2)", ...
 
   A column `dispatch` named after its workdir, "hybrid (seed1)", keeps that
   name: "L_hybrid (seed1)".
@@ -90,7 +92,7 @@ def column_title(column: str) -> str:
   if sep:
     return f"{column_title(base)} ({workdir}"
   if column.startswith("iwae_"):
-    return f"IWAE ({column[len('iwae_'):].replace('_', ', ')})"
+    return f"IWAE ({column[len('iwae_'):]})"
   return COLUMN_TITLES.get(column, column)
 
 
