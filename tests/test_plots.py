@@ -1,4 +1,5 @@
 """Figures: each toy figure writes a non-blank PNG; learning curves read every step."""
+import glob
 import os
 
 import numpy as np
@@ -87,6 +88,19 @@ def test_hours_of_training_leave_out_the_pause_before_a_resumed_run(tmp_path):
   curve = curves.read_curves(workdir)["bound_poe"]
   np.testing.assert_array_equal(curve["step"], [10, 20, 30])
   np.testing.assert_allclose(curve["hours"], [0.5, 1., 1.5])
+
+
+def test_learning_curves_keep_the_events_before_a_torn_last_record(tmp_path):
+  workdir = str(tmp_path / "run")
+  _write_events(os.path.join(workdir, "eval"), [(10, -110.), (20, -100.)])
+  path, = glob.glob(os.path.join(workdir, "eval", "events.out.tfevents.*"))
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:  # killed while writing the step-20 event
+    f.write(data[:-7])
+  curve = curves.read_curves(workdir)["bound_poe"]
+  np.testing.assert_array_equal(curve["step"], [10])
+  np.testing.assert_allclose(curve["value"], [-110.])
 
 
 def test_learning_curves_read_every_eval_step_and_keep_a_resumed_steps_last_value(tmp_path):

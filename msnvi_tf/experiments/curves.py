@@ -26,9 +26,22 @@ def _event_files(directory: str):
   return sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*")))
 
 
+def _read(path: str):
+  """The `tf.compat.v1.Event`s of one event file, up to a torn last record.
+
+  A run killed while writing an event (SIGKILL, power loss) leaves a partial
+  record at the end of its file: the events before it count, as in TensorBoard.
+  """
+  try:
+    for record in tf.data.TFRecordDataset(path):
+      yield tf.compat.v1.Event.FromString(record.numpy())
+  except tf.errors.DataLossError:
+    return
+
+
 def _events(directory: str):
   for path in _event_files(directory):
-    yield from tf.compat.v1.train.summary_iterator(path)
+    yield from _read(path)
 
 
 def _sessions(workdir: str) -> List[List[float]]:
@@ -40,7 +53,7 @@ def _sessions(workdir: str) -> List[List[float]]:
   spans = []
   for directory in ("train", "eval"):
     for path in _event_files(os.path.join(workdir, directory)):
-      times = [e.wall_time for e in tf.compat.v1.train.summary_iterator(path) if e.wall_time]
+      times = [e.wall_time for e in _read(path) if e.wall_time]
       if times:
         spans.append([min(times), max(times)])
   sessions = []
