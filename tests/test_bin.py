@@ -135,6 +135,28 @@ def test_table1_keeps_two_models_of_one_column_apart_and_labels_name_columns(
       tmp_path / "out" / "table1.md").read_text()
 
 
+def test_learning_curves_of_mnist_runs_draw_the_paper_cell_of_their_column(
+    toy_run, tmp_path, monkeypatch):
+  from msnvi_tf.experiments import curves  # pylint: disable=g-import-not-at-top
+
+  workdirs = {}
+  for name, overrides in [("k1", ["objective=hybrid", "num_samples=1"]),
+                          ("iwae1", ["objective=iwae", "iwae_sources=noisy0"]),
+                          ("iwae_all", ["objective=iwae"])]:  # not in Table 1
+    (tmp_path / name).mkdir()
+    config = configs.get_config("mnist_no").override(overrides)
+    (tmp_path / name / "config.json").write_text(config.to_json())
+    workdirs[name] = str(tmp_path / name)
+  drawn = []
+  monkeypatch.setattr(curves, "plot_learning_curves",
+                      lambda runs, path, references: drawn.append((runs, references)))
+  dispatch.plot([f"K=1={workdirs['k1']}", workdirs["iwae1"], workdirs["iwae_all"], toy_run],
+                str(tmp_path / "out"), curves=True)
+  (runs, references), = drawn
+  assert list(runs) == ["K=1", "iwae1", "iwae_all", os.path.basename(toy_run)]
+  assert references == {"K=1": 94.49, "iwae1": 94.95}
+
+
 def test_registered_dataset_gets_its_functions_and_others_the_generic_ones(toy_run, tmp_path):
   calls = []
   original = dispatch.EXPERIMENTS["toy"]

@@ -113,7 +113,7 @@ def test_learning_curves_read_every_eval_step_and_keep_a_resumed_steps_last_valu
   np.testing.assert_allclose(curve["value"], [-110., -99., -95.])
   assert np.all(curve["hours"] >= 0.) and np.all(np.diff(curve["hours"]) >= 0.)
   path = curves.plot_learning_curves({"run": workdir}, str(tmp_path / "c.png"),
-                                     references={"paper": 95.})
+                                     references={"run": 95., "other paper": 90.})
   assert os.path.getsize(path) > 10_000
   with pytest.raises(FileNotFoundError, match="No evaluation events"):
     curves.read_curves(str(tmp_path / "empty"))

@@ -118,7 +118,7 @@ def plot_learning_curves(runs: Mapping[str, str], path: str,
       single encoder), is skipped.
     title: figure title.
     references: optional `{label: nats}` drawn as horizontal dotted lines (the
-      paper's numbers).
+      paper's numbers), in the colour of the run of that label if there is one.
 
   Returns:
     `path`.
@@ -139,10 +139,12 @@ def plot_learning_curves(runs: Mapping[str, str], path: str,
       for ax, x in zip(axes, ("hours", "step")):
         ax.plot(curve[x], -curve["value"], style, color=colours(i % 10), marker=".",
                 label=f"{label} ({tag.replace('bound_', '')})")
+  labels = list(runs)
   for j, (name, nats) in enumerate((references or {}).items()):
+    colour = colours((labels.index(name) if name in runs else len(runs) + j) % 10)
     for ax in axes:
-      ax.axhline(nats, color=colours(j % 10), linestyle=":", linewidth=1,
-                 label=f"paper: {name}" if ax is axes[1] else None)
+      ax.axhline(nats, color=colour, linestyle=":", linewidth=1,
+                 label=f"paper: {name} ({nats:.2f})" if ax is axes[1] else None)
   axes[0].set_xlabel("hours of training (wall clock, pauses between runs excluded)")
   axes[1].set_xlabel("training steps")
   axes[0].set_ylabel("negative test bound (nats, lower is better)")

@@ -284,8 +284,11 @@ def plot(workdirs: Sequence[str], output_dir: Optional[str] = None, curves: bool
   """Draws the figures of `[label=]workdir`s of one data set; returns the paths.
 
   With `curves` it draws only the learning curves of all workdirs (of any data
-  sets). `output_dir` defaults to `<first workdir>/figures`.
+  sets; an MNIST run's Table 1 PoE cell as a dotted line). `output_dir` defaults
+  to `<first workdir>/figures`.
   """
   runs = load_runs(workdirs)
-  fn = generic.learning_curves if curves else _entry(runs, "plot")
-  return fn(runs, output_dir or os.path.join(runs[0].workdir, "figures"), **options)
+  output_dir = output_dir or os.path.join(runs[0].workdir, "figures")
+  if curves:  # MNIST runs with the paper's Table 1 PoE cell of their column
+    return generic.learning_curves(runs, output_dir, reference=table1.paper_bound, **options)
+  return _entry(runs, "plot")(runs, output_dir, **options)

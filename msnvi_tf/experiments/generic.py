@@ -55,9 +55,17 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
           write_text(output_dir, "bounds.json", json.dumps(results, indent=2) + "\n")]
 
 
-def learning_curves(runs, output_dir, **unused) -> List[str]:
-  """The PoE test bound of every run against hours and steps: learning_curves.png."""
+def learning_curves(runs, output_dir, reference=None, **unused) -> List[str]:
+  """The PoE test bound of every run against hours and steps: learning_curves.png.
+
+  `reference(config)`: the published PoE bound of a run's model, or None; drawn
+  as a dotted line in the run's colour (`dispatch.plot`: the paper's Table 1).
+  """
   del unused
-  named = {run.label or os.path.basename(os.path.normpath(run.workdir)): run.workdir
+  named = {run.label or os.path.basename(os.path.normpath(run.workdir)): run
            for run in runs}
-  return [curves.plot_learning_curves(named, os.path.join(output_dir, "learning_curves.png"))]
+  references = {label: reference(run.config) for label, run in named.items()} if reference else {}
+  return [curves.plot_learning_curves(
+      {label: run.workdir for label, run in named.items()},
+      os.path.join(output_dir, "learning_curves.png"),
+      references={label: nats for label, nats in references.items() if nats is not None})]

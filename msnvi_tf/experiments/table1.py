@@ -29,7 +29,7 @@ from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["COLUMNS", "COLUMN_TITLES", "VARIANT_TITLES", "PAPER_TABLE1", "column_of",
-           "column_title",
+           "paper_bound", "column_title",
            "evaluate_workdir", "grid_rows", "format_markdown", "write_grid", "load_results"]
 
 EVAL_ROWS = objectives.INTEGRATED_BOUNDS  # ("ind", "moe", "poe")
@@ -80,6 +80,16 @@ def column_of(config) -> str:
   if config.num_samples != 16:
     column += f"_k{config.num_samples}"
   return column
+
+
+def paper_bound(config, row: str = "poe") -> Optional[float]:
+  """The paper's Table 1 cell of a training config's column in `row` (nats).
+
+  None where Table 1 has none: another data set, or a column the paper does not
+  report (the hard-wired IWAE of MNIST-NO, a K it did not train with).
+  """
+  table = PAPER_TABLE1.get(config.get("dataset"))
+  return table[row].get(column_of(config)) if table else None
 
 
 def column_title(column: str) -> str:
