@@ -39,23 +39,19 @@ def _read(path: str):
     return
 
 
-def _events(directory: str):
-  for path in _event_files(directory):
-    yield from _read(path)
+def _sessions(files: Sequence[Sequence]) -> List[List[float]]:
+  """`[[start, end], ...]` wall times of the runs of bin/train, in order.
 
-
-def _sessions(workdir: str) -> List[List[float]]:
-  """`[[start, end], ...]` wall times of the runs of bin/train on `workdir`, in order.
-
-  Each run writes one event file per directory, opened (its first event, the
-  file version) when the run starts; overlapping spans of files are one run.
+  Args:
+    files: the events of each train and eval event file of a workdir. Each run
+      writes one event file per directory, opened (its first event, the file
+      version) when the run starts; overlapping spans of files are one run.
   """
   spans = []
-  for directory in ("train", "eval"):
-    for path in _event_files(os.path.join(workdir, directory)):
-      times = [e.wall_time for e in _read(path) if e.wall_time]
-      if times:
-        spans.append([min(times), max(times)])
+  for events in files:
+    times = [e.wall_time for e in events if e.wall_time]
+    if times:
+      spans.append([min(times), max(times)])
   sessions = []
   for start, end in sorted(spans):
     if sessions and start <= sessions[-1][1]:
@@ -87,10 +83,13 @@ def read_curves(workdir: str) -> Dict[str, Dict[str, np.ndarray]]:
   Raises:
     FileNotFoundError: the workdir has no evaluation events.
   """
-  events = sorted(_events(os.path.join(workdir, "eval")), key=lambda e: e.wall_time)
+  files = {directory: [list(_read(path))
+                       for path in _event_files(os.path.join(workdir, directory))]
+           for directory in ("train", "eval")}
+  events = sorted((e for f in files["eval"] for e in f), key=lambda e: e.wall_time)
   if not events:
     raise FileNotFoundError(f"No evaluation events in {workdir}/eval: train it with bin/train.")
-  sessions = _sessions(workdir)
+  sessions = _sessions(files["train"] + files["eval"])
   points: Dict[str, Dict[int, tuple]] = {}
   for event in events:
     for value in event.summary.value:
