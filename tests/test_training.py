@@ -12,6 +12,7 @@ import tensorflow as tf
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import training
 from msnvi_tf.data import toy
+from msnvi_tf.experiments import curves
 from msnvi_tf.runtime import workdir as workdir_lib
 
 from conftest import REPO
@@ -46,11 +47,9 @@ def test_train_writes_tensorboard_checkpoints_metrics_and_export(trained):
   assert f"Results in {workdir}" in first.stdout
   for sub in ("train", "eval"):
     assert glob.glob(os.path.join(workdir, sub, "events.out.tfevents.*")), sub
-  tags = set()
-  for path in glob.glob(os.path.join(workdir, "eval", "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      tags.update(v.tag for v in event.summary.value)
-  assert {"bound", "bound_ind", "bound_moe", "bound_poe"} <= tags
+  eval_curves = curves.read_curves(workdir)
+  assert {"bound", "bound_ind", "bound_moe", "bound_poe"} <= set(eval_curves)
+  assert list(eval_curves["bound_poe"]["step"]) == [20, 40]
   with open(os.path.join(workdir, "metrics.json")) as f:
     metrics = json.load(f)
   assert metrics["step"] == 40
