@@ -149,7 +149,7 @@ def test_learning_curves_of_mnist_runs_draw_the_paper_cell_of_their_column(
     workdirs[name] = str(tmp_path / name)
   drawn = []
   monkeypatch.setattr(curves, "plot_learning_curves",
-                      lambda runs, path, references: drawn.append((runs, references)))
+                      lambda runs, path, references, **_: drawn.append((runs, references)))
   dispatch.plot([f"K=1={workdirs['k1']}", workdirs["iwae1"], workdirs["iwae_all"], toy_run],
                 str(tmp_path / "out"), curves=True)
   (runs, references), = drawn

@@ -284,6 +284,39 @@ def test_table2_rows_follow_the_model():
   assert "| img-to-img |" in table and " - (paper -29668)" in table
 
 
+def test_table2_merges_the_mask_and_image_models_of_a_column():
+  """The paper's asterisk and IWAE columns: img-to-img from the model of the images."""
+  seg = {"img_to_seg": 100., "img_to_img": None, "accuracy": 0.9, "step": 5}
+  img = {"img_to_seg": None, "img_to_img": -1700., "accuracy": None, "step": 6}
+  both = {"img_to_seg": 200., "img_to_img": -1650., "accuracy": 0.8, "step": 7}
+  k1 = {"img_to_seg": 300., "img_to_img": -1600., "accuracy": 0.7, "step": 8}
+  merged = table2.merge_columns({"hybrid* (img-to-img)": img, "hybrid (K=1)": k1,
+                                 "hybrid*": seg, "ind": both})
+  assert list(merged) == ["ind", "hybrid*", "hybrid (K=1)"]
+  assert merged["hybrid*"]["img_to_img"] == {"value": -1700.,
+                                             "model": "hybrid* (img-to-img)"}
+  assert merged["hybrid*"]["img_to_seg"] == {"value": 100., "model": "hybrid*"}
+  rows = table2.table2_rows({"hybrid* (img-to-img)": img, "hybrid*": seg,
+                             "hybrid (K=1)": k1})
+  cells = {(r["column"], r["row"]): r for r in rows}
+  assert cells["hybrid*", "img-to-img"]["step"] == 6
+  assert cells["hybrid*", "accuracy"]["paper"] == 0.872
+  assert cells["hybrid (K=1)", "img-to-seg"]["paper"] is None  # the paper's K is 80
+  table = table2.table2_markdown(merged)
+  assert "| img-to-img | -1650.0 (paper -26179) | -1700.0 (paper -29668) | -1600.0 |" in table
+
+
+def test_table2_evaluation_logs_progress_with_an_eta(caplog, monkeypatch):
+  from msnvi_tf.runtime import progress  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(progress, "EVERY", 0.)
+  test = data_lib.make_datasets(_tiny_config())[1]  # 4 examples in 2 batches
+  with caplog.at_level("INFO", logger="msnvi_tf"):
+    table2.evaluate_table2(architectures.build_model(_tiny_config()), test, 2, 2,
+                           progress="Table 2 ind")
+  lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+  assert len(lines) == 1 and lines[0].startswith("Table 2 ind (K=2): 1/2 batches, ")
+
+
 def test_conditional_generation_figures(tmp_path):
   model = architectures.build_model(_tiny_config())
   x = _batch(num=3)
@@ -308,12 +341,17 @@ def test_bin_evaluate_and_plot_of_a_shapes_run_write_table2_and_figs_8_9(tmp_pat
   out = tmp_path / "table2"
   paths = dispatch.evaluate([workdir, f"ind*={workdir}"], str(out), num_samples=2,
                             accuracy_samples=2, eval_size=2)
-  assert paths == [str(out / "table2.md"), str(out / "table2.json")]
+  assert paths == [str(out / name) for name in ("table2.md", "table2.csv", "table2.json")]
   table = (out / "table2.md").read_text()  # the config's objective, or the given label
-  assert table.startswith("| | hybrid | ind* |\n")
+  assert "| | ind* | hybrid |\n" in table  # the paper's column order
   assert "(paper 5924)" in table and "(paper 3264)" in table
   results = json.loads((out / "table2.json").read_text())
-  assert results["hybrid"]["num_examples"] == 2 and results["ind*"]["workdir"] == workdir
+  # Runs are named, never by a machine's absolute path; the step is the checkpoint's.
+  assert results["hybrid"]["num_examples"] == 2 and results["ind*"]["workdir"] == "run"
+  assert results["ind*"]["step"] == 2 and results["ind*"]["num_samples"] == 2
+  rows = (out / "table2.csv").read_text().splitlines()
+  assert rows[0].startswith("column,row,ours,paper,model,")
+  assert len(rows) == 1 + 2 * 3 and str(tmp_path) not in "".join(rows)
   paths = dispatch.plot([workdir], num_columns=2)
   assert paths == [os.path.join(workdir, "figures", name)
                    for name in ("fig8_images.png", "fig9_masks.png")]

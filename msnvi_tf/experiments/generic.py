@@ -4,10 +4,12 @@
 `learning_curves` the test bound against hours and steps; both take the
 `dispatch.Run`s of the workdirs (see `msnvi_tf.experiments.dispatch`).
 """
+import csv
+import io
 import json
 import logging
 import os
-from typing import List
+from typing import List, Mapping, Sequence
 
 from msnvi_tf import data as data_lib
 from msnvi_tf.core import objectives
@@ -15,7 +17,7 @@ from msnvi_tf.experiments import curves
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-__all__ = ["write_text", "generic_evaluation", "learning_curves"]
+__all__ = ["write_text", "write_csv", "generic_evaluation", "learning_curves"]
 
 log = logging.getLogger("msnvi_tf")
 
@@ -27,6 +29,16 @@ def write_text(output_dir: str, name: str, text: str) -> str:
   with open(path, "w") as f:
     f.write(text)
   return path
+
+
+def write_csv(output_dir: str, name: str, rows: Sequence[Mapping]) -> str:
+  """Writes `rows` (dicts; the first one's keys are the header, None is empty) as CSV."""
+  fields = list(rows[0]) if rows else []
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fields, lineterminator="\n", extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows({k: "" if row.get(k) is None else row[k] for k in fields} for row in rows)
+  return write_text(output_dir, name, text.getvalue())
 
 
 def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
@@ -41,8 +53,8 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
         run.config.eval_batch_size, eval_num_samples=num_samples or
         run.config.eval_num_samples, **overrides)
     metrics = training.evaluate(model, data_lib.make_datasets(config)[1])
-    results.append({"label": run.label or os.path.basename(os.path.normpath(run.workdir)),
-                    "workdir": os.path.abspath(run.workdir), "dataset": config.dataset,
+    results.append({"label": run.label or workdir_lib.run_name(run.workdir),
+                    "workdir": workdir_lib.run_name(run.workdir), "dataset": config.dataset,
                     "objective": config.objective, "num_samples": config.eval_num_samples,
                     **{k: metrics[k] for k in objectives.INTEGRATED_BOUNDS}})
   lines = ["| model | objective | K | -L_ind | -L_MoE | -L_PoE |", "|" + " --- |" * 6]
@@ -55,17 +67,19 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
           write_text(output_dir, "bounds.json", json.dumps(results, indent=2) + "\n")]
 
 
-def learning_curves(runs, output_dir, reference=None, **unused) -> List[str]:
-  """The PoE test bound of every run against hours and steps: learning_curves.png.
+def learning_curves(runs, output_dir, reference=None, tags=("bound_poe",),
+                    name="learning_curves.png", title="", **unused) -> List[str]:
+  """Test bounds of every run against hours and steps: `<output_dir>/<name>`.
 
   `reference(config)`: the published PoE bound of a run's model, or None; drawn
   as a dotted line in the run's colour (`dispatch.plot`: the paper's Table 1).
+  `tags`: the eval scalars drawn per run (`curves.plot_learning_curves`).
   """
   del unused
-  named = {run.label or os.path.basename(os.path.normpath(run.workdir)): run
+  named = {run.label or workdir_lib.run_name(run.workdir): run
            for run in runs}
   references = {label: reference(run.config) for label, run in named.items()} if reference else {}
   return [curves.plot_learning_curves(
       {label: run.workdir for label, run in named.items()},
-      os.path.join(output_dir, "learning_curves.png"),
+      os.path.join(output_dir, name), tags=tags, title=title,
       references={label: nats for label, nats in references.items() if nats is not None})]

@@ -14,12 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from msnvi_tf.core import integration
-from msnvi_tf.runtime import training
+from msnvi_tf.runtime import progress as progress_lib
 
-__all__ = ["PROGRESS_EVERY", "default_proposals", "large_k_estimates", "proposal_rows"]
+__all__ = ["default_proposals", "large_k_estimates", "proposal_rows"]
 
-# Seconds between progress lines of the large-K estimate.
-PROGRESS_EVERY = 30.
 log = logging.getLogger("msnvi_tf")
 
 
@@ -73,18 +71,12 @@ def large_k_estimates(model, batches: Sequence[Mapping], num_samples: int,
   for name in proposals:
     sources, method = _proposal(model, name)
     values, done, start = [], 0, time.perf_counter()
-    last = start
+    lines = progress_lib.Progress(total, f"{progress}large-K (K={num_samples}) {name}")
     for i, batch in enumerate(batches):
       values.append(model.log_likelihood(batch, num_samples, sources, method,
                                          chunk_size, seed + i).numpy())
       done += values[-1].size
-      now = time.perf_counter()
-      if now - last >= PROGRESS_EVERY and done < total:
-        rate = done / (now - start)
-        log.info("%slarge-K (K=%d) %s: %d/%d examples, %.1f examples/s, ETA %s",
-                 progress, num_samples, name, done, total, rate,
-                 training.format_time((total - done) / rate))
-        last = now
+      lines.update(done)
     seconds = time.perf_counter() - start
     values = np.concatenate(values) if values else np.zeros([0], np.float32)
     n = values.size

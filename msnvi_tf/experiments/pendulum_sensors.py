@@ -279,7 +279,7 @@ def run_experiment(workdir: str, output_dir: str,
       "its failure)"))
   sources = model.sources
   rows = list(sources) + [label(sources), label(sources[1:]), ROBUST, ROBUST_FIXED]
-  header = (f"Model: {workdir} (L_{config.objective}, "
+  header = (f"Model: {workdir_lib.run_name(workdir)} (L_{config.objective}, "
             f"{int(model.optimizer.iterations.numpy())} steps); conflict thresholds "
             f"calibrated {calibrated_by} (target false-alarm rate {target}). Camera 0 "
             f"fails after 2 of 3 rotations ({frames_per_rotation} frames per "

@@ -16,7 +16,6 @@ import csv
 import json
 import math
 import os
-import re
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
@@ -30,7 +29,8 @@ from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["COLUMNS", "COLUMN_TITLES", "VARIANT_TITLES", "PAPER_TABLE1", "column_of",
            "paper_bound", "column_title",
-           "evaluate_workdir", "grid_rows", "format_markdown", "write_grid", "load_results"]
+           "evaluate_workdir", "grid_rows", "format_markdown", "write_grid", "load_results",
+           "SUMMARY_FIELDS", "summary_rows", "write_summary"]
 
 EVAL_ROWS = objectives.INTEGRATED_BOUNDS  # ("ind", "moe", "poe")
 COLUMNS = ("ind", "moe", "poe", "hybrid", "hybrid_k1", "iwae")
@@ -106,12 +106,6 @@ def column_title(column: str) -> str:
   return COLUMN_TITLES.get(column, column)
 
 
-def _step_of(workdir: str) -> int:
-  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  match = re.search(r"-(\d+)$", path or "")
-  return int(match.group(1)) if match else -1
-
-
 def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
                      large_k: int = 1000, large_k_examples: int = 500,
                      chunk_size: int = 0, eval_batch_size: int = 500,
@@ -176,9 +170,9 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
 def _bound_entries(workdir, config, model, eval_ds) -> Dict:
   """`evaluate_workdir`'s entries naming the model and its three bounds on `eval_ds`."""
   metrics = training.evaluate(model, eval_ds)
-  return {"workdir": os.path.abspath(workdir), "dataset": config.dataset,
+  return {"workdir": workdir_lib.run_name(workdir), "dataset": config.dataset,
           "column": column_of(config), "objective": config.objective,
-          "step": _step_of(workdir), "num_samples": config.eval_num_samples,
+          "step": model.trained_steps, "num_samples": config.eval_num_samples,
           "num_examples": int(sum(int(tf.shape(next(iter(b.values())))[0])
                                   for b in eval_ds)),
           **{k: metrics[k] for k in EVAL_ROWS}}
@@ -342,3 +336,109 @@ def load_results(path: str) -> Optional[List[Dict]]:
     return None
   with tf.io.gfile.GFile(path) as f:
     return json.load(f)
+
+
+# docs/results/table1.csv: one row per cell of the paper's Table 1.
+SUMMARY_FIELDS = ("dataset", "column", "row", "ours", "paper", "ours_minus_paper", "K",
+                  "test_examples", "nll_large_k", "nll_large_k_se", "large_k", "steps", "schedule", "training_commit",
+                  "evaluation_commit", "machine", "precision", "seed", "results", "note")
+
+
+def summary_rows(manifest: Sequence[Mapping], root: str = ".") -> List[Dict]:
+  """The paper's Table 1 cell by cell (48 rows), ours from the runs of `manifest`.
+
+  Args:
+    manifest: one entry per trained model: `{"dataset", "column", "results"
+      (a results.json of write_grid, relative to root), "schedule",
+      "training_commit", "machine", "precision", "seed", "note"}`. A cell takes
+      the model of the fast schedule where there is one (the recipe of
+      docs/mnist.md), else the paper schedule's.
+    root: the directory the results paths are relative to.
+
+  Returns:
+    One dict per cell with `SUMMARY_FIELDS`: negative ELBOs (nats, lower is
+    better) rounded to 2 decimals as in the tables, None where not run;
+    `nll_large_k` (+- `nll_large_k_se`) is the model's -ln p(x) estimated with
+    `large_k` samples from the PoE proposal (the same on the model's three rows).
+  """
+  chosen = {}
+  for entry in sorted(manifest, key=lambda e: e["schedule"] != "fast", reverse=True):
+    chosen[entry["dataset"], entry["column"]] = entry  # fast last: it wins.
+  rows = []
+  for dataset, table in PAPER_TABLE1.items():
+    for row in EVAL_ROWS:
+      for column, paper in table[row].items():
+        entry = chosen.get((dataset, column))
+        result = None
+        if entry is not None:
+          results = load_results(os.path.join(root, entry["results"])) or []
+          matches = [r for r in results
+                     if r["dataset"] == dataset and r["column"] == column]
+          if not matches:
+            raise ValueError(f"{entry['results']} holds no {dataset} / {column} model.")
+          result = matches[0]
+        ours = None if result is None else round(-result[row], 2)
+        rows.append({
+            "dataset": dataset, "column": column, "row": row, "ours": ours, "paper": paper,
+            "ours_minus_paper": None if ours is None else round(ours - paper, 2),
+            "K": None if result is None else result["num_samples"],
+            "test_examples": None if result is None else result["num_examples"],
+            **_large_k_cells(result),
+            "steps": None if result is None else result["step"],
+            **{k: (entry or {}).get(k) for k in (
+                "schedule", "training_commit", "evaluation_commit", "machine", "precision",
+                "seed", "results")},
+            "note": "not run yet" if entry is None else entry.get("note", "")})
+  return rows
+
+
+def _large_k_cells(result: Optional[Mapping]) -> Dict:
+  """The summary's large-K entries of a model (None where it has no estimate)."""
+  nll = None if result is None else -result.get("log_likelihood", math.nan)
+  if nll is None or not math.isfinite(nll):
+    return {"nll_large_k": None, "nll_large_k_se": None, "large_k": None}
+  return {"nll_large_k": round(nll, 2), "nll_large_k_se": round(result["log_likelihood_se"], 2),
+          "large_k": result["large_k"]}
+
+
+def write_summary(manifest_path: str, output_dir: str) -> List[str]:
+  """Writes table1.csv and table1.md of `summary_rows` into `output_dir`.
+
+  Results paths in the manifest are relative to the repository (the parent of
+  the manifest's directory's parent, e.g. docs/results/ -> .).
+  """
+  with tf.io.gfile.GFile(manifest_path) as f:
+    manifest = json.load(f)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(manifest_path))))
+  rows = summary_rows(manifest, root)
+  tf.io.gfile.makedirs(output_dir)
+  csv_path, md_path = (os.path.join(output_dir, n) for n in ("table1.csv", "table1.md"))
+  with tf.io.gfile.GFile(csv_path, "w") as f:
+    writer = csv.DictWriter(f, SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if r[k] is None else r[k] for k in SUMMARY_FIELDS} for r in rows)
+  run = [r["ours_minus_paper"] for r in rows if r["ours"] is not None]
+  lines = [f"# Table 1, cell by cell: {len(run)} of {len(rows)} cells run", "",
+           f"Of those, {sum(abs(d) <= 1. for d in run)} are within 1 nat of the paper, "
+           f"{sum(d < -1. for d in run)} better by more, {sum(d > 1. for d in run)} worse "
+           "by more.", "",
+           "Negative ELBO on the test set (nats, lower is better): ours, the paper's, "
+           "ours - paper. Written by `bin/reproduce --summary` from "
+           f"`{os.path.basename(manifest_path)}`; every run's commit, machine and schedule "
+           "are in table1.csv.", "",
+           "| data set | trained with | evaluated with | ours | paper | ours - paper | "
+           "K | test examples | steps | schedule | model's -ln p(x) (PoE proposal) |", "|---" * 11 + "|"]
+  for r in rows:
+    lines.append(
+        f"| {VARIANT_TITLES[r['dataset']]} | {column_title(r['column'])} | "
+        f"{COLUMN_TITLES[r['row']]} | " + " | ".join(
+            "-" if r[k] is None else (f"{r[k]:.2f}" if k in ("ours", "paper",
+                                                            "ours_minus_paper") else str(r[k]))
+            for k in ("ours", "paper", "ours_minus_paper", "K", "test_examples", "steps",
+                      "schedule"))
+        + (" | -" if r["nll_large_k"] is None else
+           f" | {r['nll_large_k']:.2f} +- {r['nll_large_k_se']:.2f} (K = {r['large_k']})")
+        + " |")
+  with tf.io.gfile.GFile(md_path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return [csv_path, md_path]

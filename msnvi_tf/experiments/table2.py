@@ -9,14 +9,19 @@ For a model trained on images and masks (any objective of Table 2):
   accuracy    pixel accuracy of the predicted segmentation: p(x_mask | x_img) of
               Eq. (6) estimated with 100 samples z ~ q_img, thresholded at 1/2.
 Rows that need a decoder or encoder the model lacks (e.g. img-to-img of an
-asterisk model of the masks) are None.
+asterisk model of the masks) are None. The paper's asterisk and IWAE columns
+combine two models, one of the masks (img-to-seg, accuracy) and one of the
+images (img-to-img): `merge_columns` makes those columns from one column per
+model.
 """
-from typing import Dict, Mapping, Optional
+import math
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from msnvi_tf.core import estimators
+from msnvi_tf.runtime import progress as progress_lib
 
 __all__ = [
     "ROWS",
@@ -26,7 +31,9 @@ __all__ = [
     "pixel_accuracy",
     "segmentation_accuracy",
     "evaluate_table2",
+    "merge_columns",
     "table2_markdown",
+    "table2_rows",
 ]
 
 ROWS = ("img_to_seg", "img_to_img", "accuracy")
@@ -40,17 +47,30 @@ PAPER_TABLE2 = {
 }
 
 
+IMG_TO_IMG = " (img-to-img)"  # the label suffix of a model of the images alone.
+
+
 def label_of(config) -> str:
   """The Table 2 column of a training config: "ind", "hybrid*", "iwae (img-to-img)", ...
 
   The asterisk marks a model with a decoder left out (`targets` other than
   "image,mask", both sources still feeding inference); the IWAE has no asterisk.
+  A model trained with K = 1 (Fig. 8c's L_hybrid) is "hybrid (K=1)": the paper's
+  columns are K = 80.
   """
   targets = [t.strip() for t in str(config.targets).split(",")]
   label = config.objective
   if config.objective != "iwae" and sorted(targets) != ["image", "mask"]:
     label += "*"
-  return label + (" (img-to-img)" if targets == ["image"] else "")
+  if config.num_samples == 1:
+    label += " (K=1)"
+  return label + (IMG_TO_IMG if targets == ["image"] else "")
+
+
+def _paper(label: str, row: str) -> Optional[float]:
+  """The paper's value of a column label in `row` (None: the paper has no such column)."""
+  base = label[:-len(IMG_TO_IMG)] if label.endswith(IMG_TO_IMG) else label
+  return PAPER_TABLE2.get(base, {}).get(row)
 
 
 def single_source_bound(model, x, source: str, target: str, num_samples: int,
@@ -105,8 +125,11 @@ def segmentation_accuracy(model, x, num_samples: int = 100, source: str = "image
 
 
 def evaluate_table2(model, dataset, num_samples: int, accuracy_samples: int = 100,
-                    max_examples: Optional[int] = None) -> Dict[str, Optional[float]]:
+                    max_examples: Optional[int] = None,
+                    progress: str = "Table 2") -> Dict[str, Optional[float]]:
   """The Table 2 column of one model, averaged over `dataset`.
+
+  Logs progress with an ETA (`msnvi_tf.runtime.progress`) every 30 seconds.
 
   Args:
     model: trained `MultiSourceVAE` of the CUB architecture.
@@ -114,6 +137,7 @@ def evaluate_table2(model, dataset, num_samples: int, accuracy_samples: int = 10
     num_samples: K of the bounds.
     accuracy_samples: latent samples of Eq. (6) (100 in the paper).
     max_examples: stop after this many examples (None: the whole pass).
+    progress: the prefix of the progress lines.
 
   Returns:
     `{"img_to_seg": -L, "img_to_img": -L, "accuracy": acc, "num_examples": N}`,
@@ -130,7 +154,10 @@ def evaluate_table2(model, dataset, num_samples: int, accuracy_samples: int = 10
   accuracy_fn = tf.function(lambda x: segmentation_accuracy(model, x, accuracy_samples))
   values = {row: [] for row in ROWS}
   count = 0
-  for x in dataset:
+  batches = int(dataset.cardinality())  # < 0: unknown (or infinite).
+  lines = progress_lib.Progress(batches if batches >= 0 else None,
+                                f"{progress} (K={num_samples})", unit="batches")
+  for i, x in enumerate(dataset):
     if max_examples is not None and count >= max_examples:
       break
     for row, fn in bound_fns.items():
@@ -138,6 +165,7 @@ def evaluate_table2(model, dataset, num_samples: int, accuracy_samples: int = 10
     if rows["accuracy"]:
       values["accuracy"].append(accuracy_fn(x).numpy())
     count += int(x["image"].shape[0])
+    lines.update(i + 1)
   if not count:
     raise ValueError("The evaluation dataset is empty.")
   results = {row: (float(np.mean(np.concatenate(values[row])[:max_examples]))
@@ -146,13 +174,67 @@ def evaluate_table2(model, dataset, num_samples: int, accuracy_samples: int = 10
   return results
 
 
-def table2_markdown(columns: Mapping[str, Mapping[str, Optional[float]]],
-                    paper: bool = True) -> str:
-  """Table 2 as markdown: one column per model, the paper's value beside each.
+def merge_columns(columns: Mapping[str, Mapping]) -> Dict[str, Dict]:
+  """The paper's columns from one column per model.
+
+  A model of the images alone ("hybrid* (img-to-img)") gives the img-to-img row
+  of its column ("hybrid*"), whose other rows come from the model of the masks.
+  Every cell remembers the model it came from.
 
   Args:
-    columns: `{label: evaluate_table2 result}`; labels such as "ind", "hybrid*"
-      or "iwae" (or "iwae (img-to-img)") get the paper's number for comparison.
+    columns: `{label: {row: value, ...}}` per model, as `evaluate_table2` returns
+      them (further entries, such as the workdir, are kept per cell).
+
+  Returns:
+    `{column: {row: {"value": v, "model": label}}}`, the paper's columns (ind,
+    ind*, hybrid, hybrid*, iwae) first, rows a model cannot give left out.
+  """
+  merged = {}
+  for label, result in columns.items():
+    column = label[:-len(IMG_TO_IMG)] if label.endswith(IMG_TO_IMG) else label
+    cells = merged.setdefault(column, {})
+    for row in ROWS:
+      value = result.get(row)
+      if value is None or (label.endswith(IMG_TO_IMG) and row != "img_to_img"):
+        continue
+      if row in cells and label.endswith(IMG_TO_IMG):
+        continue  # the model of both targets has the row already.
+      cells[row] = {"value": value, "model": label}
+  order = [c for c in PAPER_TABLE2 if c in merged] + [c for c in merged
+                                                      if c not in PAPER_TABLE2]
+  return {c: merged[c] for c in order}
+
+
+def table2_rows(columns: Mapping[str, Mapping]) -> List[Dict]:
+  """Long-format rows of the merged table (`merge_columns`), ours beside the paper's.
+
+  Returns:
+    One dict per (column, row): `{"column", "row", "ours", "paper", "model"}`
+    plus the model's other entries (workdir, step, num_samples, ...).
+  """
+  rows = []
+  for column, cells in merge_columns(columns).items():
+    for row in ROWS:
+      cell = cells.get(row)
+      if cell is None and _paper(column, row) is None:
+        continue
+      extra = ({k: v for k, v in columns[cell["model"]].items() if k not in ROWS}
+               if cell else {})
+      rows.append({"column": column, "row": row.replace("_", "-"),
+                   "ours": None if cell is None else cell["value"],
+                   "paper": _paper(column, row),
+                   "model": None if cell is None else cell["model"], **extra})
+  return rows
+
+
+def table2_markdown(columns: Mapping[str, Mapping[str, Optional[float]]],
+                    paper: bool = True) -> str:
+  """Table 2 as markdown: one column per label, the paper's value beside each.
+
+  Args:
+    columns: `{label: evaluate_table2 result}` or `merge_columns`' cells; labels
+      such as "ind", "hybrid*" or "iwae" (or "iwae (img-to-img)") get the
+      paper's number for comparison.
     paper: add the paper's CUB values where the label matches.
 
   Returns:
@@ -165,9 +247,11 @@ def table2_markdown(columns: Mapping[str, Mapping[str, Optional[float]]],
     cells = []
     for label in labels:
       value = columns[label].get(row)
-      cell = "-" if value is None else (f"{value:.3f}" if row == "accuracy"
-                                        else f"{value:.1f}")
-      reference = PAPER_TABLE2.get(label.split(" ")[0], {}).get(row)
+      if isinstance(value, Mapping):  # a merge_columns cell
+        value = value["value"]
+      cell = "-" if value is None or not math.isfinite(value) else (
+          f"{value:.3f}" if row == "accuracy" else f"{value:.1f}")
+      reference = _paper(label, row)
       if paper and reference is not None:
         cell += f" (paper {reference:g})"
       cells.append(cell)

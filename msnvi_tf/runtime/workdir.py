@@ -168,6 +168,15 @@ def export_once(model, workdir: str, step: int, config: Config) -> str:
   return version_dir
 
 
+def run_name(workdir: str) -> str:
+  """A workdir's name in result files and tables: its last path component.
+
+  Result files are committed and compared across machines, so they name runs,
+  never a machine's absolute path.
+  """
+  return os.path.basename(os.path.normpath(workdir))
+
+
 def load_config(workdir: str) -> Config:
   """The config a workdir was trained with (its config.json).
 
@@ -183,7 +192,10 @@ def load_config(workdir: str) -> Config:
 
 
 def load_trained(workdir: str, **overrides):
-  """`(model, config)` restored from the latest checkpoint of a workdir.
+  """`(model, config)` restored from the newest readable checkpoint of a workdir.
+
+  The model's `trained_steps` attribute is the step of that checkpoint (an
+  older one than the newest when that is damaged; see `restore`).
 
   Args:
     workdir: a directory written by `train_and_evaluate`.
@@ -207,6 +219,8 @@ def load_trained(workdir: str, **overrides):
   config.update(overrides)
   with hardware.policy(config.precision):
     model = build_model(config)
-  if restore(checkpoint(model, tf.Variable(0, dtype=tf.int64)), workdir) is None:
+  step = tf.Variable(0, dtype=tf.int64)
+  if restore(checkpoint(model, step), workdir) is None:
     raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
+  model.trained_steps = int(step.numpy())
   return model, config
