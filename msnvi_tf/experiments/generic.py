@@ -61,6 +61,14 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
   lines += [f"| {r['label']} | {r['objective']} | {r['num_samples']} | "
             + " | ".join(f"{-r[k]:.2f}" for k in objectives.INTEGRATED_BOUNDS) + " |"
             for r in results]
+  # As the paper's Tables 1 and 3: evaluated with (rows) against trained with (columns).
+  lines += ["", "Test bounds (nats per example, higher is better), evaluated with (rows) "
+            "\\ trained with (columns):", "",
+            "| evaluated with \\ trained with | " + " | ".join(r["label"] for r in results)
+            + " |", "|" + " --- |" * (len(results) + 1)]
+  lines += [f"| L_{'MoE' if k == 'moe' else 'PoE' if k == 'poe' else k} | "
+            + " | ".join(f"{r[k]:.3f}" for r in results) + " |"
+            for k in objectives.INTEGRATED_BOUNDS]
   table = "\n".join(lines) + "\n"
   log.info("Negative test bounds (nats per example, lower is better):\n%s", table)
   return [write_text(output_dir, "bounds.md", table),
