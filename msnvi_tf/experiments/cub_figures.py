@@ -73,23 +73,31 @@ def _figure(model, x, target, rows, path, title):
   return plot_conditional(grid, path, title, labels)
 
 
-def fig8_images(model, x, path: str, from_image: int = 3, from_mask: int = 11) -> str:
+def fig8_images(model, x, path: str, from_image: int = 3, from_mask: int = 11,
+                name: str = "") -> str:
   """Fig. 8: images generated from the image's and from the mask's belief."""
-  return _figure(model, x, "image", (("image", from_image), ("mask", from_mask)),
-                 path, "Fig. 8: images from images (rows 2-4) and from masks")
+  return _figure(model, x, "image", (("image", from_image), ("mask", from_mask)), path,
+                 f"{name}Fig. 8: images from the image's belief (rows 2-4) and from the "
+                 "mask's")
 
 
-def fig9_masks(model, x, path: str, from_mask: int = 3, from_image: int = 11) -> str:
+def fig9_masks(model, x, path: str, from_mask: int = 3, from_image: int = 11,
+               name: str = "") -> str:
   """Fig. 9: masks generated from the mask's and from the image's belief."""
-  return _figure(model, x, "mask", (("mask", from_mask), ("image", from_image)),
-                 path, "Fig. 9: masks from masks (rows 2-4) and from images")
+  return _figure(model, x, "mask", (("mask", from_mask), ("image", from_image)), path,
+                 f"{name}Fig. 9: masks from the mask's belief (rows 2-4) and from the "
+                 "image's")
 
 
-def cub_figures(model, x, out_dir: str) -> List[str]:
-  """The figures of App. G that the model can draw (it needs the target's decoder)."""
+def cub_figures(model, x, out_dir: str, name: str = "") -> List[str]:
+  """The figures of App. G that the model can draw (it needs the target's decoder).
+
+  `name` (data set and model, e.g. "shapes, L_hybrid") starts each title.
+  """
+  name = f"{name}\n" if name else ""
   paths = []
   if "image" in model.decoders:
-    paths.append(fig8_images(model, x, os.path.join(out_dir, "fig8_images.png")))
+    paths.append(fig8_images(model, x, os.path.join(out_dir, "fig8_images.png"), name=name))
   if "mask" in model.decoders:
-    paths.append(fig9_masks(model, x, os.path.join(out_dir, "fig9_masks.png")))
+    paths.append(fig9_masks(model, x, os.path.join(out_dir, "fig9_masks.png"), name=name))
   return paths

@@ -192,7 +192,10 @@ def _plot_cub(runs, output_dir, num_columns=None, seed=None, **unused) -> List[s
     model, config = workdir_lib.load_trained(run.workdir)
     keras.utils.set_random_seed(seed or 0)
     batch = next(iter(data_lib.make_datasets(config)[1].unbatch().batch(num_columns or 8)))
-    paths += cub_figures.cub_figures(model, batch, _run_dir(output_dir, run, runs))
+    name = (f"{config.dataset}, {run.label or table2.label_of(config)} trained with "
+            f"K={config.num_samples} ({workdir_lib.run_name(run.workdir)}, step "
+            f"{model.trained_steps}); first {len(batch['image'])} test scenes")
+    paths += cub_figures.cub_figures(model, batch, _run_dir(output_dir, run, runs), name)
   return paths
 
 
