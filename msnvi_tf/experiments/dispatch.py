@@ -206,7 +206,9 @@ def _plot_toy(runs, output_dir, seed=None, **unused) -> List[str]:
   for run in runs:
     model, config = workdir_lib.load_trained(run.workdir)
     keras.utils.set_random_seed(seed or 0)
-    paths += toy_figures.toy_figures(model, config, _run_dir(output_dir, run, runs))
+    name = (f"toy mixture of Gaussians, {run.label or 'L_' + config.objective} "
+            f"({workdir_lib.run_name(run.workdir)}, step {model.trained_steps})")
+    paths += toy_figures.toy_figures(model, config, _run_dir(output_dir, run, runs), name)
   return paths
 
 

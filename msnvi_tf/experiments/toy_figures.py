@@ -78,7 +78,7 @@ def _data_legend(rows):
 
 def fig2_beliefs(model, path: str, num_components: int = 8,
                  rotation_deg: float = 2., num_latent: int = 10,
-                 component_std: float = 0.1) -> str:
+                 component_std: float = 0.1, name: str = "") -> str:
   """Fig. 2: individual beliefs (a) and their PoE integration (b) on the toy data.
 
   Test points are the mixture means rotated by `rotation_deg` (one colour each).
@@ -94,6 +94,7 @@ def fig2_beliefs(model, path: str, num_components: int = 8,
     rotation_deg: rotation of the test points from the component means.
     num_latent: latent samples per belief on the left.
     component_std: std of the components, for the background circles.
+    name: the data set and model, first line of the title.
 
   Returns:
     `path`.
@@ -103,7 +104,7 @@ def fig2_beliefs(model, path: str, num_components: int = 8,
   rows, integrated = _toy_beliefs(model, points)
   colours = figures.point_colours(num_components)
   fig, axes = figures.new_figure(2, 2, (
-      f"Fig. 2: beliefs for {num_components} test points (component means rotated "
+      f"{name}Fig. 2: beliefs for {num_components} test points (component means rotated "
       f"by {rotation_deg:g} deg); colour = test point"))
   for r, (beliefs, name) in enumerate(
       ((rows, "(a) individual beliefs"), ([integrated], "(b) integrated belief (PoE)"))):
@@ -135,7 +136,7 @@ def fig2_beliefs(model, path: str, num_components: int = 8,
 
 
 def fig6_sir(model, path: str, num_components: int = 8, rotation_deg: float = 2.,
-             num_samples: int = 100, num_proposals: int = 1000) -> str:
+             num_samples: int = 100, num_proposals: int = 1000, name: str = "") -> str:
   """Fig. 6: latent samples before and after sampling importance resampling.
 
   Row (a): samples from each individual belief (left) and after SIR with that
@@ -150,6 +151,7 @@ def fig6_sir(model, path: str, num_components: int = 8, rotation_deg: float = 2.
     rotation_deg: rotation of the test points.
     num_samples: points shown per test point and proposal, in each panel.
     num_proposals: proposals SIR resamples from.
+    name: the data set and model, first line of the title.
 
   Returns:
     `path`.
@@ -162,7 +164,7 @@ def fig6_sir(model, path: str, num_components: int = 8, rotation_deg: float = 2.
   proposals_poe = [(f"PoE q*(z | {', '.join(model.sources)})", _INTEGRATED_MARKER,
                     model.sources)]
   fig, axes = figures.new_figure(2, 2, (
-      f"Fig. 6: latent samples for {num_components} test points, before and after "
+      f"{name}Fig. 6: latent samples for {num_components} test points, before and after "
       "SIR with the likelihood of all targets; colour = test point"))
   for r, (rows, name) in enumerate(
       ((proposals, "(a) individual beliefs"), (proposals_poe, "(b) integrated belief"))):
@@ -188,10 +190,15 @@ def fig6_sir(model, path: str, num_components: int = 8, rotation_deg: float = 2.
   return figures.save_png(fig, path)
 
 
-def toy_figures(model, config, out_dir: str) -> List[str]:
-  """Writes Figs. 2 and 6 of a toy model to `out_dir`; returns their paths."""
+def toy_figures(model, config, out_dir: str, name: str = "") -> List[str]:
+  """Writes Figs. 2 and 6 of a toy model to `out_dir`; returns their paths.
+
+  `name` (data set and model) is the first line of each title.
+  """
+  name = f"{name}\n" if name else ""
   return [
       fig2_beliefs(model, os.path.join(out_dir, "fig2_beliefs.png"),
-                   config.num_components, component_std=config.component_std),
-      fig6_sir(model, os.path.join(out_dir, "fig6_sir.png"), config.num_components),
+                   config.num_components, component_std=config.component_std, name=name),
+      fig6_sir(model, os.path.join(out_dir, "fig6_sir.png"), config.num_components,
+               name=name),
   ]
