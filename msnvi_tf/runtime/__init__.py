@@ -6,4 +6,5 @@
   hardware    dtype policy, threads, XLA, distribution strategy
   optimizers  Adam and the learning-rate schedules
   export      SavedModel with named serving signatures
+  console     what bin/ scripts print: TensorFlow's log filtered off, --help exits 0
 """
