@@ -13,6 +13,7 @@ never stopped. SIGTERM or Ctrl-C checkpoints the step reached and raises
 `Interrupted` (`bin/train` exits with 128 + the signal). A diverging loss stops
 training with a message that names the last good checkpoint.
 """
+import contextlib
 import math
 import os
 import signal
@@ -263,11 +264,21 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     The final evaluation metrics: "bound" (training objective), "ind", "moe",
     "poe" bounds per example (nats, higher is better), "loss", "step", and
     "param_norm" (global norm of the trainable weights).
+
+  Raises:
+    workdir.WorkdirBusy: another process is training in `workdir` (the chief
+      holds `<workdir>/.lock` for the whole run); nothing was written.
   """
   config = Config(config)
   objectives.check_objective(config.objective)
   strategy, policy, jit = _setup_machine(config)
   chief = hardware.is_chief(strategy)
+  with workdir_lib.lock(workdir) if chief else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir, strategy, policy, jit, chief)
+
+
+def _train_and_evaluate(config, workdir, strategy, policy, jit, chief):
+  """`train_and_evaluate` once the machine is set up and the workdir locked."""
   if chief:
     workdir_lib.prepare(config, workdir)
   # Other workers write their (required) checkpoints to a scratch dir.

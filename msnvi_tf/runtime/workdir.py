@@ -9,6 +9,7 @@
   train/, eval/      TensorBoard scalars
   metrics.json       the final evaluation
   export/<step>/     SavedModel for TF Serving (`msnvi_tf.runtime.export`)
+  .lock              held by the run writing the workdir (`lock`)
 
 A checkpoint holds everything a resumed run needs to continue exactly: the
 weights, the optimizer (its step drives the learning-rate schedule), the
@@ -17,10 +18,18 @@ exports are never deleted or overwritten by a failing run: a damaged newest
 checkpoint is passed over for the previous one with a warning, and files
 appear only complete (written aside, then renamed).
 """
+import contextlib
 import glob
 import json
 import os
+import socket
+import sys
 from typing import Optional
+
+try:
+  import fcntl
+except ImportError:  # not POSIX: no lock
+  fcntl = None
 
 import tensorflow as tf
 
@@ -31,7 +40,7 @@ from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime.config import Config
 
-__all__ = ["RUNTIME_FIELDS", "prepare", "build_model", "checkpoint", "restore",
+__all__ = ["RUNTIME_FIELDS", "WorkdirBusy", "lock", "prepare", "build_model", "checkpoint", "restore",
            "write_json", "export_once", "load_config", "load_trained"]
 
 # Fields that may change between runs in one workdir (everything else must match).
@@ -43,6 +52,50 @@ RUNTIME_FIELDS = frozenset({
     "dataset_module",
 })
 log = hardware.log
+
+
+class WorkdirBusy(RuntimeError):
+  """Another process is writing the workdir."""
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """Holds `<workdir>/.lock` while a run writes the workdir: one writer at a time.
+
+  An exclusive `flock` on the file, which the operating system releases when
+  the process ends however it ends (a SIGKILL leaves no stale lock). The file
+  names its holder (pid, host, command line) for the message of a second run.
+  Local file systems only: on a file system without `flock` (some network
+  ones) the lock is skipped with nothing said; no lock on non-POSIX systems.
+
+  Raises:
+    WorkdirBusy: another process holds the lock; nothing was written.
+  """
+  if fcntl is None or "://" in workdir:  # no flock on non-POSIX or remote (gs://) paths
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, ".lock")
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      raise WorkdirBusy(
+          f"{workdir} is being written by {holder}. Wait for it to end (or stop it), "
+          "or pass another --workdir; nothing was written.") from None
+    except OSError:  # flock not supported here
+      yield
+      return
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n")
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def prepare(config: Config, workdir: str):

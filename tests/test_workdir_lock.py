@@ -1,0 +1,58 @@
+"""One writer per workdir: a second run stops at once; a killed run leaves no stale lock."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from msnvi_tf.runtime import workdir as workdir_lib
+
+from conftest import REPO
+
+
+def test_a_held_lock_refuses_a_second_writer_and_names_the_holder(tmp_path):
+  workdir = str(tmp_path / "run")
+  with workdir_lib.lock(workdir):
+    with pytest.raises(workdir_lib.WorkdirBusy, match=rf"pid {os.getpid()} on "):
+      with workdir_lib.lock(workdir):
+        pass
+    assert sorted(os.listdir(workdir)) == [".lock"]
+  with workdir_lib.lock(workdir):  # released at the end of the first
+    pass
+
+
+def test_a_second_bin_train_stops_at_once_and_a_killed_run_leaves_no_lock(tmp_path):
+  workdir = str(tmp_path / "toy")
+  train = [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={workdir}",
+           "--num_steps=1000000", "--set=train_size=256", "--set=eval_size=64",
+           "--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=100000",
+           "--set=checkpoint_every=100000"]
+  first = subprocess.Popen(train, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, cwd=REPO)
+  try:
+    for line in first.stdout:  # until it trains
+      if "step 10/" in line:
+        break
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = f.read()
+    second = subprocess.run(train[:-6] + ["--set=learning_rate=0.5"], capture_output=True,
+                            text=True, cwd=REPO, timeout=300)
+    assert second.returncode != 0
+    message = second.stderr.strip().splitlines()[-1]
+    assert f"is being written by pid {first.pid} on " in message and "Traceback" not in (
+        second.stderr)
+    with open(os.path.join(workdir, "config.json")) as f:
+      assert f.read() == config  # the second run wrote nothing
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+  # The kill released the lock: the same command resumes (here: starts, no checkpoint yet).
+  third = subprocess.run(train[:2] + [f"--workdir={workdir}", "--num_steps=10",
+                                      "--set=train_size=256", "--set=eval_size=64",
+                                      "--set=steps_per_call=10", "--set=log_every=10",
+                                      "--set=eval_every=10", "--set=checkpoint_every=10",
+                                      "--set=export_num_samples=4"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert third.returncode == 0, third.stderr[-2000:]
