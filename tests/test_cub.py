@@ -3,6 +3,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tarfile
 
 import keras
@@ -352,6 +353,13 @@ def test_bin_evaluate_and_plot_of_a_shapes_run_write_table2_and_figs_8_9(tmp_pat
   rows = (out / "table2.csv").read_text().splitlines()
   assert rows[0].startswith("column,row,ours,paper,model,")
   assert len(rows) == 1 + 2 * 3 and str(tmp_path) not in "".join(rows)
+  # --merge: a model evaluated on its own joins the others of table2.json.
+  shutil.copytree(workdir, tmp_path / "run2")
+  dispatch.evaluate([f"iwae={tmp_path / 'run2'}"], str(out), num_samples=2,
+                    accuracy_samples=2, eval_size=2, merge=True)
+  merged = json.loads((out / "table2.json").read_text())
+  assert list(merged) == ["hybrid", "ind*", "iwae"] and merged["iwae"]["workdir"] == "run2"
+  assert merged["hybrid"] == results["hybrid"]
   paths = dispatch.plot([workdir], num_columns=2)
   assert paths == [os.path.join(workdir, "figures", name)
                    for name in ("fig8_images.png", "fig9_masks.png")]

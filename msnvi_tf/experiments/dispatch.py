@@ -146,16 +146,22 @@ def _plot_pendulum(runs, output_dir, faults=None, frames_per_rotation=None,
 
 
 def _evaluate_cub(runs, output_dir, num_samples=None, eval_size=0, eval_batch_size=None,
-                  accuracy_samples=None, seed=None, **unused) -> List[str]:
+                  accuracy_samples=None, seed=None, merge=False, **unused) -> List[str]:
   """Table 2, the paper's numbers beside: table2.md, table2.csv and table2.json.
 
   table2.md holds the paper's columns (a mask model and an image model merged
   into one, `table2.merge_columns`) and then one column per model; table2.csv
   one row per cell with the model, step and K it came from; table2.json the
-  results per model.
+  results per model. With `merge`, the models of an existing table2.json that
+  are not evaluated again stay in the table (models evaluated as they finish).
   """
   del unused
   columns = {}
+  if merge and os.path.exists(os.path.join(output_dir, "table2.json")):
+    with open(os.path.join(output_dir, "table2.json")) as f:
+      columns = json.load(f)
+    again = {workdir_lib.run_name(run.workdir) for run in runs}
+    columns = {label: c for label, c in columns.items() if c.get("workdir") not in again}
   for run in runs:
     model, config = workdir_lib.load_trained(  # float32: no machine-dependent numbers
         run.workdir, eval_batch_size=eval_batch_size or 8, precision="float32")
