@@ -439,6 +439,23 @@ def write_summary(manifest_path: str, output_dir: str) -> List[str]:
         + (" | -" if r["nll_large_k"] is None else
            f" | {r['nll_large_k']:.2f} +- {r['nll_large_k_se']:.2f} (K = {r['large_k']})")
         + " |")
+  here = os.path.dirname(os.path.abspath(manifest_path))  # links: from docs/results/
+  off = {}  # (dataset, column) -> cells more than 1 nat from the paper
+  for r in rows:
+    if r["ours"] is not None and abs(r["ours_minus_paper"]) > 1.:
+      off.setdefault((r["dataset"], r["column"]), []).append(r)
+  if off:
+    lines += ["", "## Cells more than 1 nat from the paper", ""]
+  for (dataset, column), cells in off.items():
+    entry = next(e for e in manifest if e["dataset"] == dataset and e["column"] == column
+                 and e.get("results") == cells[0]["results"])
+    which = ", ".join(f"{COLUMN_TITLES[c['row']]} {c['ours_minus_paper']:+.2f}" for c in cells)
+    links = [f"[{name}]({os.path.relpath(os.path.join(root, entry[k]), here)})"
+             for k, name in (("curve", "learning curve"), ("discussion", "discussion"))
+             if entry.get(k)]
+    lines.append(f"- **{VARIANT_TITLES[dataset]}, {column_title(column)}** ({which}): "
+                 f"{entry.get('why', 'not explained yet.')}"
+                 + (f" ({', '.join(links)})" if links else ""))
   with tf.io.gfile.GFile(md_path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return [csv_path, md_path]
