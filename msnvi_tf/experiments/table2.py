@@ -253,7 +253,7 @@ def table2_markdown(columns: Mapping[str, Mapping[str, Optional[float]]],
           f"{value:.3f}" if row == "accuracy" else f"{value:.1f}")
       reference = _paper(label, row)
       if paper and reference is not None:
-        cell += f" (paper {reference:g})"
+        cell += f" (paper {reference:.3f})" if row == "accuracy" else f" (paper {reference:g})"
       cells.append(cell)
     lines.append(f"| {row.replace('_', '-')} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
