@@ -14,6 +14,7 @@ never stopped. SIGTERM or Ctrl-C checkpoints the step reached and raises
 training with a message that names the last good checkpoint.
 """
 import contextlib
+import json
 import math
 import os
 import signal
@@ -238,6 +239,35 @@ class _Loop:
     return results
 
 
+def _finished_metrics(workdir, start, num_steps, chief=True):
+  """The saved final metrics when the workdir's run is done and nothing is left to do.
+
+  A re-run of a finished run, or one asking for fewer steps than were trained,
+  changes nothing (it says so); None when there is training, evaluation or an
+  export left to do.
+  """
+  path = os.path.join(workdir, "metrics.json")
+  if start < num_steps or not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    metrics = json.load(f)
+  if metrics.get("step") != start or not tf.io.gfile.exists(
+      os.path.join(workdir, "export", str(start))):
+    return None
+  if not chief:
+    return metrics
+  if start > num_steps:
+    log.warning("%s holds a run trained to step %d, beyond num_steps=%d: nothing was "
+                "trained and nothing changed (a new --workdir trains %d steps).",
+                workdir, start, num_steps, num_steps)
+  else:
+    log.info("%s is trained to step %d already: nothing to do.", workdir, start)
+  print(f"Eval of step {start} ({path}), nats per example, higher is better: "
+        f"ind {metrics['ind']:.4f} | moe {metrics['moe']:.4f} | poe {metrics['poe']:.4f}",
+        flush=True)
+  return metrics
+
+
 def _summary(config, results, workdir, start, elapsed, export_dir) -> str:
   """The closing message of `train_and_evaluate`."""
   current = results["step"]
@@ -271,16 +301,30 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   """
   config = Config(config)
   objectives.check_objective(config.objective)
+  workdir_lib.resolve_numerics(config, workdir)  # a resume keeps the first start's
   strategy, policy, jit = _setup_machine(config)
   chief = hardware.is_chief(strategy)
-  with workdir_lib.lock(workdir) if chief else contextlib.nullcontext():
+  if not chief:
     return _train_and_evaluate(config, workdir, strategy, policy, jit, chief)
+  with workdir_lib.lock(workdir):
+    workdir_lib.prepare(config, workdir)
+    run = dict(argv=sys.argv, commit=workdir_lib.code_version(),
+               machine=workdir_lib.machine(), precision=policy, jit_compile=jit)
+    workdir_lib.log_run(workdir, "start", **run)
+    try:
+      results = _train_and_evaluate(config, workdir, strategy, policy, jit, chief)
+    except Interrupted as e:
+      workdir_lib.log_run(workdir, "end", status="interrupted", step=e.step)
+      raise
+    except BaseException as e:
+      workdir_lib.log_run(workdir, "end", status=f"failed: {type(e).__name__}: {e}"[:500])
+      raise
+    workdir_lib.log_run(workdir, "end", status="finished", step=results["step"])
+    return results
 
 
 def _train_and_evaluate(config, workdir, strategy, policy, jit, chief):
   """`train_and_evaluate` once the machine is set up and the workdir locked."""
-  if chief:
-    workdir_lib.prepare(config, workdir)
   # Other workers write their (required) checkpoints to a scratch dir.
   logdir = workdir if chief else os.path.join(
       workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
@@ -305,6 +349,11 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief):
   log.info("Training %s with L_%s for %d steps (K=%d, batch %d) in %s.", config.dataset,
            config.objective, config.num_steps, config.num_samples, config.batch_size,
            workdir)
+  done = _finished_metrics(workdir, start, config.num_steps, chief)  # every worker alike
+  if done is not None:
+    return done
+  if chief:  # config.json: once, atomically, as the first step is about to run.
+    workdir_lib.write_config(config, workdir, precision=policy, jit_compile=jit)
   t_start = time.time()
   with _StopOnSignal(enabled=hardware.num_workers(strategy) == 1) as stop:
     results = loop.run(step, manager, stop) or loop.evaluate()  # None: nothing left to train.

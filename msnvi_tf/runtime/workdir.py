@@ -10,6 +10,15 @@
   metrics.json       the final evaluation
   export/<step>/     SavedModel for TF Serving (`msnvi_tf.runtime.export`)
   .lock              held by the run writing the workdir (`lock`)
+  runs.jsonl         one line per start and end of each bin/train invocation
+                     (`log_run`): time, command line, commit, machine, precision,
+                     steps, exit status
+
+config.json is written once, atomically, when the first training step is about
+to run: a start that fails before (missing data, a bad architecture) leaves
+nothing that blocks the corrected command. It records what trained the model,
+including the precision `auto` resolved to and whether XLA was on
+(`NUMERICS_FIELDS`): a resume reuses them, and refuses to change them.
 
 A checkpoint holds everything a resumed run needs to continue exactly: the
 weights, the optimizer (its step drives the learning-rate schedule), the
@@ -22,9 +31,12 @@ import contextlib
 import glob
 import json
 import os
+import platform
 import socket
+import subprocess
 import sys
-from typing import Optional
+import time
+from typing import Dict, Optional
 
 try:
   import fcntl
@@ -40,7 +52,8 @@ from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime.config import Config
 
-__all__ = ["RUNTIME_FIELDS", "WorkdirBusy", "lock", "prepare", "build_model", "checkpoint", "restore",
+__all__ = ["RUNTIME_FIELDS", "NUMERICS_FIELDS", "WorkdirBusy", "lock", "prepare",
+           "resolve_numerics", "write_config", "log_run", "machine", "code_version", "build_model", "checkpoint", "restore",
            "write_json", "export_once", "load_config", "load_trained"]
 
 # Fields that may change between runs in one workdir (everything else must match).
@@ -51,6 +64,9 @@ RUNTIME_FIELDS = frozenset({
     "archive_dir", "tfds_data_dir", "intra_op_threads", "conflict_false_alarm_rate",
     "dataset_module",
 })
+# Runtime fields that change the numbers: fixed at the first start (config.json
+# holds their resolved values), reused on resume.
+NUMERICS_FIELDS = ("precision", "jit_compile")
 log = hardware.log
 
 
@@ -98,24 +114,124 @@ def lock(workdir: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _saved_config(workdir: str) -> Optional[Dict]:
+  """The workdir's config.json as a dict, None if there is none.
+
+  Raises:
+    ValueError: config.json is not valid JSON (named in the message).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except ValueError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); it was left untouched. Move it "
+                     "aside to start this workdir anew, keeping its checkpoints.") from None
+
+
 def prepare(config: Config, workdir: str):
-  """Refuses a workdir trained with an incompatible config; writes config.json."""
+  """Refuses a workdir trained with an incompatible config; writes nothing.
+
+  Raises:
+    ValueError: the workdir's config.json differs in a field that defines the
+      model (anything but `RUNTIME_FIELDS`), or is not valid JSON.
+  """
+  saved = _saved_config(workdir)
+  if saved is None:
+    return
+  current = json.loads(config.to_json())
+  diffs = sorted(k for k in set(saved) | set(current)
+                 if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k))
+  if diffs:
+    details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
+    raise ValueError(
+        f"Workdir {workdir} holds a run with a different config ({details}). "
+        "Its checkpoints were left untouched; pass a new --workdir to train "
+        "this config, or the same flags to resume.")
+
+
+def resolve_numerics(config: Config, workdir: str):
+  """Fixes the config's `NUMERICS_FIELDS` to what trained the workdir's model.
+
+  A workdir whose config.json records a resolved precision ("float32",
+  "mixed_bfloat16", ...) and XLA switch (True / False) resumes with them when
+  the config asks for "auto" (no new timing probe that could decide
+  otherwise); a new run or an older workdir (which recorded "auto") resolves
+  them anew.
+
+  Raises:
+    ValueError: the config asks for other numerics than the workdir's model
+      was trained with: resuming would change its numbers.
+  """
+  saved = _saved_config(workdir) or {}
+  for field in NUMERICS_FIELDS:
+    stored, asked = saved.get(field), config.get(field)
+    if stored is None or str(stored).lower() == "auto":
+      continue
+    if str(asked).lower() == "auto":
+      config[field] = stored
+    elif str(asked).lower() != str(stored).lower():
+      raise ValueError(
+          f"Workdir {workdir} was trained with {field}={stored}; resuming with "
+          f"{field}={asked} would change its numbers. Resume with --set {field}={stored} "
+          f"(or auto), or pass a new --workdir to train with {field}={asked}.")
+
+
+def write_config(config: Config, workdir: str, **resolved):
+  """Writes config.json once (atomically), with the `resolved` numerics fields.
+
+  Does nothing when the workdir has a config.json: it records the first start,
+  what trained the model; later invocations are in runs.jsonl.
+  """
   path = os.path.join(workdir, "config.json")
   if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      saved = json.load(f)
-    current = json.loads(config.to_json())
-    diffs = sorted(k for k in set(saved) | set(current)
-                   if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k))
-    if diffs:
-      details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
-      raise ValueError(
-          f"Workdir {workdir} holds a run with a different config ({details}). "
-          "Its checkpoints were left untouched; pass a new --workdir to train "
-          "this config, or the same flags to resume.")
+    return
   tf.io.gfile.makedirs(workdir)
-  with tf.io.gfile.GFile(path, "w") as f:
-    f.write(config.to_json())
+  write_json(path, {**json.loads(config.to_json()), **resolved})
+
+
+def code_version() -> str:
+  """The git commit of this checkout of msnvi_tf ("+changes" if modified), or ""."""
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    commit = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, timeout=10).stdout.strip()
+    changes = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "msnvi_tf",
+                              "configs", "bin"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return ""
+  return commit + ("+changes" if commit and changes else "")
+
+
+def machine() -> str:
+  """This machine in a few words: host, CPU model, cores, bf16 / AMX support."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                   model)
+  except OSError:
+    pass
+  flags = hardware.cpu_flags()
+  extras = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or (
+      ["avx2"] if "avx2" in flags else [])
+  return (f"{socket.gethostname()}: {model}, {os.cpu_count()} cores"
+          + (f", {' '.join(extras)}" if extras else ""))
+
+
+def log_run(workdir: str, event: str, **fields):
+  """Appends one line to `<workdir>/runs.jsonl`: time, pid, `event` and `fields`."""
+  record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(),
+            "event": event, **fields}
+  try:
+    with open(os.path.join(workdir, "runs.jsonl"), "a") as f:
+      f.write(json.dumps(record) + "\n")
+  except OSError as e:  # a log line is not worth failing a run
+    log.warning("Could not append to %s/runs.jsonl: %s", workdir, e)
 
 
 def build_model(config: Config):
