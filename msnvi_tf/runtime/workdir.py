@@ -351,13 +351,13 @@ def load_config(workdir: str) -> Config:
 
   Raises:
     FileNotFoundError: no config.json: not a workdir written by bin/train.
+    ValueError: config.json is not valid JSON (named in the message).
   """
-  path = os.path.join(workdir, "config.json")
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(
-        f"{path} not found: {workdir} is not a workdir written by bin/train.")
-  with tf.io.gfile.GFile(path) as f:
-    return Config(json.load(f))
+  saved = _saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"{os.path.join(workdir, 'config.json')} not found: {workdir} "
+                            "is not a workdir written by bin/train.")
+  return Config(saved)
 
 
 def load_trained(workdir: str, **overrides):
