@@ -1,0 +1,200 @@
+"""The export describes itself, shows its spread, checks requests, serves Keras and TF Serving."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from msnvi_tf.data import toy
+from msnvi_tf.runtime import export as export_lib
+from msnvi_tf.runtime import workdir as workdir_lib
+
+from conftest import make_toy_config
+
+NUM_SAMPLES = 100
+SEED = 3
+
+# Run in a fresh process on the export (argv[1]); prints one JSON line.
+FRESH_PROCESS = r"""
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, tensorflow as tf, keras
+
+path = sys.argv[1]
+loaded = tf.saved_model.load(path)
+out = {"signatures": sorted(loaded.signatures)}
+def tensors(d): return {k: tf.constant(v, tf.float32) for k, v in d.items()}
+def listed(d): return {k: v.numpy().tolist() for k, v in d.items()}
+def request(name, rows, present):
+  keys = loaded.signatures[name].structured_input_signature[1]
+  r = {k: np.zeros([rows, *spec.shape[1:]], np.float32) for k, spec in keys.items()}
+  if "present" in r: r["present"][:] = present
+  return tensors(r)
+
+out["metadata"] = loaded.signatures["metadata"](ignored=tf.constant(0.))["contract"]
+out["metadata"] = out["metadata"].numpy().decode()
+out["specs"] = {name: {k: [s.dtype.name, s.shape.as_list()] for k, s in
+                       fn.structured_outputs.items()} for name, fn in loaded.signatures.items()}
+# x = 0.7 alone (y absent), a row with both, a row with neither.
+mixed = tensors({"x": [[0.7], [0.7], [0.7]], "y": [[0.], [0.7], [0.]],
+                 "present": [[1., 0.], [1., 1.], [0., 0.]]})
+out["served"] = {name: listed(loaded.signatures[name](**(
+    {k: v for k, v in mixed.items() if k != "present"} if name == "encode" else mixed)))
+    for name in ("encode", "integrate_poe", "integrate_moe", "integrate_robust", "predict",
+                 "sensor_health", "conflict", "log_likelihood")}
+out["alone"] = listed(loaded.signatures["predict"](
+    **tensors({"x": [[0.7]], "y": [[0.]], "present": [[1., 0.]]})))
+out["zero_rows"] = {name: {k: v.shape.as_list() for k, v in
+                           loaded.signatures[name](**request(name, 0, 1.)).items()}
+                    for name in out["served"]}
+bad = {"present 0.5": {"present": [[0.5, 0.]]}, "present 2": {"present": [[2., 0.]]},
+       "present -1": {"present": [[-1., 1.]]}, "present NaN": {"present": [[np.nan, 1.]]},
+       "x inf": {"x": [[np.inf]]}, "y NaN": {"y": [[np.nan]]},
+       "x shape": {"x": [[0.7, 0.1]]}}
+out["errors"] = {}
+for label, change in bad.items():
+  r = tensors(dict({"x": [[0.7]], "y": [[0.]], "present": [[1., 1.]]}, **change))
+  try:
+    loaded.signatures["predict"](**r)
+    out["errors"][label] = None
+  except tf.errors.InvalidArgumentError as e:
+    out["errors"][label] = e.message
+layer = keras.layers.TFSMLayer(path, call_endpoint="predict")
+out["keras_predict"] = listed(layer(dict(mixed)))
+out["keras_default"] = listed(keras.layers.TFSMLayer(path)(dict(mixed)))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def model():
+  """A toy model trained 400 steps (fast learning rate): x = 0.7 has y = +-0.7."""
+  config = make_toy_config().override(["learning_rate=5e-3", "train_size=4096"])
+  model = workdir_lib.build_model(config)
+  train, evaluation = toy.make_datasets(config)
+  model.fit(train, steps_per_epoch=400, epochs=1, verbose=0, shuffle=False)
+  model.calibrate_conflict(evaluation)
+  return model
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+  return export_lib.export(model, str(tmp_path_factory.mktemp("export")), 1,
+                           NUM_SAMPLES, SEED)
+
+
+@pytest.fixture(scope="module")
+def fresh(exported):
+  """What a fresh process gets from the export (`FRESH_PROCESS`)."""
+  result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, exported],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_contract_is_an_asset_and_a_signature_that_names_mask_order_and_outputs(
+    model, exported, fresh):
+  with open(os.path.join(exported, "assets", export_lib.CONTRACT_FILE)) as f:
+    contract = json.load(f)
+  assert json.loads(fresh["metadata"]) == contract
+  assert contract["sources"] == model.sources and contract["targets"] == model.targets
+  assert contract["inputs"]["x"]["shape"] == [None, 1]
+  assert contract["inputs"]["present"]["shape"] == [None, 2]
+  assert (contract["num_samples"], contract["seed"]) == (NUM_SAMPLES, SEED)
+  assert contract["chunk_rows"] == 200  # estimators.DEFAULT_ROWS / K
+  assert contract["conflict_thresholds_calibrated"]
+  np.testing.assert_array_equal(contract["conflict_thresholds"],
+                                model.conflict_thresholds.numpy())
+  assert sorted(fresh["signatures"]) == sorted(export_lib.SIGNATURES + ("serving_default",))
+  # Every output the signatures return is in the contract, with its dtype and shape.
+  for name, described in contract["signatures"].items():
+    assert {k: [v["dtype"], v["shape"]] for k, v in described["outputs"].items()} == {
+        k: [dtype, shape] for k, (dtype, shape) in fresh["specs"][name].items()}, name
+    assert all(v["meaning"] for v in described["outputs"].values())
+
+
+def test_predict_keeps_its_mean_and_shows_the_two_modes_of_y_given_x(model, fresh):
+  predict = fresh["alone"]  # x = 0.7, y absent
+  x = {"x": np.array([[0.7]], np.float32)}
+  mean = model.predict_targets(x, sources=["x"], num_samples=NUM_SAMPLES, seed=SEED)
+  np.testing.assert_allclose(predict["y"][0], mean["y"][0], atol=1e-5)
+  # The mean is between y = -0.7 and +0.7, where the data never is; the spread says so.
+  assert predict["y_q05"][0][0] < -0.5 and predict["y_q95"][0][0] > 0.5
+  assert predict["y_std"][0][0] > 0.4 > abs(predict["y"][0][0])
+  assert predict["y_q05"][0] <= predict["y_q50"][0] <= predict["y_q95"][0]
+
+
+def test_no_output_is_nan_or_inf_absent_sources_are_flagged_and_no_source_marked(fresh):
+  served = fresh["served"]
+  for name, outputs in served.items():
+    for key, value in outputs.items():
+      assert np.all(np.isfinite(np.asarray(value, float))), (name, key)
+    if name != "encode":
+      assert outputs["no_source"] == [False, False, True], name
+  health, conflict = served["sensor_health"], served["conflict"]
+  assert health["valid"] == [[True, False], [True, True], [False, False]]
+  assert health["score"][0][1] == 0. and not health["alarm"][0][1]
+  assert health["weights"][0][1] == 0. and health["weights"][2] == [0., 0.]
+  assert conflict["valid"][0] == [[True, False], [False, False]]
+  assert conflict["conflict"][0][0][1] == 0. and conflict["conflict"][0][1][0] == 0.
+  assert conflict["valid"][1] == [[True, True], [True, True]]
+  # A row without a source is the prior's: N(0, I), MoE weights 0.
+  np.testing.assert_allclose(served["integrate_poe"]["loc"][2], [0., 0.])
+  np.testing.assert_allclose(served["integrate_poe"]["scale"][2], [1., 1.])
+  assert served["integrate_moe"]["weights"][2] == [0., 0.]
+
+
+def test_bad_requests_are_invalid_argument_errors_naming_the_input(fresh):
+  errors = fresh["errors"]
+  for label in ("present 0.5", "present 2", "present -1", "present NaN"):
+    assert "input present must be 0 (absent) or 1 (sent)" in errors[label], label
+    assert "one column per source in the order (x, y)" in errors[label]
+  assert "input x must be finite" in errors["x inf"]
+  assert "input y must be finite" in errors["y NaN"]
+  assert "input x must have shape [batch, 1]" in errors["x shape"]
+
+
+def test_zero_rows_get_zero_rows_back_from_every_signature(fresh):
+  for name, shapes in fresh["zero_rows"].items():
+    assert shapes and all(shape[0] == 0 for shape in shapes.values()), name
+  assert fresh["zero_rows"]["predict"]["y_std"] == [0, 1]
+  assert fresh["zero_rows"]["conflict"]["conflict"] == [0, 2, 2]
+
+
+def test_keras_tfsm_layer_gives_the_serving_signatures_answers(fresh):
+  for keras_name in ("keras_predict", "keras_default"):  # call_endpoint="predict", "serve"
+    assert fresh[keras_name].keys() == fresh["served"]["predict"].keys()
+    for key, value in fresh[keras_name].items():
+      np.testing.assert_array_equal(value, fresh["served"]["predict"][key], err_msg=key)
+
+
+def test_a_long_request_is_answered_as_its_chunks_would_be(model):
+  module = export_lib.ServingModule(model, num_samples=8, seed=1, chunk_rows=5)
+  rng = np.random.default_rng(0)
+  request = {"x": rng.uniform(-1, 1, [12, 1]).astype(np.float32),
+             "y": rng.uniform(-1, 1, [12, 1]).astype(np.float32),
+             "present": rng.integers(0, 2, [12, 2]).astype(np.float32)}
+  for name in ("predict", "log_likelihood"):
+    endpoint = module.endpoints()[name]
+    whole = endpoint({k: tf.constant(v) for k, v in request.items()})
+    parts = [endpoint({k: tf.constant(v[a:b]) for k, v in request.items()})
+             for a, b in ((0, 5), (5, 10), (10, 12))]
+    for key, value in whole.items():
+      np.testing.assert_array_equal(value, np.concatenate([p[key] for p in parts]), key)
+  # A chunk is the unchunked computation.
+  first = {k: tf.constant(v[:5]) for k, v in request.items()}
+  np.testing.assert_array_equal(module.endpoints()["predict"](first)["y"],
+                                module.predict(first, first["present"])["y"])
+
+
+def test_saved_model_cli_fetches_the_contract(exported):
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  result = subprocess.run(
+      [cli, "run", "--dir", exported, "--tag_set", "serve", "--signature_def", "metadata",
+       "--input_exprs", "ignored=0.0"], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "Result for output key contract" in result.stdout
+  assert '"sources": [' in result.stdout.replace("\\n", "\n")
