@@ -17,8 +17,11 @@ Register one from your own module, without editing msnvi_tf:
 
 and train it with `bin/train --dataset=mnist_rot --dataset_module=my_module.py`
 (a module name or a file path): bin/train imports that module, and stores it
-in the workdir's config (`dataset_module`), so evaluation, plots and loading
-the trained model import it again. The built-in data sets are registered by
+in the workdir's config (`dataset_module`). Evaluation, plots and loading the
+trained model import it again only when you name it (`--dataset_module` of
+bin/evaluate and bin/plot) or trust the workdir (`--trust_workdir`,
+`workdir.load_trained(..., trust_workdir=True)`): a workdir's files are data,
+and importing a module runs its code. The built-in data sets are registered by
 `msnvi_tf/__init__.py` in the same way, with "module:attribute" references that
 are imported on first use.
 """
@@ -142,7 +145,11 @@ def get(name: str) -> DataSet:
 
 
 def for_config(config) -> DataSet:
-  """The data set of `config.dataset`; imports `config.dataset_module` first if it is unknown."""
+  """The data set of `config.dataset`; imports `config.dataset_module` first if it is unknown.
+
+  For a config you made: a workdir's config passes `workdir.load_config`, which
+  imports its module only when trusted.
+  """
   if config.dataset not in _REGISTRY:
     import_dataset_module(config.get("dataset_module", ""))
   return get(config.dataset)

@@ -1,7 +1,9 @@
 """bin/evaluate and bin/plot in a subprocess on a tiny toy run; the data-set dispatch."""
+import glob
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -55,9 +57,27 @@ def test_bin_evaluate_writes_the_bounds_of_a_toy_run_into_its_evaluation_dir(toy
   with open(expected[1]) as f:
     (result,) = json.load(f)
   assert result["dataset"] == "toy" and result["objective"] == "ind"
+  assert result["workdir"] == "toy" and result["step"] == 20  # the checkpoint evaluated
   assert all(math.isfinite(result[k]) and result[k] < 0. for k in ("ind", "moe", "poe"))
   with open(expected[0]) as f:
-    assert f"| {-result['poe']:.2f} |" in f.read()
+    assert f"| toy | ind | 20 | 8 | {-result['ind']:.2f} |" in f.read()
+  assert "Loaded toy at step 20 (checkpoint ckpt-20)." in " ".join(lines)
+
+
+def test_evaluating_a_damaged_newest_checkpoint_names_the_older_step(toy_run, tmp_path, caplog):
+  workdir = str(tmp_path / "toy")
+  shutil.copytree(toy_run, workdir)
+  for data in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-20.data-*")):
+    with open(data, "r+b") as f:  # as a kill while writing it leaves it
+      f.truncate(os.path.getsize(data) // 3)
+  with caplog.at_level("INFO", logger="msnvi_tf"):
+    dispatch.evaluate([workdir], eval_size=64)
+  assert "ckpt-20 is damaged" in caplog.text
+  assert "Loaded toy at step 10 (checkpoint ckpt-10)." in caplog.text
+  with open(os.path.join(workdir, "evaluation", "bounds.json")) as f:
+    assert json.load(f)[0]["step"] == 10
+  with open(os.path.join(workdir, "evaluation", "bounds.md")) as f:
+    assert "| toy | ind | 10 | 8 |" in f.read()
 
 
 def test_bin_plot_draws_figs_2_and_6_and_the_learning_curves(toy_run, tmp_path):
@@ -82,7 +102,7 @@ def test_missing_unknown_and_mixed_workdirs_are_one_line_errors(toy_run, tmp_pat
       ("evaluate", f"--workdirs={tmp_path / 'missing'}", "no such workdir"),
       ("plot", f"--workdirs={nope}", "holds a 'nope' model; known data sets: ['cub', ")):
     code, _, stderr = run_bin(script, flag, f"--output_dir={tmp_path / 'out'}")
-    assert code != 0, (script, flag)
+    assert code == 2, (script, flag)
     assert last_line(stderr).startswith(f"bin/{script}: ") and message in last_line(stderr)
   # The same code path in both scripts; in-process to save the start-up time.
   for fn in (dispatch.evaluate, dispatch.plot):
@@ -90,6 +110,33 @@ def test_missing_unknown_and_mixed_workdirs_are_one_line_errors(toy_run, tmp_pat
                        r"\(toy\), .*\(pendulum\); (evaluate|plot) one data set per call.$"):
       fn([toy_run, pendulum], str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
+
+
+def test_learning_curves_of_a_workdir_without_eval_events_are_an_error(toy_run, tmp_path):
+  empty = _config_only_workdir(tmp_path / "new", "toy")  # stopped before its first eval
+  code, lines, stderr = run_bin("plot", f"--workdirs={toy_run},{empty}", "--curves",
+                                f"--output_dir={tmp_path / 'out'}")
+  assert code == 2 and not lines
+  assert last_line(stderr) == (
+      f"bin/plot: No evaluation events (bound_poe) in {empty}: nothing to draw for them, no "
+      "figure written. Leave them out, or train them past their first evaluation "
+      "(eval_every) with bin/train.")
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_workdir_entry_is_a_path_if_it_is_a_directory_else_label_equals_path(tmp_path):
+  odd = str(tmp_path / "wd_lr=1e-4")  # a workdir named after its flags
+  os.mkdir(odd)
+  assert dispatch.parse_workdir(odd) == (None, odd)
+  assert dispatch.parse_workdir(f"lr={odd}") == ("lr", odd)
+  assert dispatch.parse_workdir(f"K=1={tmp_path}") == ("K=1", str(tmp_path))  # a label with =
+  assert dispatch.parse_workdir(str(tmp_path)) == (None, str(tmp_path))
+  assert dispatch.parse_workdir("a=missing=1") == ("a", "missing=1")  # none exists
+  with pytest.raises(FileNotFoundError, match="^missing=1: no such workdir"):
+    dispatch.load_runs(["a=missing=1"])
+  toy = _config_only_workdir(tmp_path / "toy_lr=1e-4", "toy")
+  (run,) = dispatch.load_runs([toy])
+  assert run.label is None and run.workdir == toy
 
 
 def test_dispatch_checks_every_workdir_before_running_anything(toy_run, tmp_path):

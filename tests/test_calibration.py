@@ -162,7 +162,7 @@ def test_training_stores_the_calibration_in_checkpoint_and_export(pendulum_run,
   assert served["position"].shape == (24, 2)
   absent = loaded.signatures["sensor_health"](
       present=tf.constant([[1., 1., 0.]] * 24), **x)
-  assert np.isnan(absent["score"].numpy()[:, 2]).all()
+  assert (absent["score"].numpy()[:, 2] == 0.).all() and not absent["valid"].numpy()[:, 2].any()
   assert not absent["alarm"].numpy()[:, 2].any()
   assert (absent["weights"].numpy()[:, 2] == 0.).all()
 
@@ -195,6 +195,7 @@ def test_sensor_health_report_runs_on_a_trained_pendulum(pendulum_run, tmp_path)
   assert names == ["fig5_noise.png", "fig5_shift.png", "results.md", "roc.png"]
   text = (tmp_path / "results.md").read_text()
   assert "False alarms" in text and "| shift |" in text and "robust, tau = 1" in text
+  assert text.startswith("Model: run (L_ind, 40 steps);")  # the checkpoint evaluated
 
 
 def test_bin_plot_of_a_pendulum_run_draws_fig5_per_fault(pendulum_run, tmp_path):

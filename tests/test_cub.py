@@ -346,6 +346,7 @@ def test_bin_evaluate_and_plot_of_a_shapes_run_write_table2_and_figs_8_9(tmp_pat
   table = (out / "table2.md").read_text()  # the config's objective, or the given label
   assert "| | ind* | hybrid |\n" in table  # the paper's column order
   assert "(paper 5924)" in table and "(paper 3264)" in table
+  assert table.endswith("\nModels: hybrid: run at step 2; ind*: run at step 2.\n")
   results = json.loads((out / "table2.json").read_text())
   # Runs are named, never by a machine's absolute path; the step is the checkpoint's.
   assert results["hybrid"]["num_examples"] == 2 and results["ind*"]["workdir"] == "run"

@@ -117,3 +117,21 @@ def test_learning_curves_read_every_eval_step_and_keep_a_resumed_steps_last_valu
   assert os.path.getsize(path) > 10_000
   with pytest.raises(FileNotFoundError, match="No evaluation events"):
     curves.read_curves(str(tmp_path / "empty"))
+
+
+def test_learning_curves_of_a_run_stopped_before_its_first_evaluation_are_refused(tmp_path):
+  good, stopped = str(tmp_path / "good"), str(tmp_path / "stopped")
+  _write_events(os.path.join(good, "eval"), [(10, -110.)])
+  # Its event files hold only their headers (the file version), no scalar.
+  _write_timed_events(os.path.join(stopped, "eval", "events.out.tfevents.0"), [(1.7e9, 0, None)])
+  with pytest.raises(FileNotFoundError, match="No evaluation events"):
+    curves.read_curves(stopped)
+  path = str(tmp_path / "c.png")
+  with pytest.raises(FileNotFoundError, match=(
+      rf"^No evaluation events \(bound_poe\) in {stopped}, {tmp_path}/none: "
+      "nothing to draw")):
+    curves.plot_learning_curves({"good": good, "stopped": stopped,
+                                 "none": str(tmp_path / "none")}, path)
+  with pytest.raises(FileNotFoundError, match=rf"\(bound_elbo\) in {good}: nothing"):
+    curves.plot_learning_curves({"good": good}, path, tags=("bound_elbo",))
+  assert not os.path.exists(path)

@@ -2,7 +2,9 @@
 
 tests/rotated_mnist.py (the README's walkthrough) registers "mnist_rot": an MNIST
 digit and its 90° rotation, through MNIST's pipeline with a view function and
-`architectures.dense_model`. Nothing in msnvi_tf names it.
+`architectures.dense_model`. Nothing in msnvi_tf names it. A workdir's config
+names that module, but evaluating or loading the workdir imports it only when
+the user names it or trusts the workdir.
 """
 import json
 import math
@@ -16,8 +18,11 @@ import configs
 import msnvi_tf
 from msnvi_tf import registry
 from msnvi_tf.data import mnist
+from msnvi_tf.experiments import dispatch
+from msnvi_tf.runtime import workdir as workdir_lib
 
 from conftest import REPO
+from test_bin import last_line
 from test_bin import run_bin
 
 PLUGIN = os.path.join("tests", "rotated_mnist.py")
@@ -49,14 +54,60 @@ def test_bin_train_trains_a_dataset_registered_outside_the_package(plugin_run):
   assert all(math.isfinite(metrics[k]) and metrics[k] < 0. for k in ("ind", "moe", "poe"))
 
 
-def test_bin_evaluate_reloads_the_plugin_from_the_workdir(plugin_run, tmp_path):
+def test_bin_evaluate_imports_the_plugin_the_workdir_names_only_when_trusted(
+    plugin_run, tmp_path):
   code, lines, stderr = run_bin("evaluate", f"--workdirs={plugin_run}",
+                                f"--output_dir={tmp_path}")
+  assert code == 2 and last_line(stderr) == (
+      f"bin/evaluate: {plugin_run} asks to import {os.path.join(REPO, PLUGIN)} (its config's "
+      "dataset_module), which runs its code; if you trust it, re-run with --trust_workdir or "
+      f"--dataset_module={os.path.join(REPO, PLUGIN)} (in Python: trust_workdir=True).")
+  code, lines, stderr = run_bin("evaluate", f"--workdirs={plugin_run}", "--trust_workdir",
                                 f"--output_dir={tmp_path}")
   assert code == 0, stderr[-3000:]
   with open(tmp_path / "bounds.json") as f:
     (result,) = json.load(f)
-  assert result["dataset"] == "mnist_rot"
+  assert result["dataset"] == "mnist_rot" and result["step"] == 20
   assert all(math.isfinite(result[k]) and result[k] < 0. for k in ("ind", "moe", "poe"))
+
+
+def test_bin_plot_imports_the_plugin_the_user_names(plugin_run, tmp_path):
+  code, lines, stderr = run_bin("plot", f"--workdirs={plugin_run}", f"--dataset_module={PLUGIN}",
+                                "--curves", f"--output_dir={tmp_path}")
+  assert code == 0, stderr[-3000:]
+  assert lines == [str(tmp_path / "learning_curves.png")]
+
+
+# A module a workdir someone sent you names in its config: it leaves a mark when run.
+PLANTED = """
+import pathlib
+pathlib.Path(__file__).with_name("it_ran").write_text("the workdir's module ran")
+"""
+
+
+def test_a_module_an_untrusted_workdir_names_is_never_run(tmp_path):
+  planted = tmp_path / "extras.py"
+  planted.write_text(PLANTED)
+  workdir = tmp_path / "sent"
+  workdir.mkdir()
+  config = configs.get_config("toy")
+  config.update(dataset="planted", dataset_module=str(planted))
+  (workdir / "config.json").write_text(config.to_json())
+  message = (f"{workdir} asks to import {planted} (its config's dataset_module), which runs "
+             "its code; if you trust it, re-run with --trust_workdir or "
+             f"--dataset_module={planted} (in Python: trust_workdir=True).")
+  for load in (workdir_lib.load_config, workdir_lib.load_trained):
+    with pytest.raises(ValueError) as error:
+      load(str(workdir))
+    assert str(error.value) == message
+  for script in ("evaluate", "plot"):
+    code, lines, stderr = run_bin(script, f"--workdirs={workdir}", f"--output_dir={tmp_path}")
+    assert code == 2 and last_line(stderr) == f"bin/{script}: {message}"
+  assert not (tmp_path / "it_ran").exists()
+  # Trusted, it runs (and registers nothing here, which the dispatch then says).
+  with pytest.raises(ValueError, match="holds a 'planted' model; known data sets"):
+    dispatch.evaluate([str(workdir)], str(tmp_path / "out"), trust_workdir=True)
+  assert (tmp_path / "it_ran").exists()
 
 
 def test_export_of_the_plugin_serves_both_views(plugin_run):

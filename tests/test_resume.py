@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import configs
 from msnvi_tf import data as data_lib
+from msnvi_tf.runtime import summaries
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
@@ -194,20 +195,20 @@ def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted
                                 "log_every=10", "steps_per_call=10"])
   expected = training.train_and_evaluate(config, str(tmp_path / "once"))
   handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
-  write = training._write  # pylint: disable=protected-access
+  train = summaries.RunSummaries.train
 
-  def write_then_interrupt(writer, scalars, step):
-    write(writer, scalars, step)
+  def write_then_interrupt(self, scalars, step):
+    train(self, scalars, step)
     if step == 20:  # Ctrl-C while the progress of step 20 is written.
       signal.raise_signal(signal.SIGINT)
 
-  monkeypatch.setattr(training, "_write", write_then_interrupt)
+  monkeypatch.setattr(summaries.RunSummaries, "train", write_then_interrupt)
   workdir = str(tmp_path / "twice")
   with pytest.raises(training.Interrupted, match="SIGINT received: stopped at step 20 "):
     training.train_and_evaluate(config, workdir)
   assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-20")
-  monkeypatch.setattr(training, "_write", write)
+  monkeypatch.setattr(summaries.RunSummaries, "train", train)
   assert training.train_and_evaluate(config, workdir) == expected
   _assert_same_state(workdir, str(tmp_path / "once"))
 

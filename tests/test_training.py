@@ -127,7 +127,7 @@ print(json.dumps(out))
   robust_predicted = module.sensor_health(points, tf.ones([8, 2]))[1]["x"]
   np.testing.assert_allclose(served["health_x"], robust_predicted, atol=1e-5)
   conflict = np.array(served["conflict"])
-  assert np.all(conflict[:, 0, 0] == 0.) and np.all(np.isnan(conflict[:, 0, 1]))
+  assert np.all(conflict[:, 0, 0] == 0.) and np.all(conflict[:, 0, 1] == 0.)  # y absent
   np.testing.assert_allclose(served["conflict_all"], model.conflict(points), rtol=1e-4,
                              atol=1e-6)
   np.testing.assert_allclose(served["moe_loc"], np.stack(
@@ -210,6 +210,56 @@ def test_diverging_loss_stops_training_and_keeps_last_checkpoint(small_run, toy_
   with pytest.raises(FloatingPointError, match="diverged.*ckpt-20"):
     training.train_and_evaluate(diverging, small_run)
   assert os.path.exists(os.path.join(small_run, "checkpoints", "ckpt-20.index"))
+
+
+def test_learning_rate_one_stops_on_a_finite_but_diverged_bound(small_run, toy_config):
+  # lr = 1.0 keeps the numbers finite (a bound of about -1e6 nats) but useless.
+  before = checkpoint_files(small_run)
+  diverging = toy_config.override(["num_steps=200", "learning_rate=1.0"])
+  with pytest.raises(FloatingPointError) as error:
+    training.train_and_evaluate(diverging, small_run)
+  message = str(error.value)
+  assert "diverged at step 30: training bound" in message
+  assert "ckpt-20, was kept" in message
+  # b0 came back from the checkpoint: the step-0 eval of the first run.
+  with open(os.path.join(small_run, "runs.jsonl")) as f:
+    first_end = [json.loads(line) for line in f][1]
+  assert first_end["status"] == "finished"
+  assert "initial model's eval bound -" in message
+  assert checkpoint_files(small_run) == before  # nothing saved after divergence
+
+
+def test_divergence_rule_is_twice_the_initial_bound_by_default():
+  check = lambda b, b0=-25., tol=1.: training.check_divergence(b, 7, "eval bound", b0, tol,
+                                                                "ckpt-5")
+  check(-50.)  # b0 - |b0|: the limit is allowed
+  with pytest.raises(FloatingPointError, match=r"step 7: eval bound -50\.1 fell below -50"):
+    check(-50.1)
+  check(-1e9, tol=0.)  # tolerance 0: finite bounds always pass
+  check(-1e9, b0=float("nan"))  # b0 unknown (a workdir begun before it was kept)
+  with pytest.raises(FloatingPointError, match="eval bound nan"):
+    check(float("nan"), b0=float("nan"))
+  check(-1.5, b0=-0.5)  # |b0| < 1: 1 nat below is allowed
+  with pytest.raises(FloatingPointError, match="No checkpoint was written yet"):
+    training.check_divergence(-1.6, 3, "training bound", -0.5, 1., None)
+
+
+def test_leftovers_of_interrupted_writes_are_removed_and_checkpoints_kept(small_run, toy_config):
+  ckpt_dir = os.path.join(small_run, "checkpoints")
+  leftovers = [os.path.join(ckpt_dir, "ckpt-30_temp", "part-00000-of-00001.index"),
+               os.path.join(ckpt_dir, "ckpt-40.data-00000-of-00001"),
+               os.path.join(small_run, "export", "40.tmp", "saved_model.pb"),
+               os.path.join(small_run, "metrics.json.tmp")]
+  for path in leftovers:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").close()
+  before = checkpoint_files(small_run)
+  workdir_lib.clean_interrupted(small_run)
+  assert not any(os.path.exists(p) for p in leftovers[:2] + leftovers[3:])
+  assert not os.path.exists(os.path.dirname(leftovers[2]))
+  assert checkpoint_files(small_run) == [f for f in before if f not in (
+      "ckpt-30_temp", "ckpt-40.data-00000-of-00001")]
+  assert "ckpt-20.index" in checkpoint_files(small_run)
 
 
 @pytest.mark.parametrize("dataset", ["toy", "mnist_tb", "pendulum", "shapes"])

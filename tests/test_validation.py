@@ -15,6 +15,8 @@ from conftest import REPO
 COUNTS = ("num_steps", "num_samples", "eval_num_samples", "batch_size",
           "eval_batch_size", "steps_per_call", "log_every", "eval_every",
           "checkpoint_every", "max_checkpoints", "export_num_samples", "latent_dim")
+# A batch and its number of latent samples: their product has its own bound.
+PER_STEP = (("batch_size", "num_samples"), ("eval_batch_size", "eval_num_samples"))
 MNIST = registry.get("mnist_tb").splits
 
 
@@ -57,7 +59,31 @@ def test_nonpositive_huge_or_nonint_counts_are_refused_with_the_field_named(fiel
 @pytest.mark.parametrize("field", COUNTS)
 @pytest.mark.parametrize("value", [1, 1_000_000_000])
 def test_counts_at_the_limits_are_accepted(field, value):
-  config_lib.validate(toy(**{field: value}))
+  partner = {a: b for pair in PER_STEP for a, b in (pair, pair[::-1])}.get(field)
+  if partner and value > 1:  # the largest that batch x K allows
+    config_lib.validate(toy(**{field: config_lib.MAX_SAMPLES_PER_STEP, partner: 1}))
+  else:
+    config_lib.validate(toy(**{field: value}))
+
+
+@pytest.mark.parametrize("batch,samples", PER_STEP)
+def test_a_batch_times_its_latent_samples_is_bounded_naming_both(batch, samples):
+  # batch_size=1e9 overflowed TensorFlow's int32 shapes, 1e7 the machine's memory.
+  limit = config_lib.MAX_SAMPLES_PER_STEP
+  config_lib.validate(toy(**{batch: limit // 8, samples: 8}))
+  assert refusal(toy(**{batch: 1_000_000_000, samples: 8})) == (
+      f"{batch} x {samples} must be at most 1,048,576 latent samples per step, got "
+      f"1,000,000,000 x 8; lower {batch} or {samples}.")
+  assert refusal(toy(**{batch: 4, samples: limit // 4 + 1})).startswith(
+      f"{batch} x {samples} must be at most ")
+
+
+def test_precision_must_be_a_dtype_policy():
+  assert refusal(toy(precision="float64")) == (
+      "precision must be one of 'auto', 'float32', 'mixed_float16', 'mixed_bfloat16', "
+      "got 'float64'.")
+  for precision in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
+    config_lib.validate(toy(precision=precision))
 
 
 @pytest.mark.parametrize("field", ["learning_rate", "min_scale", "decoder_init_scale"])
@@ -176,7 +202,7 @@ def test_nan_and_inf_overrides_parse_and_are_refused_by_validate():
     (["--num_steps=99999999999999999999"], "num_steps"),
     (["--set=learning_rate=nan"], "learning_rate"),
     (["--dataset=mnist_tb", "--set=eval_size=20000"], "eval_size"),
-    # A config file (ml_collections config_flags) and its --config.<field> overrides.
+    # A config file (config.load_file) and its --config.<field> overrides (= --set).
     (["--config=configs/mnist.py:mnist_qu", "--config.eval_size=20000"], "eval_size"),
 ])
 def test_train_refuses_bad_values_in_one_line_without_creating_the_workdir(

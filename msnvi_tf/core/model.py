@@ -232,11 +232,14 @@ class MultiSourceVAE(queries.Queries, keras.Model):
       replicas = tf.distribute.get_strategy().num_replicas_in_sync
       scaled_loss = self.optimizer.scale_loss(loss / replicas)
     grads = tape.gradient(scaled_loss, self.trainable_variables)
+    # The norm of d loss / d weights: this replica's share, loss scaling undone.
+    grad_norm = tf.linalg.global_norm(grads) * tf.cast(replicas, tf.float32) / tf.cast(
+        getattr(self.optimizer, "dynamic_scale", 1.), tf.float32)
     self.optimizer.apply(grads, self.trainable_variables)
     self._trackers["loss"].update_state(loss)
     self._trackers["bound"].update_state(bound)
     return {"loss": self._trackers["loss"].result(),
-            "bound": self._trackers["bound"].result()}
+            "bound": self._trackers["bound"].result(), "grad_norm": grad_norm}
 
   def reset_eval_rng(self):
     """Restarts the evaluation noise (`test_step`'s samples) from the model's seed."""

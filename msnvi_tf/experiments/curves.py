@@ -81,20 +81,21 @@ def read_curves(workdir: str) -> Dict[str, Dict[str, np.ndarray]]:
   second need not sort by name in writing order).
 
   Raises:
-    FileNotFoundError: the workdir has no evaluation events.
+    FileNotFoundError: the workdir has no evaluation scalars (no event files,
+      or only their headers: a run stopped before its first evaluation).
   """
   files = {directory: [list(_read(path))
                        for path in _event_files(os.path.join(workdir, directory))]
            for directory in ("train", "eval")}
   events = sorted((e for f in files["eval"] for e in f), key=lambda e: e.wall_time)
-  if not events:
-    raise FileNotFoundError(f"No evaluation events in {workdir}/eval: train it with bin/train.")
   sessions = _sessions(files["train"] + files["eval"])
   points: Dict[str, Dict[int, tuple]] = {}
   for event in events:
     for value in event.summary.value:
       points.setdefault(value.tag, {})[event.step] = (
           _hours_of_training(event.wall_time, sessions), _value(value))
+  if not points:
+    raise FileNotFoundError(f"No evaluation events in {workdir}/eval: train it with bin/train.")
   curves = {}
   for tag, by_step in points.items():
     steps = np.array(sorted(by_step))
@@ -121,12 +122,29 @@ def plot_learning_curves(runs: Mapping[str, str], path: str,
 
   Returns:
     `path`.
+
+  Raises:
+    FileNotFoundError: a run has no evaluation of `tags` (the message names
+      every such workdir); nothing is written.
   """
+  read = {}
+  for label, workdir in runs.items():
+    try:
+      read[label] = read_curves(workdir)
+    except FileNotFoundError:
+      read[label] = {}
+  empty = [workdir for label, workdir in runs.items()
+           if not any(tag in read[label] for tag in tags)]
+  if empty:
+    raise FileNotFoundError(
+        f"No evaluation events ({', '.join(tags)}) in {', '.join(empty)}: nothing to draw "
+        "for them, no figure written. Leave them out, or train them past their first "
+        "evaluation (eval_every) with bin/train.")
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
   styles = ["-", "--", ":", "-."]
   colours = plt.get_cmap("tab10")
-  for i, (label, workdir) in enumerate(runs.items()):
-    curves = read_curves(workdir)
+  for i, label in enumerate(runs):
+    curves = read[label]
     previous = None
     for tag, style in zip(tags, styles):
       if tag not in curves:

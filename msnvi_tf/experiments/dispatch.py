@@ -14,15 +14,16 @@ entry of `EXPERIMENTS` for it:
 Every entry is a function `fn(runs, output_dir, **options) -> [written paths]`
 (`runs`: a list of `Run`); options it has no use for it ignores. `register`
 adds or replaces an entry; a registered data set (`msnvi_tf.register_dataset`,
-e.g. a user's, imported from the workdir's `dataset_module`) without an entry
-gets `generic.generic_evaluation` (the ind / MoE / PoE bounds of the test set)
-and `generic.learning_curves`.
+e.g. a user's: its module named by `bin/evaluate --dataset_module`, or the
+workdir's `dataset_module` imported with `trust_workdir`) without an entry gets
+`generic.generic_evaluation` (the ind / MoE / PoE bounds of the test set) and
+`generic.learning_curves`.
 """
 import collections
 import json
 import logging
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import keras
 
@@ -40,8 +41,8 @@ from msnvi_tf.experiments import table2
 from msnvi_tf.experiments import toy_figures
 from msnvi_tf.runtime import workdir as workdir_lib
 
-__all__ = ["Run", "Experiment", "EXPERIMENTS", "register", "known_datasets", "load_runs",
-           "evaluate", "plot"]
+__all__ = ["Run", "Experiment", "EXPERIMENTS", "register", "known_datasets",
+           "parse_workdir", "load_runs", "evaluate", "plot"]
 
 log = logging.getLogger("msnvi_tf")
 
@@ -150,7 +151,8 @@ def _evaluate_cub(runs, output_dir, num_samples=None, eval_size=0, eval_batch_si
   """Table 2, the paper's numbers beside: table2.md, table2.csv and table2.json.
 
   table2.md holds the paper's columns (a mask model and an image model merged
-  into one, `table2.merge_columns`) and then one column per model; table2.csv
+  into one, `table2.merge_columns`), then one column per model and the workdir
+  and step (checkpoint) each model came from; table2.csv
   one row per cell with the model, step and K it came from; table2.json the
   results per model. With `merge`, the models of an existing table2.json that
   are not evaluated again stay in the table (models evaluated as they finish).
@@ -183,7 +185,9 @@ def _evaluate_cub(runs, output_dir, num_samples=None, eval_size=0, eval_batch_si
            f"{', '.join(map(str, k_values))}) and segmentation accuracy (higher is "
            f"better), ours (paper, CUB at 128x128).\n\n"
            + table2.table2_markdown(merged) + "\n\nPer model:\n\n"
-           + table2.table2_markdown(columns) + "\n")
+           + table2.table2_markdown(columns) + "\n\nModels: " + "; ".join(
+               f"{label}: {c['workdir']} at step {c['step']}" for label, c in columns.items())
+           + ".\n")
   log.info("Table 2:\n%s", table)
   return [generic.write_text(output_dir, "table2.md", table),
           generic.write_csv(output_dir, "table2.csv", table2.table2_rows(columns)),
@@ -245,24 +249,39 @@ def known_datasets() -> List[str]:
   return sorted(set(EXPERIMENTS) | set(registry.names()))
 
 
-def load_runs(workdirs: Sequence[str]) -> List[Run]:
+def parse_workdir(spec: str) -> Tuple[Optional[str], str]:
+  """`(label or None, workdir)` of a `[label=]workdir` entry.
+
+  An existing directory decides: the whole entry if it is one (`wd_lr=1e-4`),
+  else what follows the first '=' that leaves one (`lr=wd_lr=1e-4`, and a label
+  holding '=': `K=1=workdirs/k1`); with none, the label ends at the first '='.
+  """
+  if "=" not in spec or os.path.isdir(spec):
+    return None, spec
+  splits = [(spec[:i], spec[i + 1:]) for i, c in enumerate(spec) if c == "="]
+  return next((s for s in splits if os.path.isdir(s[1])), splits[0])
+
+
+def load_runs(workdirs: Sequence[str], trust_workdir: bool = False) -> List[Run]:
   """`Run`s of `[label=]workdir` entries, checked to be workdirs of known data sets.
+
+  A workdir's `dataset_module` is imported only with `trust_workdir`
+  (`workdir.load_config`).
 
   Raises:
     FileNotFoundError: an entry is not a workdir written by bin/train.
-    ValueError: no workdirs, or one holds a data set no entry or data module knows.
+    ValueError: no workdirs; one holds a data set no entry or data module
+      knows, or names a `dataset_module` that is not trusted.
   """
   if not workdirs:
     raise ValueError("No workdirs given.")
   runs = []
   for spec in workdirs:
-    label, sep, workdir = spec.rpartition("=")
+    label, workdir = parse_workdir(spec)
     if not os.path.isdir(workdir):
       raise FileNotFoundError(f"{workdir}: no such workdir.")
-    runs.append(Run(label if sep else None, workdir, workdir_lib.load_config(workdir)))
+    runs.append(Run(label, workdir, workdir_lib.load_config(workdir, trust_workdir)))
   for run in runs:
-    if run.config.dataset not in known_datasets():
-      registry.import_dataset_module(run.config.get("dataset_module", ""))
     if run.config.dataset not in known_datasets():
       raise ValueError(f"{run.workdir} holds a {run.config.dataset!r} model; known data "
                        f"sets: {known_datasets()} (see dispatch.register).")
@@ -283,14 +302,15 @@ def _entry(runs: Sequence[Run], kind: str) -> Function:
 
 
 def evaluate(workdirs: Sequence[str], output_dir: Optional[str] = None,
-             **options) -> List[str]:
+             trust_workdir: bool = False, **options) -> List[str]:
   """Evaluates `[label=]workdir`s of one data set as their experiment does; returns paths.
 
   `output_dir` defaults to `<workdir>/evaluation` for one workdir and is
-  required for several. `options` go to the data set's function (see the
-  module docstring and `bin/evaluate --help`).
+  required for several. `trust_workdir`: import the `dataset_module` a
+  workdir names (`load_runs`). `options` go to the data set's function (see
+  the module docstring and `bin/evaluate --help`).
   """
-  runs = load_runs(workdirs)
+  runs = load_runs(workdirs, trust_workdir)
   fn = _entry(runs, "evaluate")
   other = [f"{r.workdir} ({r.config.dataset})" for r in runs
            if r.config.dataset not in _HEALTH_DATASETS]
@@ -306,14 +326,14 @@ def evaluate(workdirs: Sequence[str], output_dir: Optional[str] = None,
 
 
 def plot(workdirs: Sequence[str], output_dir: Optional[str] = None, curves: bool = False,
-         **options) -> List[str]:
+         trust_workdir: bool = False, **options) -> List[str]:
   """Draws the figures of `[label=]workdir`s of one data set; returns the paths.
 
   With `curves` it draws only the learning curves of all workdirs (of any data
   sets; an MNIST run's Table 1 PoE cell as a dotted line). `output_dir` defaults
-  to `<first workdir>/figures`.
+  to `<first workdir>/figures`. `trust_workdir`: as for `evaluate`.
   """
-  runs = load_runs(workdirs)
+  runs = load_runs(workdirs, trust_workdir)
   output_dir = output_dir or os.path.join(runs[0].workdir, "figures")
   if curves:  # MNIST runs with the paper's Table 1 PoE cell of their column
     return generic.learning_curves(runs, output_dir, reference=table1.paper_bound, **options)

@@ -43,7 +43,10 @@ def write_csv(output_dir: str, name: str, rows: Sequence[Mapping]) -> str:
 
 def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
                        eval_batch_size=None, **unused) -> List[str]:
-  """The ind / MoE / PoE bounds of the test set: bounds.md and bounds.json."""
+  """The ind / MoE / PoE bounds of the test set: bounds.md and bounds.json.
+
+  Each model is named by its workdir and the step of the checkpoint evaluated.
+  """
   del unused
   results = []
   for run in runs:
@@ -54,11 +57,12 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
         run.config.eval_num_samples, **overrides)
     metrics = training.evaluate(model, data_lib.make_datasets(config)[1])
     results.append({"label": run.label or workdir_lib.run_name(run.workdir),
-                    "workdir": workdir_lib.run_name(run.workdir), "dataset": config.dataset,
-                    "objective": config.objective, "num_samples": config.eval_num_samples,
+                    "workdir": workdir_lib.run_name(run.workdir), "step": model.trained_steps,
+                    "dataset": config.dataset, "objective": config.objective,
+                    "num_samples": config.eval_num_samples,
                     **{k: metrics[k] for k in objectives.INTEGRATED_BOUNDS}})
-  lines = ["| model | objective | K | -L_ind | -L_MoE | -L_PoE |", "|" + " --- |" * 6]
-  lines += [f"| {r['label']} | {r['objective']} | {r['num_samples']} | "
+  lines = ["| model | objective | step | K | -L_ind | -L_MoE | -L_PoE |", "|" + " --- |" * 7]
+  lines += [f"| {r['label']} | {r['objective']} | {r['step']} | {r['num_samples']} | "
             + " | ".join(f"{-r[k]:.2f}" for k in objectives.INTEGRATED_BOUNDS) + " |"
             for r in results]
   # As the paper's Tables 1 and 3: evaluated with (rows) against trained with (columns).

@@ -217,7 +217,7 @@ def _markdown(rows, healthy, result, workdir, config, model, source, half, num_s
                   for k in (_CALIBRATED, _FIXED)}
   lines = [
       f"Model: {workdir_lib.run_name(workdir)} ({config.dataset}, L_{config.objective}, "
-      f"{int(model.optimizer.iterations.numpy())} steps). Thresholds calibrated on "
+      f"{model.trained_steps} steps). Thresholds calibrated on "
       f"test images 0-{half - 1} (quantile {result.level:.4f}, target "
       f"{config.get('conflict_false_alarm_rate', calibration.FALSE_ALARM_RATE)}); "
       f"report on test images {half}-{2 * half - 1} with {source} corrupted; "

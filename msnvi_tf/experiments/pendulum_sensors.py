@@ -280,7 +280,7 @@ def run_experiment(workdir: str, output_dir: str,
   sources = model.sources
   rows = list(sources) + [label(sources), label(sources[1:]), ROBUST, ROBUST_FIXED]
   header = (f"Model: {workdir_lib.run_name(workdir)} (L_{config.objective}, "
-            f"{int(model.optimizer.iterations.numpy())} steps); conflict thresholds "
+            f"{model.trained_steps} steps); conflict thresholds "
             f"calibrated {calibrated_by} (target false-alarm rate {target}). Camera 0 "
             f"fails after 2 of 3 rotations ({frames_per_rotation} frames per "
             f"rotation); predictions are the mean of {num_samples} latent samples; "

@@ -1,22 +1,27 @@
 """Experiment configs: flat `ml_collections.ConfigDict`s with typed overrides.
 
 Configs are plain Python (`configs/<name>.py: get_config()`, as in Flax and
-big_vision; `bin/train --config=configs/mnist.py:mnist_tb --config.num_steps=10`
-works through `ml_collections.config_flags`). `Config.override` applies
-`key=value` strings from the command line (`--set`), parsing each value to the
-type of the default it replaces, and refuses unknown keys; `validate` checks
-the values (positive step counts, finite learning rates, ...) before anything
-is built. `FIELDS` documents every field training reads.
+big_vision); `load_file` loads a user's (`bin/train --config=my_config.py:arg`),
+naming the file and what is wrong in one line when it cannot. `Config.override`
+applies `key=value` strings from the command line (`--set`), parsing each value
+to the type of the default it replaces, and refuses unknown keys; `validate`
+checks the values (positive step counts, finite learning rates, ...) before
+anything is built. `FIELDS` documents every field training reads.
 """
 import ast
 import difflib
+import importlib.util
 import json
 import math
+import os
+import traceback
 
 import ml_collections
 from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["Config", "FIELDS", "REQUIRED", "make_config", "validate"]
+from msnvi_tf.runtime.hardware import PRECISIONS
+
+__all__ = ["Config", "FIELDS", "REQUIRED", "make_config", "load_file", "validate"]
 
 
 class Config(ml_collections.ConfigDict):
@@ -117,6 +122,11 @@ def _number(accepted: str, test):
                                and math.isfinite(v) and test(v)))
 
 
+def _choice(values):
+  """A rule for one of `values`."""
+  return (f"one of {', '.join(map(repr, values))}", lambda v: v in values)
+
+
 _COUNT = _integer(1, _MAX_COUNT)
 _SEED = _integer(0, _MAX_SEED)
 _POSITIVE = _number("a positive finite number", lambda v: v > 0)
@@ -141,10 +151,20 @@ _RULES = {
     "beta1": _BETA,
     "beta2": _BETA,
     "conflict_false_alarm_rate": _BETA,
+    "divergence_tolerance": _number("a number >= 0 (0: no check)", lambda v: v >= 0),
     "hybrid_weight": _UNIT,
     "final_lr_fraction": _UNIT,
     "flip_prob": _UNIT,
+    "precision": _choice(PRECISIONS),
 }
+
+# Latent samples a step draws, batch x K: the step's tensors hold that many
+# times an example's size of numbers. 2**20 keeps them in a machine's memory and
+# in TensorFlow's int32 shapes for examples of up to 2,048 numbers (MNIST: 784);
+# the toy's training step peaks at 3.3 GB there, 4 times as many took more than
+# 10 GB, batch_size=1e9 overflowed int32 and 1e7 took all the machine's memory.
+MAX_SAMPLES_PER_STEP = 2**20
+_SAMPLES_PER_STEP = (("batch_size", "num_samples"), ("eval_batch_size", "eval_num_samples"))
 
 
 def _data_rules(config: Mapping[str, Any], split_sizes: Optional[Mapping[str, int]]):
@@ -167,7 +187,9 @@ def validate(config: Mapping[str, Any],
   Only the fields the config has are checked (configs differ per data set):
   counts (steps, samples, batch sizes, ...) are integers from 1 to 1e9 (a bool
   is not), learning rates and scales positive finite numbers, Adam's betas in
-  [0, 1), weights and fractions in [0, 1], seeds integers >= 0.
+  [0, 1), weights and fractions in [0, 1], seeds integers >= 0, the precision
+  one of `hardware.PRECISIONS`; a batch times its number of latent samples (K)
+  is at most `MAX_SAMPLES_PER_STEP`, for training and for evaluation.
 
   Args:
     config: the config (or any mapping of its fields).
@@ -183,6 +205,13 @@ def validate(config: Mapping[str, Any],
   for field, (accepted, test) in rules.items():
     if field in config and not test(config[field]):
       raise ValueError(f"{field} must be {accepted}, got {config[field]!r}.")
+  for batch, samples in _SAMPLES_PER_STEP:
+    if batch in config and samples in config:
+      if config[batch] * config[samples] > MAX_SAMPLES_PER_STEP:
+        raise ValueError(
+            f"{batch} x {samples} must be at most {MAX_SAMPLES_PER_STEP:,} latent samples "
+            f"per step, got {config[batch]:,} x {config[samples]:,}; lower {batch} "
+            f"or {samples}.")
 
 
 REQUIRED = "<required>"
@@ -229,6 +258,9 @@ FIELDS = {
     "export_num_samples": (100, "latent samples of the serving signatures"),
     "conflict_false_alarm_rate": (0.005, "target fraction of healthy held-out examples "
                                   "with a conflict alarm (msnvi_tf.core.calibration)"),
+    "divergence_tolerance": (1.0, "stop when a bound falls more than this many times "
+                             "max(|b0|, 1) nats below b0, the eval bound at "
+                             "initialisation (msnvi_tf.runtime.training; 0: off)"),
     # Hardware (msnvi_tf.runtime.hardware).
     "precision": ("auto", "auto, float32, mixed_float16 or mixed_bfloat16"),
     "jit_compile": ("auto", "XLA: True, False or auto (a single GPU replica)"),
@@ -250,3 +282,59 @@ def make_config(**fields) -> Config:
     raise ValueError(f"The config lacks field(s) {missing} that training reads "
                      "(msnvi_tf.runtime.config.FIELDS documents them).")
   return config
+
+
+def load_file(spec: str) -> Config:
+  """The config of a config file, `spec` = `path/to/file.py[:argument]` (bin/train's --config).
+
+  Runs the file and calls its `get_config()`, with `argument` when given (as
+  `ml_collections.config_flags` does); what that returns, a `ConfigDict` or a
+  dict, gets the defaults of `FIELDS` (`make_config`).
+
+  Raises:
+    ValueError: one line naming the file and what to fix: it does not exist,
+      does not compile, raises when run, has no get_config(), its get_config()
+      raises (the error and the file's line) or returns neither a ConfigDict
+      nor a dict, or the config lacks fields training reads.
+  """
+  path, has_argument, argument = spec.partition(":")
+  where = f"--config={spec}"
+  if not os.path.isfile(path):
+    raise ValueError(f"{where}: no such file ({os.path.abspath(path)}).")
+  module_spec = importlib.util.spec_from_file_location("msnvi_tf_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  (the file's error, named)
+    raise ValueError(f"{where}: running the file raised {_error_in(path, e)}; "
+                     "fix the file.") from None
+  get_config = getattr(module, "get_config", None)
+  if not callable(get_config):
+    raise ValueError(f"{where}: the file defines no get_config() (configs/toy.py has one).")
+  call = f"get_config({argument!r})" if has_argument else "get_config()"
+  try:
+    config = get_config(*([argument] if has_argument else []))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{where}: {call} raised {_error_in(path, e)}; fix the file or "
+                     "the argument after ':'.") from None
+  if not isinstance(config, (ml_collections.ConfigDict, dict)):
+    raise ValueError(f"{where}: {call} returned a {type(config).__name__}, not a "
+                     "ConfigDict; return msnvi_tf.runtime.config.make_config(...) as "
+                     "configs/toy.py does.")
+  fields = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+  try:
+    return make_config(**fields)
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from None
+
+
+def _error_in(path: str, error: Exception) -> str:
+  """`error` in one line, "Type: message (path, line N)" with the line of `path` it came from."""
+  if isinstance(error, SyntaxError):
+    message, line = error.msg, error.lineno
+  else:
+    message = (str(error).splitlines() or [""])[0]
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    line = lines[-1] if lines else None
+  return f"{type(error).__name__}: {message} ({path}" + (f", line {line})" if line else ")")

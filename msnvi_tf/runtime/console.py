@@ -26,12 +26,26 @@ bin/reproduce's bin/train). Where fd 2 cannot be redirected (no fd 2, not POSIX)
 the log is not filtered.
 
 `setup` also makes absl's `--help` (`--helpshort`, `--helpfull`, `--helpxml`)
-exit with status 0 instead of absl's 1, so that `bin/train --help && ...` works.
+exit with status 0 instead of absl's 1, so that `bin/train --help && ...` works,
+and an uncaught KeyboardInterrupt (Ctrl-C, e.g. while TensorFlow is imported)
+print `bin/<script>: interrupted (SIGINT).` and exit with 130 instead of a
+traceback.
+
+Errors: a script's errors are one line, `bin/<script>: <message>`. `failure`
+words the errors of the machine rather than of the input (a disk full or
+read-only, memory exhausted) and gives their exit status (docs/failures.md):
+
+  2    the command must change: a flag, the config, the data, the workdir
+  1    the machine must change (free disk space or memory), then the same
+       command resumes; also a run that failed (diverged, a checkpoint that
+       does not fit the model) and a bug (with its traceback)
+  130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
 
 This module imports only the standard library and absl: `msnvi_tf`'s `__init__`
 imports TensorFlow, so the `bin/` scripts load this file by its path.
 """
 import atexit
+import errno
 import logging
 import os
 import re
@@ -39,8 +53,10 @@ import select
 import signal
 import subprocess
 import sys
+from typing import Optional, Tuple
 
-__all__ = ["setup", "quiet", "help_exits_zero", "is_noise", "verbosity"]
+__all__ = ["setup", "quiet", "help_exits_zero", "interrupt_exits_130", "failure", "exit_now",
+           "is_noise", "verbosity"]
 
 VERBOSE_ENV = "MSNVI_TF_VERBOSE"
 
@@ -82,9 +98,11 @@ def verbosity(argv):
 
 
 def setup(argv=None):
-  """What a `bin/` script calls first: `quiet(argv)` and `help_exits_zero()`."""
-  quiet(sys.argv if argv is None else argv)
+  """What a `bin/` script calls first: `quiet`, `help_exits_zero`, `interrupt_exits_130`."""
+  argv = sys.argv if argv is None else argv
+  quiet(argv)
   help_exits_zero()
+  interrupt_exits_130(f"bin/{os.path.basename(argv[0])}")
 
 
 def quiet(argv):
@@ -161,6 +179,24 @@ def _stop_filter(timeout=5.):
     pass
 
 
+def exit_now(status: int):
+  """Ends the process with `status` once its output is out, without the interpreter's teardown.
+
+  TensorFlow can deadlock while the interpreter tears down a live tf.data
+  iterator (seen: a bin/train that had printed its summary sleeping for ever in
+  `IteratorResource`'s destructor). A `bin/` script that is done has written,
+  flushed and closed everything (checkpoints, events, JSON, the export), so it
+  leaves with `os._exit` after the stderr filter has passed the last lines on.
+  """
+  _stop_filter()
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (AttributeError, OSError, ValueError):
+      pass
+  os._exit(status)  # pylint: disable=protected-access
+
+
 def help_exits_zero():
   """absl's help flags, exiting with status 0 after printing the help (absl: 1)."""
   from absl import app  # pylint: disable=g-import-not-at-top
@@ -182,6 +218,73 @@ class _ExitsZero:
       super().parse(arg)
     except SystemExit as e:  # absl's only exit here: after printing the help
       raise SystemExit(0) from e
+
+
+def interrupt_exits_130(script: str):
+  """An uncaught KeyboardInterrupt prints one line and exits with 130 (128 + SIGINT).
+
+  Installed as `sys.excepthook`, so it covers a Ctrl-C anywhere a script does
+  not catch it, even while its imports run; other exceptions go to the previous
+  hook (a traceback).
+  """
+  previous = sys.excepthook
+
+  def hook(kind, value, traceback):
+    if issubclass(kind, KeyboardInterrupt):
+      print(f"{script}: interrupted (SIGINT).", file=sys.stderr, flush=True)
+      sys.exit(128 + signal.SIGINT)
+    previous(kind, value, traceback)
+
+  sys.excepthook = hook
+
+
+_RESUME = "then re-run the same command to resume"
+_PERMISSION = "pass another path (e.g. --workdir) or change its permissions"
+# errno -> (exit status, what to do) of the file errors `failure` words.
+_FILE_ERRORS = {
+    errno.ENOSPC: (1, f"free space, {_RESUME}"),
+    errno.EDQUOT: (1, f"free space, {_RESUME}"),
+    errno.EIO: (1, f"check the disk, {_RESUME}"),
+    errno.EROFS: (2, "pass another path (e.g. --workdir) on a writable disk"),
+    errno.EACCES: (2, _PERMISSION),
+    errno.EPERM: (2, _PERMISSION),
+    errno.ENOTDIR: (2, "a part of the path is a file; pass another path"),
+}
+
+
+def failure(error: BaseException) -> Optional[Tuple[str, int]]:
+  """`(one-line message, exit status)` of an error of the machine; None for any other.
+
+  The machine's errors: a file that cannot be read or written (disk full, quota,
+  I/O error, read-only file system, no permission, a file where a directory
+  should be), as an `OSError` or as a TensorFlow error whose message names the
+  file ("<path>; No space left on device"), and memory exhausted
+  (`MemoryError`, TensorFlow's OOM). The message names the file and what to do;
+  the status is 1 when the same command resumes once the machine is fixed
+  (space, memory), 2 when the command must change (a path it cannot write).
+  """
+  tf = sys.modules.get("tensorflow")  # no TensorFlow error without TensorFlow
+  if tf is not None and isinstance(error, tf.errors.OpError):
+    for code, (status, todo) in _FILE_ERRORS.items():
+      match = re.search(rf"(\S+); {re.escape(os.strerror(code))}", error.message)
+      if match:
+        return f"{match.group(1)}: {os.strerror(code)}; {todo}.", status
+    if isinstance(error, tf.errors.ResourceExhaustedError):
+      return _out_of_memory(re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message).strip())
+  elif isinstance(error, OSError) and error.errno in _FILE_ERRORS:
+    status, todo = _FILE_ERRORS[error.errno]
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{os.strerror(error.errno)}; {todo}.", status
+  elif isinstance(error, MemoryError):
+    return _out_of_memory("MemoryError")
+  return None
+
+
+def _out_of_memory(what: str) -> Tuple[str, int]:
+  """The message of memory exhausted: what ran out (first line), what to do."""
+  first = (what.splitlines() or [""])[0]
+  return (f"out of memory ({first}); free memory, {_RESUME}; or lower eval_batch_size "
+          "(a resume may change it) or batch_size / num_samples (in a new --workdir).", 1)
 
 
 def _relay(source=0, target=2, wait=0.1):

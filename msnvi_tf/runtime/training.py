@@ -11,9 +11,11 @@ function of (seed, step) (`msnvi_tf.data.training_batches`), so a run killed at
 any moment and re-run with the same command ends with the same weights as one
 never stopped. SIGTERM or Ctrl-C checkpoints the step reached and raises
 `Interrupted` (`bin/train` exits with 128 + the signal). A diverging loss stops
-training with a message that names the last good checkpoint.
+training with a message that names the last good checkpoint
+(`check_divergence`: NaN / inf, or a bound far below the initial model's).
 """
 import contextlib
+import functools
 import json
 import math
 import os
@@ -32,10 +34,12 @@ from msnvi_tf import data as data_lib
 from msnvi_tf.core import calibration
 from msnvi_tf.core import objectives
 from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import summaries as summaries_lib
 from msnvi_tf.runtime import workdir as workdir_lib
 from msnvi_tf.runtime.config import Config
 
-__all__ = ["train_and_evaluate", "evaluate", "Interrupted", "log_to_stdout", "format_time"]
+__all__ = ["train_and_evaluate", "evaluate", "check_divergence", "Interrupted",
+           "log_to_stdout", "format_time"]
 
 log = hardware.log
 
@@ -95,11 +99,10 @@ def format_time(seconds) -> str:
   return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _write(writer, scalars, step):
-  with writer.as_default(step=step):
-    for name, value in scalars.items():
-      tf.summary.scalar(name, value)
-  writer.flush()
+def _param_norm(model) -> float:
+  """Global L2 norm of the trainable weights."""
+  return float(tf.linalg.global_norm(
+      [tf.convert_to_tensor(v) for v in model.trainable_variables]))
 
 
 def _setup_machine(config: Config):
@@ -164,17 +167,17 @@ class _StopOnSignal:
 class _Loop:
   """The training loop of one run: chunks of steps, logging, evaluation, checkpoints."""
 
-  def __init__(self, model, config, strategy, jit, datasets, writers):
+  def __init__(self, model, config, strategy, jit, datasets, summaries):
     self.model, self.config, self.strategy = model, config, strategy
     self.train_ds, self.eval_ds = datasets
-    self.train_writer, self.eval_writer = writers
+    self.summaries = summaries
     train_step = tf.function(model.train_step, jit_compile=jit)
     self.test_fn = tf.function(model.test_step, jit_compile=jit, reduce_retracing=True)
     iterator = iter(strategy.experimental_distribute_dataset(self.train_ds))
 
     @tf.function
     def train_chunk(num):
-      logs = {"loss": tf.constant(0.), "bound": tf.constant(0.)}
+      logs = {"loss": tf.constant(0.), "bound": tf.constant(0.), "grad_norm": tf.constant(0.)}
       for _ in tf.range(num):
         per_replica = strategy.run(train_step, args=(next(iterator),))
         logs = {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
@@ -190,53 +193,106 @@ class _Loop:
     total, now = self.config.num_steps, time.time()
     rate = (current - clock[1]) / max(now - clock[0], 1e-9)
     clock[:] = [now, current]
-    _write(self.train_writer, {"loss": float(logs["loss"]), "bound": float(logs["bound"]),
-                               "steps_per_sec": rate}, current)
+    self.summaries.train({
+        "bound": float(logs["bound"]), "steps_per_sec": rate,
+        "learning_rate": float(tf.convert_to_tensor(self.model.optimizer.learning_rate)),
+        "grad_norm": float(logs["grad_norm"]), "param_norm": _param_norm(self.model)},
+        current)
     log.info("step %d/%d | %.0f steps/s | ETA %s | bound %.4f", current, total, rate,
              format_time((total - current) / max(rate, 1e-9)), float(logs["bound"]))
     for metric in self.model.metrics:
       metric.reset_state()
 
-  def _log_eval(self, results, current):
-    _write(self.eval_writer, {"bound": results["bound"], "loss": results["loss"],
-                              **{f"bound_{k}": results[k]
-                                 for k in objectives.INTEGRATED_BOUNDS}}, current)
+  def _log_eval(self, results, current, summary=True):
+    if summary:
+      self.summaries.eval(results, current)
     log.info("eval step %d | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
              results["bound"], results["ind"], results["moe"], results["poe"])
 
-  def run(self, step, manager, stop):
+  def run(self, step, manager, stop, initial_bound):
     """Trains from `step` to `config.num_steps`; returns the last evaluation (or None).
 
-    Raises `Interrupted` after checkpointing when `stop` (a `_StopOnSignal`) saw a signal.
+    A run from step 0 first evaluates the initial model: `initial_bound` (a
+    checkpointed variable) keeps its bound for `check_divergence`.
+
+    Raises `Interrupted` after checkpointing when `stop` (a `_StopOnSignal`) saw
+    a signal; `FloatingPointError` when training diverged (nothing saved after).
     """
     config, total = self.config, self.config.num_steps
     intervals = (config.log_every, config.eval_every, config.checkpoint_every)
     current = int(step.numpy())
+    if current == 0:
+      initial = self.evaluate()
+      # Not in TensorBoard: tens to hundreds of nats below, it would flatten the curves.
+      self._log_eval(initial, 0, summary=False)
+      initial_bound.assign(initial["bound"])
+    check = functools.partial(check_divergence, initial_bound=float(initial_bound.numpy()),
+                              tolerance=config.get("divergence_tolerance", 1.0),
+                              checkpoint=manager.latest_checkpoint)
     clock, results = [time.time(), current], None
     while current < total:
       boundary = min([total] + [(current // i + 1) * i for i in intervals if i > 0])
       num = min(config.steps_per_call, boundary - current)
       logs = self.train_chunk(tf.constant(num))
       current = int(step.assign_add(num).numpy())
-      loss = float(logs["loss"])
-      if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"Training diverged at step {current} (loss={loss}). The last good "
-            f"checkpoint, {manager.latest_checkpoint}, was kept; lower the learning "
-            "rate or check the data.")
+      check(float(logs["bound"]), current, "training bound")
       if current % config.log_every == 0 or current == total:
         self._log_progress(logs, current, clock)
       if current % config.eval_every == 0 or current == total:
         results = self.evaluate()
         self._log_eval(results, current)
+        check(results["bound"], current, "eval bound")
       stopping = stop.signum is not None and current < total
       if current % config.checkpoint_every == 0 or current == total or stopping:
         if current == total:  # The final checkpoint and the export hold the calibration.
           _calibrate_conflict(self.model, self.eval_ds, config)
         manager.save(checkpoint_number=current)
+        check.keywords["checkpoint"] = manager.latest_checkpoint
       if stopping:
         raise Interrupted(stop.signum, current, manager.latest_checkpoint)
     return results
+
+
+def check_divergence(bound, step, what, initial_bound, tolerance, checkpoint):
+  """Raises FloatingPointError when training diverged.
+
+  The rule: a value that is NaN or infinite, or a bound b (nats per example,
+  higher is better) with
+
+    b < b0 - tolerance * max(|b0|, 1),
+
+  b0 being the eval bound of the initial model (NaN: unknown, e.g. a workdir
+  begun before b0 was kept; then only NaN / inf count). With the default
+  tolerance 1, a bound twice as bad as at initialisation (or 1 nat worse for
+  |b0| < 1) has diverged: training moves bounds up, an unstable optimiser
+  (e.g. a learning rate of 1.0) sends them down by orders of magnitude. The
+  training bound is checked after every chunk of steps, before any
+  checkpoint, so the newest checkpoint is the last good one.
+
+  Args:
+    bound: the bound reached.
+    step: the step reached.
+    what: its name in the message.
+    initial_bound: b0 (NaN: unknown).
+    tolerance: the rule's tolerance (0: only NaN / inf).
+    checkpoint: the newest checkpoint (None: none yet).
+  """
+  if math.isfinite(bound):
+    if not (tolerance > 0 and math.isfinite(initial_bound)):
+      return
+    floor = initial_bound - tolerance * max(abs(initial_bound), 1.)
+    if bound >= floor:
+      return
+    reason = (f"{what} {bound:.6g} fell below {floor:.6g}, the initial model's eval "
+              f"bound {initial_bound:.6g} minus divergence_tolerance={tolerance:g} x "
+              f"max(|{initial_bound:.6g}|, 1)")
+  else:
+    reason = f"{what} {bound}"
+  kept = (f"The last good checkpoint, {checkpoint}, was kept" if checkpoint else
+          "No checkpoint was written yet")
+  raise FloatingPointError(
+      f"Training diverged at step {step}: {reason}. {kept}; lower the learning rate "
+      "or check the data.")
 
 
 def _finished_metrics(workdir, start, num_steps, chief=True):
@@ -308,11 +364,12 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     return _train_and_evaluate(config, workdir, strategy, policy, jit, chief)
   with workdir_lib.lock(workdir):
     workdir_lib.prepare(config, workdir)
+    workdir_lib.clean_interrupted(workdir)
     run = dict(argv=sys.argv, commit=workdir_lib.code_version(),
                machine=workdir_lib.machine(), precision=policy, jit_compile=jit)
     workdir_lib.log_run(workdir, "start", **run)
     try:
-      results = _train_and_evaluate(config, workdir, strategy, policy, jit, chief)
+      results = _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run)
     except Interrupted as e:
       workdir_lib.log_run(workdir, "end", status="interrupted", step=e.step)
       raise
@@ -323,8 +380,12 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     return results
 
 
-def _train_and_evaluate(config, workdir, strategy, policy, jit, chief):
-  """`train_and_evaluate` once the machine is set up and the workdir locked."""
+def _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run=None):
+  """`train_and_evaluate` once the machine is set up and the workdir locked.
+
+  `run`: what the chief logs of this invocation (commit, machine, ...), shown
+  with the config in TensorBoard.
+  """
   # Other workers write their (required) checkpoints to a scratch dir.
   logdir = workdir if chief else os.path.join(
       workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
@@ -332,7 +393,8 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief):
   with hardware.policy(policy), strategy.scope():
     model = workdir_lib.build_model(config)
     step = tf.Variable(0, dtype=tf.int64, name="step")
-  checkpoint = workdir_lib.checkpoint(model, step)
+    initial_bound = tf.Variable(math.nan, dtype=tf.float32, name="initial_bound")
+  checkpoint = workdir_lib.checkpoint(model, step, initial_bound)
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(logdir, "checkpoints"),
                                        config.max_checkpoints)
   restored = workdir_lib.restore(checkpoint, workdir)
@@ -343,24 +405,26 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief):
     if config.get("lr_schedule", "constant") == "constant":
       model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
     log.info("Resumed from %s at step %d.", restored, start)
-  writers = ([tf.summary.create_file_writer(os.path.join(workdir, d)) for d in ("train", "eval")]
-             if chief else [tf.summary.create_noop_writer()] * 2)
-  loop = _Loop(model, config, strategy, jit, datasets, writers)
   log.info("Training %s with L_%s for %d steps (K=%d, batch %d) in %s.", config.dataset,
            config.objective, config.num_steps, config.num_samples, config.batch_size,
            workdir)
+  # Before anything is written: a finished run re-runs on a read-only disk too.
   done = _finished_metrics(workdir, start, config.num_steps, chief)  # every worker alike
   if done is not None:
     return done
+  summaries = summaries_lib.RunSummaries(workdir, config, chief)
+  loop = _Loop(model, config, strategy, jit, datasets, summaries)
   if chief:  # config.json: once, atomically, as the first step is about to run.
     workdir_lib.write_config(config, workdir, precision=policy, jit_compile=jit)
+    if start == 0:
+      summaries.describe_run({k: v for k, v in (run or {}).items() if k != "argv"})
   t_start = time.time()
   with _StopOnSignal(enabled=hardware.num_workers(strategy) == 1) as stop:
-    results = loop.run(step, manager, stop) or loop.evaluate()  # None: nothing left to train.
+    # None: nothing left to train.
+    results = loop.run(step, manager, stop, initial_bound) or loop.evaluate()
   results["step"] = int(step.numpy())
   # Identical on every worker when replicas stay in sync.
-  results["param_norm"] = float(tf.linalg.global_norm(
-      [tf.convert_to_tensor(v) for v in model.trainable_variables]))
+  results["param_norm"] = _param_norm(model)
   if not chief:
     tf.io.gfile.rmtree(logdir)
     return results

@@ -46,6 +46,7 @@ except ImportError:  # not POSIX: no lock
 import tensorflow as tf
 
 from msnvi_tf import architectures
+from msnvi_tf import registry
 from msnvi_tf.core import objectives
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import hardware
@@ -53,8 +54,9 @@ from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime.config import Config
 
 __all__ = ["RUNTIME_FIELDS", "NUMERICS_FIELDS", "WorkdirBusy", "lock", "prepare",
-           "resolve_numerics", "write_config", "log_run", "machine", "code_version", "build_model", "checkpoint", "restore",
-           "write_json", "export_once", "load_config", "load_trained"]
+           "resolve_numerics", "write_config", "log_run", "machine", "code_version",
+           "build_model", "checkpoint", "restore", "clean_interrupted", "write_json",
+           "export_once", "load_config", "load_trained"]
 
 # Fields that may change between runs in one workdir (everything else must match).
 RUNTIME_FIELDS = frozenset({
@@ -62,7 +64,7 @@ RUNTIME_FIELDS = frozenset({
     "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
     "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
     "archive_dir", "tfds_data_dir", "intra_op_threads", "conflict_false_alarm_rate",
-    "dataset_module",
+    "dataset_module", "divergence_tolerance",
 })
 # Runtime fields that change the numbers: fixed at the first start (config.json
 # holds their resolved values), reused on resume.
@@ -83,6 +85,8 @@ def lock(workdir: str):
   names its holder (pid, host, command line) for the message of a second run.
   Local file systems only: on a file system without `flock` (some network
   ones) the lock is skipped with nothing said; no lock on non-POSIX systems.
+  Nor is a workdir this process cannot write (a read-only file system): no
+  writer to keep out; a re-run of a finished run there only reads it.
 
   Raises:
     WorkdirBusy: another process holds the lock; nothing was written.
@@ -91,6 +95,9 @@ def lock(workdir: str):
     yield
     return
   os.makedirs(workdir, exist_ok=True)
+  if not os.access(workdir, os.W_OK):  # anything but reading fails at its first write
+    yield
+    return
   path = os.path.join(workdir, ".lock")
   with open(path, "a+") as f:
     try:
@@ -244,12 +251,16 @@ def build_model(config: Config):
   return model
 
 
-def checkpoint(model, step):
-  """The `tf.train.Checkpoint` of a run: everything a resumed run needs (module docstring)."""
+def checkpoint(model, step, initial_bound=None):
+  """The `tf.train.Checkpoint` of a run: everything a resumed run needs (module docstring).
+
+  `initial_bound` (a variable) holds the eval bound at initialisation, the
+  reference of the divergence check (`training.check_divergence`).
+  """
   # The Adam state apart from float16's loss scale, which is saved on its own:
   # a checkpoint then restores under every precision policy.
   optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-  extra = {}
+  extra = {} if initial_bound is None else {"initial_bound": initial_bound}
   if optimizer is not model.optimizer:
     extra["loss_scale"] = list(model.optimizer.variables)
   return tf.train.Checkpoint(
@@ -318,6 +329,29 @@ def restore(checkpoint, workdir) -> Optional[str]:
   return None
 
 
+def clean_interrupted(workdir: str):
+  """Removes what interrupted writes left in `workdir` (the writer holds its lock).
+
+  Files appear only complete (written aside, then renamed), so what is still
+  aside belongs to a write that was killed: a checkpoint's `ckpt-N_temp/`, a
+  checkpoint's `.data` files without their `.index` (a kill between the two),
+  an export's `export/<step>.tmp/` and `<file>.tmp` files. Complete
+  checkpoints, even damaged ones, and exports are left alone.
+  """
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  leftovers = glob.glob(os.path.join(ckpt_dir, "ckpt-*_temp*"))
+  leftovers += [p for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.data-*"))
+                if not os.path.exists(p.split(".data-")[0] + ".index")]
+  leftovers += glob.glob(os.path.join(workdir, "export", "*.tmp"))
+  leftovers += glob.glob(os.path.join(workdir, "*.tmp"))
+  for path in sorted(leftovers):
+    if os.path.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      os.remove(path)
+    log.info("Removed %s, left by an interrupted write.", path)
+
+
 def write_json(path: str, value):
   """Writes `value` as JSON to `path` atomically (aside, then renamed)."""
   tmp = path + ".tmp"
@@ -346,37 +380,58 @@ def run_name(workdir: str) -> str:
   return os.path.basename(os.path.normpath(workdir))
 
 
-def load_config(workdir: str) -> Config:
+def load_config(workdir: str, trust_workdir: bool = False) -> Config:
   """The config a workdir was trained with (its config.json).
+
+  A workdir's files are data, never run: the `dataset_module` its config names
+  (the code that registers a user's data set) is imported only with
+  `trust_workdir`. Without it, that data set must be registered already (e.g.
+  by `registry.import_dataset_module` of a module you name, as `--dataset_module`
+  of `bin/evaluate` and `bin/plot` does); built-in data sets always are.
 
   Raises:
     FileNotFoundError: no config.json: not a workdir written by bin/train.
-    ValueError: config.json is not valid JSON (named in the message).
+    ValueError: config.json is not valid JSON (named in the message), or it
+      names a `dataset_module` for a data set that is not registered and
+      `trust_workdir` is False (the message names the module).
   """
   saved = _saved_config(workdir)
   if saved is None:
     raise FileNotFoundError(f"{os.path.join(workdir, 'config.json')} not found: {workdir} "
                             "is not a workdir written by bin/train.")
-  return Config(saved)
+  config = Config(saved)
+  module = config.get("dataset_module")
+  if module and config.get("dataset") not in registry.names():
+    if not trust_workdir:
+      raise ValueError(
+          f"{workdir} asks to import {module} (its config's dataset_module), which runs "
+          "its code; if you trust it, re-run with --trust_workdir or "
+          f"--dataset_module={module} (in Python: trust_workdir=True).")
+    registry.import_dataset_module(module)
+  return config
 
 
-def load_trained(workdir: str, **overrides):
+def load_trained(workdir: str, *, trust_workdir: bool = False, **overrides):
   """`(model, config)` restored from the newest readable checkpoint of a workdir.
 
   The model's `trained_steps` attribute is the step of that checkpoint (an
-  older one than the newest when that is damaged; see `restore`).
+  older one than the newest when that is damaged; see `restore`); a log line
+  names both.
 
   Args:
     workdir: a directory written by `train_and_evaluate`.
+    trust_workdir: import the `dataset_module` the workdir's config names
+      (running its code) if its data set is not registered (`load_config`).
     **overrides: config fields to change for this use: the runtime fields
       (`RUNTIME_FIELDS`) and the evaluation set (`eval_size`, `eval_seed`).
 
   Raises:
     FileNotFoundError: no config.json or no checkpoint.
     ValueError: an override names an unknown field or one that defines the
-      trained model (architecture, objective, data).
+      trained model (architecture, objective, data), or the workdir names a
+      `dataset_module` that is not trusted (`load_config`).
   """
-  config = load_config(workdir)
+  config = load_config(workdir, trust_workdir)
   unknown = sorted(set(overrides) - set(config))
   if unknown:
     raise ValueError(f"Unknown config field(s) {unknown} for {workdir}.")
@@ -389,7 +444,10 @@ def load_trained(workdir: str, **overrides):
   with hardware.policy(config.precision):
     model = build_model(config)
   step = tf.Variable(0, dtype=tf.int64)
-  if restore(checkpoint(model, step), workdir) is None:
+  path = restore(checkpoint(model, step), workdir)
+  if path is None:
     raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
   model.trained_steps = int(step.numpy())
+  log.info("Loaded %s at step %d (checkpoint %s).", run_name(workdir), model.trained_steps,
+           os.path.basename(path))
   return model, config
