@@ -206,8 +206,9 @@ class _Loop:
   def _log_eval(self, results, current, summary=True):
     if summary:
       self.summaries.eval(results, current)
-    log.info("eval step %d | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
-             results["bound"], results["ind"], results["moe"], results["poe"])
+    log.info("eval step %d%s | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
+             "" if summary else " (the initial model)", results["bound"], results["ind"],
+             results["moe"], results["poe"])
 
   def run(self, step, manager, stop, initial_bound):
     """Trains from `step` to `config.num_steps`; returns the last evaluation (or None).
@@ -418,6 +419,11 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run=None)
     workdir_lib.write_config(config, workdir, precision=policy, jit_compile=jit)
     if start == 0:
       summaries.describe_run({k: v for k, v in (run or {}).items() if k != "argv"})
+  log.info("Bounds in nats per example, higher is better: 'step' lines show the training "
+           "bound (K=%d, minibatches since the previous line), 'eval' lines the test bounds "
+           "(K=%d, %s test examples) of L_%s and of the ind / MoE / PoE integrations.",
+           config.num_samples, config.eval_num_samples, config.get("eval_size") or "all",
+           config.objective)
   t_start = time.time()
   with _StopOnSignal(enabled=hardware.num_workers(strategy) == 1) as stop:
     # None: nothing left to train.
