@@ -41,6 +41,7 @@ def test_config_json_is_written_once_and_a_rerun_asking_for_less_changes_nothing
   files = {name: _read(os.path.join(workdir, name)) for name in ("config.json", "metrics.json")}
   config = json.loads(files["config.json"])
   assert config["precision"] == "float32" and config["jit_compile"] is False  # resolved
+  assert isinstance(config["intra_op_threads"], int) and config["intra_op_threads"] >= 1
   # A no-op re-run with another learning rate, then one asking for fewer steps.
   training.train_and_evaluate(toy_config.override(["learning_rate=0.5"]), workdir)
   with caplog.at_level("WARNING", logger="msnvi_tf"):
@@ -53,16 +54,21 @@ def test_config_json_is_written_once_and_a_rerun_asking_for_less_changes_nothing
   assert runs[0]["precision"] == "float32" and runs[0]["machine"] and "commit" in runs[0]
 
 
-def test_a_resume_keeps_the_precision_and_xla_the_model_was_trained_with(tmp_path):
+def test_a_resume_keeps_the_precision_xla_and_threads_the_model_was_trained_with(tmp_path):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   config = configs.get_config("toy")
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump({**json.loads(config.to_json()), "precision": "mixed_bfloat16",
-               "jit_compile": False}, f)
-  asked = config.override(["precision=auto", "jit_compile=auto"])
+               "jit_compile": False, "intra_op_threads": 2}, f)
+  asked = config.override(["precision=auto", "jit_compile=auto", "intra_op_threads=auto"])
   workdir_lib.resolve_numerics(asked, workdir)  # auto: the stored choice, no new probe
   assert asked.precision == "mixed_bfloat16" and asked.jit_compile is False
+  assert asked.intra_op_threads == 2
+  with pytest.raises(ValueError, match=r"trained with intra_op_threads=2; resuming with "
+                     r"intra_op_threads=1 would change its numbers"):
+    workdir_lib.resolve_numerics(
+        config.override(["precision=auto", "intra_op_threads=1"]), workdir)
   with pytest.raises(ValueError, match=r"trained with precision=mixed_bfloat16; resuming "
                      r"with precision=float32 would change its numbers.*--set "
                      r"precision=mixed_bfloat16"):

@@ -184,6 +184,12 @@ def configure_threads(value, gpus=None, cores=None, xla=False) -> str:
   return str(threads)
 
 
+def intra_op_threads() -> int:
+  """The intra-op threads TensorFlow runs ops with (its default 0: one per core, counted)."""
+  return (tf.config.threading.get_intra_op_parallelism_threads()
+          or len(os.sched_getaffinity(0)))
+
+
 def resolve_jit(value, strategy=None, gpus=None) -> bool:
   """`config.jit_compile`: True/False, or "auto" = XLA on a GPU with a single replica.
 

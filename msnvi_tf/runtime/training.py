@@ -107,13 +107,13 @@ def _param_norm(model) -> float:
 
 def _setup_machine(config: Config):
   """`(strategy, policy, jit)`; logs them. Threads and strategy come before TF starts."""
-  threads = hardware.configure_threads(config.get("intra_op_threads", "auto"),
+  shown = hardware.configure_threads(config.get("intra_op_threads", "auto"),
                                        xla=str(config.jit_compile).lower() in hardware.ON)
   strategy = hardware.make_strategy(config.get("distribute", "auto"))
   policy, reason = hardware.resolve(config.precision)
   jit = hardware.resolve_jit(config.jit_compile, strategy)
   log.info("Precision: %s (%s). XLA: %s. Intra-op threads: %s. Replicas: %d (%s).",
-           policy, reason, jit, threads, strategy.num_replicas_in_sync,
+           policy, reason, jit, shown, strategy.num_replicas_in_sync,
            type(strategy).__name__)
   return strategy, policy, jit
 
@@ -416,7 +416,8 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run=None)
   summaries = summaries_lib.RunSummaries(workdir, config, chief)
   loop = _Loop(model, config, strategy, jit, datasets, summaries)
   if chief:  # config.json: once, atomically, as the first step is about to run.
-    workdir_lib.write_config(config, workdir, precision=policy, jit_compile=jit)
+    workdir_lib.write_config(config, workdir, precision=policy, jit_compile=jit,
+                             intra_op_threads=hardware.intra_op_threads())
     if start == 0:
       summaries.describe_run({k: v for k, v in (run or {}).items() if k != "argv"})
   log.info("Bounds in nats per example, higher is better: 'step' lines show the training "
