@@ -295,3 +295,33 @@ def test_checkpoint_of_another_model_is_refused_and_left_in_place(
   with pytest.raises(RuntimeError, match="could not be restored.*Nothing was deleted"):
     workdir_lib.restore(checkpoint, workdir)  # pylint: disable=protected-access
   assert sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index"))) == indexes
+
+
+def test_random_kills_and_concurrent_starts_end_with_the_weights_of_one_run(tmp_path):
+  """Chaos, bounded: SIGKILL at random moments while a second bin/train tries the workdir."""
+  reference = str(tmp_path / "reference")
+  subprocess.run(_train_command(reference, "no-export"), cwd=REPO, check=True,
+                 capture_output=True)
+  workdir = str(tmp_path / "chaos")
+  rng = np.random.default_rng(1)
+  kills = 0
+  for _ in range(4):
+    first = subprocess.Popen(_train_command(workdir, "no-export"), cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(1., 4.))  # the second starts while the first starts or trains
+    second = subprocess.run(_train_command(workdir, "no-export"), cwd=REPO,
+                            capture_output=True, text=True)
+    if first.poll() is None:  # the first held the lock all along: the second wrote nothing
+      assert second.returncode == 2, second.stderr[-2000:]
+      assert "is being written by pid" in second.stderr
+      time.sleep(rng.uniform(0., 2.))
+      first.kill()
+    code = first.wait()
+    assert code in (0, -signal.SIGKILL), code
+    kills += code == -signal.SIGKILL
+  assert kills >= 2  # the seed's delays kill it mid-run at least twice (else retune them)
+  final = subprocess.run(_train_command(workdir, "no-export"), cwd=REPO, capture_output=True,
+                         text=True)
+  assert final.returncode == 0, final.stderr[-2000:]
+  assert _metrics(workdir) == _metrics(reference)
+  _assert_same_state(workdir, reference)
