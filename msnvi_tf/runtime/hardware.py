@@ -195,9 +195,10 @@ def resolve_jit(value, strategy=None, gpus=None) -> bool:
 
   On CPUs oneDNN's matmuls and convolutions beat XLA:CPU's for the MNIST and
   CUB models and the Bernoulli heads are fused anyway (see
-  `likelihoods.compiled_kernels`; bench/step_time.py measures both), so "auto"
-  leaves XLA off there; on GPUs it fuses the objectives' many small ops. Multi-replica training keeps the collective all-reduce outside XLA, so
-  "auto" leaves XLA off there too. `gpus` defaults to this machine's.
+  `kernels.compiled_kernels`; bench/step_time.py measures both), so "auto"
+  leaves XLA off there; on GPUs it fuses the objectives' many small ops.
+  Multi-replica training keeps the collective all-reduce outside XLA, so "auto"
+  leaves XLA off there too. `gpus` defaults to this machine's.
   """
   text = str(value).lower()
   if text in ON:

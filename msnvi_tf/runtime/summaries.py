@@ -14,8 +14,8 @@ A workdir holds three TensorBoard runs:
   <workdir>/eval    test bounds, every `eval_every` steps (not the initial model's:
                     far below, it would flatten the curves; the console shows
                     it): `bound` (the training objective) and
-                    `bound_ind`, `bound_moe`, `bound_poe` (Eq. 1 / 3 / 4 of the
-                    paper), K = eval_num_samples, on the `eval_size` test examples
+                    `bound_ind`, `bound_moe`, `bound_poe` (L_ind, Eq. 1; L_MoE,
+                    App. B; L_PoE, Eq. 4), K = eval_num_samples, on the `eval_size` test examples
   <workdir>         the hparams session: the config's scalar fields as
                     hyperparameters, the eval bounds as its metrics, so runs
                     side by side (`tensorboard --logdir` of their parent) compare
@@ -42,8 +42,9 @@ TRAIN_TAGS = ("bound", "learning_rate", "grad_norm", "param_norm", "steps_per_se
 EVAL_TAGS = ("bound",) + tuple(f"bound_{k}" for k in objectives.INTEGRATED_BOUNDS)
 _NATS = "nats per example, higher is better"
 _INTEGRATIONS = {"ind": "each belief on its own, bounds averaged (L_ind, Eq. 1)",
-                 "moe": "the mixture of the beliefs (MoE, Eq. 3)",
-                 "poe": "the product of the beliefs with prior correction (PoE, Eq. 4)"}
+                 "moe": "the mixture of the beliefs (L_MoE, App. B)",
+                 "poe": "the product of the beliefs with prior correction (Eq. 3; L_PoE, "
+                        "Eq. 4)"}
 
 
 def _descriptions(config) -> Dict[str, Dict[str, str]]:

@@ -344,7 +344,7 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
   """Trains, evaluates, checkpoints and exports; resumes when re-run.
 
   Args:
-    config: a config from `configs` (see `configs/toy.py` for the fields).
+    config: a config from `configs` (its fields: `msnvi_tf.runtime.config.FIELDS`).
     workdir: directory for checkpoints, TensorBoard logs and the export.
 
   Returns:
