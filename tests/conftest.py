@@ -1,14 +1,43 @@
-"""Test setup: quiet TensorFlow, CPU only, float32 policy unless a test sets one."""
+"""Test setup and the helpers the test files share.
+
+TensorFlow quiet and on the CPU, the float32 policy and a fixed seed for every test;
+configs of each data set small enough for unit tests; one toy run trained per test
+worker (`toy_run`); the bin/ scripts in a subprocess (`run_bin`); PNG checks. The
+markers (`slow`, `smoke`) are declared in pytest.ini; files with slow tests run first.
+"""
 import os
+import shutil
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import keras  # pylint: disable=g-import-not-at-top
-import pytest
-import tensorflow as tf
+from matplotlib import image as mimage  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+# One pytest-xdist worker per core (pytest.ini), so one thread per worker: TensorFlow's
+# default of a thread per core in every worker, beside the bin/ subprocesses the tests
+# start, oversubscribes the cores (an in-process training then takes up to 8x longer).
+# One intra-op thread is also what bin/train picks on 2 cores, and it keeps the tests'
+# numbers independent of the machine's core count.
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+  """Files with slow tests first, the others after, each in its own order: with one
+  file per worker at a time (`--dist loadfile --no-loadscope-reorder`, pytest.ini),
+  the long files start first and the many short ones fill in at the end."""
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)  # a stable sort
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +48,12 @@ def _float32_policy_and_seed():
   keras.config.set_dtype_policy("float32")
 
 
+@pytest.fixture
+def keras_seed():
+  """Python's, NumPy's and TensorFlow's global seeds at 0 (the MNIST tests' weights)."""
+  keras.utils.set_random_seed(0)
+
+
 def make_toy_config():
   """A toy config small enough for unit tests (also for module-scoped fixtures)."""
   import configs  # pylint: disable=g-import-not-at-top
@@ -26,6 +61,41 @@ def make_toy_config():
       "num_steps=20", "steps_per_call=10", "log_every=10", "eval_every=20",
       "checkpoint_every=10", "train_size=512", "eval_size=64",
       "eval_batch_size=32", "export_num_samples=8"])
+
+
+def make_mnist_config(variant, *overrides):
+  """An MNIST config of `variant` on 64 training and 32 test images, K = 4."""
+  import configs  # pylint: disable=g-import-not-at-top
+  return configs.get_config(variant).override([
+      "train_size=64", "eval_size=32", "batch_size=16", "eval_batch_size=16",
+      "num_samples=4", "eval_num_samples=4", *overrides])
+
+
+def make_shapes_config(*overrides):
+  """A shapes (CUB stand-in) config of 16x16 images: two pools down to 4x4, one
+  upsampling to 8x8 + the stride-2 head; 8 training and 4 test examples."""
+  import configs  # pylint: disable=g-import-not-at-top
+  return configs.get_config("shapes").override([
+      "image_size=16", "encoder_channels=(4, 8)", "decoder_channels=(4,)",
+      "decoder_base_channels=8", "encoder_dense=16", "latent_dim=4",
+      "num_samples=2", "eval_num_samples=2", "batch_size=2", "eval_batch_size=2",
+      "train_size=8", "eval_size=4", *overrides])
+
+
+def shapes_batch(size=16, num=2, seed=0):
+  """`num` generated shapes examples of `size` pixels: {"image", "mask"}, float32."""
+  from msnvi_tf.data import shapes  # pylint: disable=g-import-not-at-top
+  data = shapes.generate(num, seed, size)
+  return {"image": tf.constant(data["image"], tf.float32) / 255.,
+          "mask": tf.constant(data["mask"], tf.float32)}
+
+
+def make_pendulum_config():
+  """A pendulum config of 1000 training and 64 test frames, fast learning rate."""
+  import configs  # pylint: disable=g-import-not-at-top
+  return configs.get_config("pendulum").override([
+      "train_size=1000", "eval_size=64", "eval_batch_size=64", "batch_size=32",
+      "learning_rate=0.003"])
 
 
 @pytest.fixture
@@ -46,3 +116,53 @@ def skip_export(monkeypatch):
 def no_export(monkeypatch):
   """For the test's train_and_evaluate runs: no SavedModel export."""
   skip_export(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory):
+  """`make_toy_config()` trained in-process, once per test worker: checkpoints at
+  steps 10 and 20, no export. Tests read it; one that changes it works on
+  `copy_of(toy_run, tmp_path)`."""
+  from msnvi_tf.runtime import training  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("toy_run") / "toy")
+  with pytest.MonkeyPatch.context() as patch:
+    skip_export(patch)
+    training.train_and_evaluate(make_toy_config(), workdir)
+  return workdir
+
+
+def copy_of(workdir, tmp_path, name="run"):
+  """A copy of `workdir` at `tmp_path/name` (its path)."""
+  copy = str(tmp_path / name)
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def config_only_workdir(path, dataset):
+  """A directory holding only a config.json of `dataset` (enough for the dispatch)."""
+  import configs  # pylint: disable=g-import-not-at-top
+  path.mkdir()
+  config = configs.get_config("toy")
+  config["dataset"] = dataset
+  (path / "config.json").write_text(config.to_json())
+  return str(path)
+
+
+def run_bin(script, *args):
+  """`bin/<script> args` in a subprocess from the repository (a CompletedProcess, text)."""
+  return subprocess.run([sys.executable, os.path.join(REPO, "bin", script), *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def last_line(stderr):
+  return stderr.strip().splitlines()[-1]
+
+
+def assert_png(path):
+  """The file is a PNG whose pixels are not all the same."""
+  assert os.path.getsize(path) > 0, path
+  with open(path, "rb") as f:
+    assert f.read(8) == PNG_SIGNATURE, path
+  pixels = mimage.imread(path)
+  assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100, pixels.shape
+  assert np.var(pixels[..., :3]) > 1e-3, f"{path} is blank"

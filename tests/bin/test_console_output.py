@@ -8,13 +8,14 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
-from conftest import REPO
 from msnvi_tf.runtime import console
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # each test runs bin/ scripts in subprocesses
 
 TOY = ["--num_steps=20", "--set", "steps_per_call=10", "--set", "log_every=10",
        "--set", "eval_every=10", "--set", "checkpoint_every=10", "--set", "train_size=256",
@@ -92,8 +93,6 @@ def runs(tmp_path_factory):
       "bad_flag": ("train", "--num_steps=abc"),
       "crash": ("train", _module(tmp, "console_crash", CRASH_MODULE)),
       "raise": ("train", _module(tmp, "console_raise", RAISE_MODULE)),
-      **{f"help_{script}": (script, "--help")
-         for script in ("train", "evaluate", "plot", "reproduce")},
   }
   started = {name: _start(*command) for name, command in commands.items()}
   return {name: _finish(process) for name, process in started.items()}
@@ -149,52 +148,11 @@ def test_an_uncaught_error_shows_its_traceback(runs):
 
 
 @pytest.mark.parametrize("script, flag", [
-    ("train", "--workdir:"), ("evaluate", "--workdirs:"), ("plot", "--workdirs:"),
-    ("reproduce", "--table:")])
-def test_help_exits_0_with_the_flags(runs, script, flag):
-  code, stdout, stderr = runs[f"help_{script}"]
+    pytest.param("train", "--workdir:", marks=pytest.mark.smoke), ("evaluate", "--workdirs:"),
+    ("plot", "--workdirs:"), ("reproduce", "--table:")])
+def test_help_exits_0_with_the_flags(script, flag):
+  code, stdout, stderr = _finish(_start(script, "--help"))
   assert code == 0, stderr[-3000:]
   assert stderr == ""
   assert f"bin/{script}:" in stdout and flag in stdout  # its own flags
   assert stdout.rstrip().endswith("Try --helpfull to get a list of all flags.")
-
-
-def test_noise_is_cpp_log_lines_only():
-  cpp = b"I0000 00:00:1796645930.607118   11772 cudart_stub.cc:31] Could not find cuda"
-  assert console.is_noise(cpp)
-  assert console.is_noise(b"E0000 00:00:1796645936.962599   11772 cuda_platform.cc:52] "
-                          b"failed call to cuInit: INTERNAL")
-  assert console.is_noise(b"W1207 12:24:36.307511   13045 device_compiler.h:208] x")
-  assert console.is_noise(b"WARNING: All log messages before absl::InitializeLog() is "
-                          b"called are written to STDERR")
-  assert not console.is_noise(cpp.replace(b"I0000", b"F0000"))  # fatal: the user's cue
-  assert not console.is_noise(b"W1207 12:19:08.465776 140262984973184 training.py:440] x")
-  assert not console.is_noise(b"Traceback (most recent call last):")
-  assert not console.is_noise(b"bin/train: I0000 00:00:1.0 1 a.cc:1] quoted")
-
-
-@pytest.mark.parametrize("argv, expected", [
-    ([], None), (["--verbosity=0"], 0), (["-v", "1"], 1), (["--verbosity", "-1"], -1),
-    (["-v=2", "--verbosity=-2"], -2), (["--", "--verbosity=0"], None), (["-v=x"], 0),
-    (["--verbose=1"], None)])
-def test_verbosity_is_read_as_absl_reads_it(argv, expected):
-  assert console.verbosity(["bin/train", *argv]) == expected
-
-
-def test_relay_passes_lines_and_an_unfinished_line_after_a_pause():
-  source, writer = os.pipe()
-  reader, target = os.pipe()
-  relay = threading.Thread(target=console._relay, args=(source, target, 0.05))  # pylint: disable=protected-access
-  relay.start()
-  os.write(writer, b"kept 1\nI0000 00:00:1.5 42 a.cc:1] dropped\nkept 2\nprompt: ")
-  time.sleep(0.5)
-  assert os.read(reader, 1000) == b"kept 1\nkept 2\nprompt: "
-  os.write(writer, b"answer\nW0000 00:00:1.5 42 a.cc:1] dro")
-  os.write(writer, b"pped\nlast, without newline")
-  os.close(writer)
-  relay.join(10)
-  os.close(target)
-  assert not relay.is_alive()
-  assert os.read(reader, 1000) == b"answer\nlast, without newline"
-  for fd in (source, reader):
-    os.close(fd)

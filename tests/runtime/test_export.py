@@ -1,18 +1,23 @@
-"""The export describes itself, shows its spread, checks requests, serves Keras and TF Serving."""
+"""The export describes itself, shows its spread, checks requests, serves Keras and TF
+Serving; it holds no XLA function and nothing half-written."""
 import json
 import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
+from msnvi_tf import architectures
+from msnvi_tf.data import mnist
 from msnvi_tf.data import toy
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import make_toy_config
+from conftest import make_mnist_config, make_toy_config
 
 NUM_SAMPLES = 100
 SEED = 3
@@ -95,6 +100,7 @@ def fresh(exported):
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_contract_is_an_asset_and_a_signature_that_names_mask_order_and_outputs(
     model, exported, fresh):
   with open(os.path.join(exported, "assets", export_lib.CONTRACT_FILE)) as f:
@@ -116,6 +122,7 @@ def test_contract_is_an_asset_and_a_signature_that_names_mask_order_and_outputs(
     assert all(v["meaning"] for v in described["outputs"].values())
 
 
+@pytest.mark.slow
 def test_predict_keeps_its_mean_and_shows_the_two_modes_of_y_given_x(model, fresh):
   predict = fresh["alone"]  # x = 0.7, y absent
   x = {"x": np.array([[0.7]], np.float32)}
@@ -127,6 +134,7 @@ def test_predict_keeps_its_mean_and_shows_the_two_modes_of_y_given_x(model, fres
   assert predict["y_q05"][0] <= predict["y_q50"][0] <= predict["y_q95"][0]
 
 
+@pytest.mark.slow
 def test_no_output_is_nan_or_inf_absent_sources_are_flagged_and_no_source_marked(fresh):
   served = fresh["served"]
   for name, outputs in served.items():
@@ -147,6 +155,7 @@ def test_no_output_is_nan_or_inf_absent_sources_are_flagged_and_no_source_marked
   assert served["integrate_moe"]["weights"][2] == [0., 0.]
 
 
+@pytest.mark.slow
 def test_bad_requests_are_invalid_argument_errors_naming_the_input(fresh):
   errors = fresh["errors"]
   for label in ("present 0.5", "present 2", "present -1", "present NaN"):
@@ -157,6 +166,7 @@ def test_bad_requests_are_invalid_argument_errors_naming_the_input(fresh):
   assert "input x must have shape [batch, 1]" in errors["x shape"]
 
 
+@pytest.mark.slow
 def test_zero_rows_get_zero_rows_back_from_every_signature(fresh):
   for name, shapes in fresh["zero_rows"].items():
     assert shapes and all(shape[0] == 0 for shape in shapes.values()), name
@@ -164,6 +174,7 @@ def test_zero_rows_get_zero_rows_back_from_every_signature(fresh):
   assert fresh["zero_rows"]["conflict"]["conflict"] == [0, 2, 2]
 
 
+@pytest.mark.slow
 def test_keras_tfsm_layer_gives_the_serving_signatures_answers(fresh):
   for keras_name in ("keras_predict", "keras_default"):  # call_endpoint="predict", "serve"
     assert fresh[keras_name].keys() == fresh["served"]["predict"].keys()
@@ -190,6 +201,7 @@ def test_a_long_request_is_answered_as_its_chunks_would_be(model):
                                 module.predict(first, first["present"])["y"])
 
 
+@pytest.mark.slow
 def test_saved_model_cli_fetches_the_contract(exported):
   cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
   result = subprocess.run(
@@ -198,3 +210,50 @@ def test_saved_model_cli_fetches_the_contract(exported):
   assert result.returncode == 0, result.stderr
   assert "Result for output key contract" in result.stdout
   assert '"sources": [' in result.stdout.replace("\\n", "\n")
+
+
+def _xla_compiled_functions(graph_def):
+  return [f.signature.name for f in graph_def.library.function
+          if f.attr["_XlaMustCompile"].b]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("keras_seed")
+def test_training_step_uses_fused_kernels_but_the_export_has_no_xla(tmp_path):
+  # TF Serving's CPU build runs no XLA-compiled functions by default.
+  config = make_mnist_config("mnist_tb")
+  model = architectures.build_model(config)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  batch = next(iter(mnist.make_datasets(config)[0]))
+  step = tf.function(model.train_step).get_concrete_function(batch)
+  compiled = _xla_compiled_functions(step.graph.as_graph_def())
+  assert any("bernoulli_value" in name for name in compiled)
+  assert any("bernoulli_grad" in name for name in compiled)  # the backward pass too
+  path = export_lib.export(model, str(tmp_path), version=1, num_samples=4)
+  saved = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    saved.ParseFromString(f.read())
+  graph = saved.meta_graphs[0]
+  assert "log_likelihood" in graph.signature_def  # it runs the Bernoulli heads
+  assert graph.graph_def.library.function
+  assert not _xla_compiled_functions(graph.graph_def)
+
+
+def test_an_export_that_fails_or_is_interrupted_leaves_nothing_half_written(
+    tmp_path, monkeypatch):
+  model = workdir_lib.build_model(make_toy_config())
+  # What is saved does not matter here: nothing is traced (seconds per export).
+  monkeypatch.setattr(export_lib, "_SavedRoot", lambda module, contract_path: None)
+  monkeypatch.setattr(export_lib.ServingModule, "signatures", lambda self: {})
+  for error in (tf.errors.ResourceExhaustedError(None, None, "p; No space left on device"),
+                KeyboardInterrupt()):
+    def half_save(module, path, error=error, **kwargs):
+      del module, kwargs
+      os.makedirs(os.path.join(path, "variables"))
+      open(os.path.join(path, "saved_model.pb"), "w").close()
+      raise error
+
+    monkeypatch.setattr(tf.saved_model, "save", half_save)
+    with pytest.raises(type(error)):
+      export_lib.export(model, str(tmp_path), 20)
+    assert os.listdir(tmp_path) == []  # neither 20/ nor 20.tmp/

@@ -108,6 +108,7 @@ def _exact_single_source_beliefs(model, x):
           for m, n in enumerate(NAMES)}
 
 
+@pytest.mark.smoke
 def test_poe_of_exact_single_source_posteriors_is_exact_joint_posterior():
   model = LinearGaussian(num_sources=4, latent_dim=3, seed=4)
   x = model.sample(32, seed=5)

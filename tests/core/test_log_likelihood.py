@@ -1,6 +1,4 @@
-"""The large-K estimate `MultiSourceVAE.log_likelihood`: exact, traced once, ordered;
-and its per-proposal evaluation (`large_k.large_k_estimates`)."""
-import csv
+"""The large-K estimate `MultiSourceVAE.log_likelihood`: exact, traced once, ordered."""
 import math
 
 import keras
@@ -11,8 +9,6 @@ import tensorflow_probability as tfp
 
 from linear_gaussian import LinearGaussian
 from msnvi_tf.core import beliefs
-from msnvi_tf.experiments import large_k
-from msnvi_tf.experiments import table1
 from msnvi_tf.core import kernels
 from msnvi_tf.core import likelihoods
 from msnvi_tf.core import model as model_lib
@@ -20,7 +16,10 @@ from msnvi_tf.runtime import hardware
 from msnvi_tf.architectures import toy
 from msnvi_tf.data import toy as toy_data
 
+
 tfd = tfp.distributions
+
+
 PIXELS, DZ = 6, 3
 
 
@@ -168,42 +167,3 @@ def test_linear_gaussian_estimates_are_exact_with_poe_and_ordered_in_k_alone():
   k100 = model.log_likelihood(x, 100, ["s0"], seed=0).numpy().mean()
   assert k1 < k100 - 1. and exact.mean() - 0.1 < k100 < exact.mean() + 0.05, (
       k1, k100, exact.mean())
-
-
-def test_large_k_estimates_give_mean_and_standard_error_per_proposal(toy_config):
-  model = _toy_model(toy_config)
-  batches = [toy_data.sample(8, seed)[0] for seed in (0, 1, 2)]  # 24 examples
-  assert large_k.default_proposals(model) == ["poe", "x", "y"]
-  estimates = large_k.large_k_estimates(model, batches, 20, ["poe", "x"],
-                                           chunk_size=8, seed=7)
-  for name, (sources, method) in {"poe": (None, "poe"), "x": (["x"], "poe")}.items():
-    values = np.concatenate([
-        model.log_likelihood(b, 20, sources, method, chunk_size=8, seed=7 + i)
-        for i, b in enumerate(batches)])
-    e = estimates[name]
-    np.testing.assert_array_equal(e["values"], values)
-    assert e["examples"] == 24
-    assert e["log_likelihood"] == pytest.approx(values.mean(), rel=1e-6)
-    assert e["se"] == pytest.approx(values.std(ddof=1) / math.sqrt(24), rel=1e-5)
-  with pytest.raises(ValueError, match="Unknown large-K proposal 'z'"):
-    large_k.large_k_estimates(model, batches, 4, ["z"])
-
-
-def test_grid_writer_lists_large_k_estimates_by_proposal(tmp_path):
-  def estimate(value, se):
-    return {"log_likelihood": value, "se": se, "std": 1., "examples": 10000,
-            "seconds": 1., "examples_per_second": 1e4}
-
-  result = {"workdir": "/w/tb_poe", "dataset": "mnist_tb", "column": "poe",
-            "step": 100000, "ind": -200., "moe": -199., "poe": -88., "large_k": 5000,
-            "large_k_examples": 10000, "log_likelihood": -85.2, "num_examples": 10000,
-            "log_likelihood_se": 0.24, "large_k_precision": "float32",
-            "large_k_estimates": {"poe": estimate(-85.2, 0.24),
-                                  "top": estimate(-181.0, 1.0)}}
-  paths = table1.write_grid([result], str(tmp_path))
-  markdown = open(paths["markdown"]).read()
-  assert "| MNIST-TB | L_PoE | 100000 | 5000 | 10000 | 85.20 | 88.00 |" in markdown
-  assert "| MNIST-TB | L_PoE | 100000 | 5000 | 10000 | top | 181.00 | 1.00 | float32 |" in markdown
-  with open(paths["proposals_csv"]) as f:
-    rows = list(csv.DictReader(f))
-  assert [(r["proposal"], float(r["se"])) for r in rows] == [("poe", 0.24), ("top", 1.)]

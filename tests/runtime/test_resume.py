@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import configs
-from msnvi_tf import data as data_lib
 from msnvi_tf.runtime import summaries
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO
-from conftest import make_toy_config
-from conftest import skip_export
+from conftest import REPO, make_toy_config, skip_export
 
 # A toy run short enough to kill a few times (a few seconds of training).
 RUN = ["--dataset=toy", "--num_steps=3000", "--seed=7", "--set=steps_per_call=100",
@@ -127,44 +123,42 @@ def _stopped_by_sigterm_with_a_checkpoint(workdir, tmp_path):
   assert latest.endswith(f"ckpt-{step}"), (latest, message)
 
 
-def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(tmp_path):
-  reference = str(tmp_path / "reference")
-  # The uninterrupted run does not depend on the killed ones: it runs alongside
-  # them, on the other core (bin/train uses one intra-op thread on 2 cores).
-  with open(tmp_path / "reference.log", "w") as log:
-    reference_run = subprocess.Popen(_train_command(reference, "no-export"), cwd=REPO,
-                                     stdout=log, stderr=subprocess.STDOUT)
-  try:
-    workdir = str(tmp_path / "killed")
-    rng = np.random.default_rng(0)
-    # Killed while writing its second checkpoint (ckpt-1000, left truncated),
-    # stopped by SIGTERM (it checkpoints where it stands), killed at random
-    # moments after two progress lines (during training, evaluation or
-    # checkpointing), and while writing the export.
-    faults = ["checkpoint:2", "SIGTERM", "step 1500/", "eval step 2000", "export"]
-    for fault in faults:
-      if fault in ("checkpoint:2", "export"):
-        done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
-                              capture_output=True, text=True)
-        code = done.returncode
-      elif fault == "SIGTERM":
-        _stopped_by_sigterm_with_a_checkpoint(workdir, tmp_path)
-        continue
-      else:
-        code, _ = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
-      assert code == -signal.SIGKILL, (fault, code)
-    # Killed before the rename: no version is served half-written.
-    assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
-    final = subprocess.run(_train_command(workdir), cwd=REPO, capture_output=True,
-                           text=True)
-    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
-    assert reference_run.wait(timeout=600) == 0, (
-        (tmp_path / "reference.log").read_text()[-3000:])
-  finally:
-    if reference_run.poll() is None:  # This test failed first: stop the reference.
-      reference_run.kill()
-      reference_run.wait()
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The uninterrupted run of `RUN` (no export) that every killed run must end as."""
+  workdir = str(tmp_path_factory.mktemp("reference") / "run")
+  done = subprocess.run(_train_command(workdir, "no-export"), cwd=REPO, capture_output=True,
+                        text=True)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+  return workdir
 
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(
+    reference, tmp_path):
+  workdir = str(tmp_path / "killed")
+  rng = np.random.default_rng(0)
+  # Killed while writing its second checkpoint (ckpt-1000, left truncated),
+  # stopped by SIGTERM (it checkpoints where it stands), killed at random
+  # moments after two progress lines (during training, evaluation or
+  # checkpointing), and while writing the export.
+  faults = ["checkpoint:2", "SIGTERM", "step 1500/", "eval step 2000", "export"]
+  for fault in faults:
+    if fault in ("checkpoint:2", "export"):
+      done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
+                            capture_output=True, text=True)
+      code = done.returncode
+    elif fault == "SIGTERM":
+      _stopped_by_sigterm_with_a_checkpoint(workdir, tmp_path)
+      continue
+    else:
+      code, _ = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
+    assert code == -signal.SIGKILL, (fault, code)
+  # Killed before the rename: no version is served half-written.
+  assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
+  final = subprocess.run(_train_command(workdir), cwd=REPO, capture_output=True,
+                         text=True)
+  assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
   assert _metrics(workdir) == _metrics(reference)
   _assert_same_state(workdir, reference)
   served = sorted(int(d) for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit())
@@ -175,6 +169,7 @@ def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(t
 # Every objective draws its samples from one sampler (objectives.importance_bounds):
 # L_hybrid draws both the experts' samples (those of L_ind and L_MoE) and the PoE's
 # (L_PoE), the IWAE its single encoder's; the other three draw subsets of L_hybrid's.
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_export")
 @pytest.mark.parametrize("objective", ["hybrid", "iwae"])
 def test_every_sampling_path_resumed_midway_ends_with_the_uninterrupted_weights(
@@ -188,6 +183,7 @@ def test_every_sampling_path_resumed_midway_ends_with_the_uninterrupted_weights(
   _assert_same_state(str(tmp_path / "twice"), str(tmp_path / "once"))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_export")
 def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted(
     toy_config, tmp_path, monkeypatch):
@@ -211,30 +207,6 @@ def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted
   monkeypatch.setattr(summaries.RunSummaries, "train", train)
   assert training.train_and_evaluate(config, workdir) == expected
   _assert_same_state(workdir, str(tmp_path / "once"))
-
-
-@pytest.mark.parametrize("dataset,overrides", [
-    ("toy", ["train_size=50"]),
-    ("pendulum", ["train_size=50", "eval_size=8"]),
-    ("mnist_tb", ["train_size=50", "eval_size=8"]),
-    ("mnist_no", ["train_size=50", "eval_size=8"]),
-    ("shapes", ["train_size=50", "eval_size=4", "image_size=8"]),
-])
-def test_training_stream_from_any_step_is_the_tail_of_the_stream_from_zero(
-    dataset, overrides):
-  config = configs.get_config(dataset).override(overrides + ["batch_size=16"])
-  head = [b for b in data_lib.make_datasets(config)[0].take(9)]
-  for start in (1, 3, 7):  # 50 examples, batches of 16: 3, 6 and 7 span epochs.
-    tail = data_lib.make_datasets(config, start_step=start)[0].take(9 - start)
-    for expected, got in zip(head[start:], tail):
-      assert sorted(got) == sorted(expected)
-      for name in expected:
-        np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
-  # Every epoch serves every example once, in a new order.
-  toy = data_lib.training_batches({"i": np.arange(50)}, 10, seed=3).take(10)
-  epochs = np.concatenate([b["i"].numpy() for b in toy]).reshape(2, 50)
-  assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(50))
-  assert list(epochs[0]) != list(epochs[1])
 
 
 @pytest.fixture(scope="module")
@@ -297,11 +269,10 @@ def test_checkpoint_of_another_model_is_refused_and_left_in_place(
   assert sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index"))) == indexes
 
 
-def test_random_kills_and_concurrent_starts_end_with_the_weights_of_one_run(tmp_path):
+@pytest.mark.slow
+def test_random_kills_and_concurrent_starts_end_with_the_weights_of_one_run(
+    reference, tmp_path):
   """Chaos, bounded: SIGKILL at random moments while a second bin/train tries the workdir."""
-  reference = str(tmp_path / "reference")
-  subprocess.run(_train_command(reference, "no-export"), cwd=REPO, check=True,
-                 capture_output=True)
   workdir = str(tmp_path / "chaos")
   rng = np.random.default_rng(1)
   kills = 0

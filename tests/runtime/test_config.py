@@ -1,16 +1,12 @@
-"""Flags and config values are refused, in one line naming the field, before anything is built."""
+"""Config values and config files are refused in one line naming the field or the file,
+before anything is built (`runtime.config`)."""
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
 import configs
 from msnvi_tf import registry
 from msnvi_tf.runtime import config as config_lib
-
-from conftest import REPO
 
 COUNTS = ("num_steps", "num_samples", "eval_num_samples", "batch_size",
           "eval_batch_size", "steps_per_call", "log_every", "eval_every",
@@ -197,38 +193,6 @@ def test_nan_and_inf_overrides_parse_and_are_refused_by_validate():
   assert refusal(config) == "min_scale must be a positive finite number, got inf."
 
 
-@pytest.mark.parametrize("args,field", [
-    (["--num_steps=-5"], "num_steps"),
-    (["--num_steps=99999999999999999999"], "num_steps"),
-    (["--set=learning_rate=nan"], "learning_rate"),
-    (["--dataset=mnist_tb", "--set=eval_size=20000"], "eval_size"),
-    # A config file (config.load_file) and its --config.<field> overrides (= --set).
-    (["--config=configs/mnist.py:mnist_qu", "--config.eval_size=20000"], "eval_size"),
-])
-def test_train_refuses_bad_values_in_one_line_without_creating_the_workdir(
-    tmp_path, args, field):
-  workdir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={workdir}", *args],
-      capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert result.returncode == 2, result.stderr
-  lines = [line for line in result.stderr.splitlines() if line.strip()]
-  assert lines[-1].startswith(f"bin/train: {field} must be "), result.stderr
-  assert "Traceback" not in result.stderr
-  assert result.stdout == ""
-  assert not workdir.exists()
-
-
-def test_train_refuses_a_config_file_together_with_a_dataset(tmp_path):
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={tmp_path / 'run'}",
-       "--config=configs/toy.py", "--dataset=mnist_tb"],
-      capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1] == (
-      "bin/train: Give --config or --dataset / --variant, not both.")
-
-
 def test_every_builtin_config_holds_every_field_training_reads():
   for name in registry.names():
     missing = set(config_lib.FIELDS) - set(configs.get_config(name))
@@ -240,3 +204,36 @@ def test_a_config_without_a_required_field_names_it():
   with pytest.raises(ValueError, match=r"lacks field\(s\) \['num_steps'\] that training reads"):
     config_lib.make_config(**fields)
   assert config_lib.make_config(**fields, num_steps=5).num_steps == 5
+
+
+@pytest.mark.parametrize("text,spec,message", [
+    (None, "", r"no such file \(/.*/c\.py\)\.$"),
+    ("def get_config(:\n", "", r"running the file raised SyntaxError: .*\(.*c\.py, line 1\); "
+     "fix the file\.$"),
+    ("raise KeyError('x')\n", "", r"running the file raised KeyError: 'x' \(.*c\.py, line 1\)"),
+    ("def get_config():\n  return 1 / 0\n", "", r"get_config\(\) raised ZeroDivisionError: "
+     r"division by zero \(.*c\.py, line 2\); fix the file or the argument after ':'\.$"),
+    ("def get_config():\n  return {}\n", ":mnist", r"get_config\('mnist'\) raised TypeError"),
+    ("x = 1\n", "", r"the file defines no get_config\(\) \(configs/toy\.py has one\)\.$"),
+    ("def get_config():\n  pass\n", "", r"get_config\(\) returned a NoneType, not a "
+     r"ConfigDict; return msnvi_tf\.runtime\.config\.make_config\(\.\.\.\)"),
+    ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict("
+     "{'dataset': 'toy', 'objective': 'ind'})\n", "",
+     r"The config lacks field\(s\) \['latent_dim', .*, 'checkpoint_every'\] that training "
+     r"reads \(msnvi_tf\.runtime\.config\.FIELDS documents them\)\.$"),
+])
+def test_a_config_file_that_cannot_be_used_is_one_line_naming_it(tmp_path, text, spec, message):
+  path = tmp_path / "c.py"
+  if text is not None:
+    path.write_text(text)
+  with pytest.raises(ValueError, match=rf"^--config={path}{spec}: {message}") as error:
+    config_lib.load_file(f"{path}{spec}")
+  assert "\n" not in str(error.value)
+
+
+def test_a_config_file_may_return_a_dict_and_gets_the_defaults(tmp_path):
+  fields = {k: v for k, v in configs.get_config("toy").items() if k != "jit_compile"}
+  (tmp_path / "c.py").write_text(f"def get_config(steps):\n  return {fields!r} | "
+                                 "{'num_steps': int(steps)}\n")
+  config = config_lib.load_file(f"{tmp_path / 'c.py'}:7")
+  assert config.num_steps == 7 and config.jit_compile == "auto"  # FIELDS' default

@@ -15,15 +15,13 @@ import pytest
 import tensorflow as tf
 
 import configs
-import msnvi_tf
 from msnvi_tf import registry
-from msnvi_tf.data import mnist
 from msnvi_tf.experiments import dispatch
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO
-from test_bin import last_line
-from test_bin import run_bin
+from conftest import REPO, last_line, run_bin
+
+pytestmark = pytest.mark.slow  # each test runs bin/ scripts in subprocesses
 
 PLUGIN = os.path.join("tests", "rotated_mnist.py")
 TINY = ["--num_steps=20", "--set=train_size=256", "--set=eval_size=64",
@@ -37,9 +35,9 @@ TINY = ["--num_steps=20", "--set=train_size=256", "--set=eval_size=64",
 def plugin_run(tmp_path_factory):
   """A workdir of mnist_rot trained 20 steps through bin/train."""
   workdir = str(tmp_path_factory.mktemp("plugin") / "mnist_rot")
-  code, lines, stderr = run_bin("train", "--dataset=mnist_rot",
-                                f"--dataset_module={PLUGIN}", f"--workdir={workdir}", *TINY)
-  assert code == 0, stderr[-3000:]
+  proc = run_bin("train", "--dataset=mnist_rot",
+                 f"--dataset_module={PLUGIN}", f"--workdir={workdir}", *TINY)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir
 
 
@@ -56,15 +54,15 @@ def test_bin_train_trains_a_dataset_registered_outside_the_package(plugin_run):
 
 def test_bin_evaluate_imports_the_plugin_the_workdir_names_only_when_trusted(
     plugin_run, tmp_path):
-  code, lines, stderr = run_bin("evaluate", f"--workdirs={plugin_run}",
-                                f"--output_dir={tmp_path}")
-  assert code == 2 and last_line(stderr) == (
+  proc = run_bin("evaluate", f"--workdirs={plugin_run}",
+                 f"--output_dir={tmp_path}")
+  assert proc.returncode == 2 and last_line(proc.stderr) == (
       f"bin/evaluate: {plugin_run} asks to import {os.path.join(REPO, PLUGIN)} (its config's "
       "dataset_module), which runs its code; if you trust it, re-run with --trust_workdir or "
       f"--dataset_module={os.path.join(REPO, PLUGIN)} (in Python: trust_workdir=True).")
-  code, lines, stderr = run_bin("evaluate", f"--workdirs={plugin_run}", "--trust_workdir",
-                                f"--output_dir={tmp_path}")
-  assert code == 0, stderr[-3000:]
+  proc = run_bin("evaluate", f"--workdirs={plugin_run}", "--trust_workdir",
+                 f"--output_dir={tmp_path}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
   with open(tmp_path / "bounds.json") as f:
     (result,) = json.load(f)
   assert result["dataset"] == "mnist_rot" and result["step"] == 20
@@ -72,10 +70,10 @@ def test_bin_evaluate_imports_the_plugin_the_workdir_names_only_when_trusted(
 
 
 def test_bin_plot_imports_the_plugin_the_user_names(plugin_run, tmp_path):
-  code, lines, stderr = run_bin("plot", f"--workdirs={plugin_run}", f"--dataset_module={PLUGIN}",
-                                "--curves", f"--output_dir={tmp_path}")
-  assert code == 0, stderr[-3000:]
-  assert lines == [str(tmp_path / "learning_curves.png")]
+  proc = run_bin("plot", f"--workdirs={plugin_run}", f"--dataset_module={PLUGIN}",
+                 "--curves", f"--output_dir={tmp_path}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == [str(tmp_path / "learning_curves.png")]
 
 
 # A module a workdir someone sent you names in its config: it leaves a mark when run.
@@ -101,8 +99,8 @@ def test_a_module_an_untrusted_workdir_names_is_never_run(tmp_path):
       load(str(workdir))
     assert str(error.value) == message
   for script in ("evaluate", "plot"):
-    code, lines, stderr = run_bin(script, f"--workdirs={workdir}", f"--output_dir={tmp_path}")
-    assert code == 2 and last_line(stderr) == f"bin/{script}: {message}"
+    proc = run_bin(script, f"--workdirs={workdir}", f"--output_dir={tmp_path}")
+    assert proc.returncode == 2 and last_line(proc.stderr) == f"bin/{script}: {message}"
   assert not (tmp_path / "it_ran").exists()
   # Trusted, it runs (and registers nothing here, which the dispatch then says).
   with pytest.raises(ValueError, match="holds a 'planted' model; known data sets"):
@@ -124,23 +122,3 @@ def test_export_of_the_plugin_serves_both_views(plugin_run):
   predicted = loaded.signatures["predict"](present=tf.ones([3, 2]), **views)
   assert predicted["digit"].shape == (3, 784)
   assert np.all((predicted["digit"].numpy() >= 0.) & (predicted["digit"].numpy() <= 1.))
-
-
-def test_registering_a_taken_name_or_a_non_function_is_refused():
-  with pytest.raises(ValueError, match="already registered"):
-    msnvi_tf.register_dataset("mnist_tb", data=mnist.make_datasets,
-                              architecture=lambda c: None, config=lambda: None)
-  with pytest.raises(ValueError, match="data must be a function"):
-    msnvi_tf.register_dataset("new", data=3, architecture=lambda c: None,
-                              config=lambda: None)
-  assert "new" not in registry.names()
-
-
-def test_unknown_dataset_names_the_registered_ones_and_how_to_add_one():
-  with pytest.raises(ValueError, match="register_dataset") as error:
-    configs.get_config("mnist_rotated")
-  assert "mnist_tb" in str(error.value)
-  with pytest.raises(ValueError, match="dataset_module 'no/such.py': no such file"):
-    registry.import_dataset_module("no/such.py")
-  with pytest.raises(ValueError, match="dataset_module 'no_such_module' cannot be imported"):
-    registry.import_dataset_module("no_such_module")

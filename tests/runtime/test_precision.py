@@ -4,14 +4,19 @@ import subprocess
 import sys
 import types
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from msnvi_tf import architectures
 from msnvi_tf import data
+from msnvi_tf.data import mnist
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
-from conftest import REPO
+
+from conftest import REPO, make_mnist_config
 
 
 def test_auto_precision_follows_the_hardware():
@@ -59,6 +64,7 @@ print(hardware.configure_threads(2))  # too late: logged, kept
 """
 
 
+@pytest.mark.slow
 def test_auto_threads_use_one_intra_op_thread_on_two_cpu_cores_only():
   env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
   out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], cwd=REPO, env=env,
@@ -72,6 +78,7 @@ def test_auto_threads_use_one_intra_op_thread_on_two_cpu_cores_only():
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
+@pytest.mark.slow
 def test_every_policy_trains_a_few_steps_to_finite_bounds(toy_config, tmp_path):
   for policy in POLICIES:
     config = toy_config.override([f"precision={policy}", "num_steps=20"])
@@ -98,3 +105,25 @@ def test_same_weights_give_close_bounds_under_every_policy(toy_config, tmp_path)
       # log-sum-exp are float32 under every policy.
       assert result[key] == pytest.approx(results["float32"][key], rel=0.02), (
           policy, key)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("keras_seed")
+def test_gpu_setting_mixed_float16_with_xla_trains_like_float32_on_cpu():
+  # The configuration "auto" picks on a GPU, run here on the CPU.
+  config = make_mnist_config("mnist_tb", "objective=hybrid")
+  batch = next(iter(mnist.make_datasets(config)[0]))
+  first_loss = {}
+  for policy, jit in (("float32", False), ("mixed_float16", True)):
+    keras.utils.set_random_seed(0)
+    with hardware.policy(policy):
+      model = architectures.build_model(config)
+      model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    step = tf.function(model.train_step, jit_compile=jit)
+    losses = [float(step(batch)["loss"]) for _ in range(10)]
+    assert np.all(np.isfinite(losses)), policy
+    assert any(np.any(b != v.numpy()) for b, v in zip(before, model.trainable_variables))
+    first_loss[policy] = losses[0]
+  # Same weights and noise: float16 networks round, the objectives are float32.
+  assert first_loss["mixed_float16"] == pytest.approx(first_loss["float32"], rel=0.01)

@@ -4,35 +4,20 @@ import os
 
 import numpy as np
 import pytest
-from matplotlib import image as mimage
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from msnvi_tf import architectures
 from msnvi_tf.experiments import curves
 from msnvi_tf.experiments import toy_figures
-from msnvi_tf.runtime import training
 from msnvi_tf.runtime.config import Config
 from msnvi_tf.runtime import workdir as workdir_lib
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from conftest import assert_png
 
 
-def assert_png(path):
-  """The file is a PNG whose pixels are not all the same."""
-  assert os.path.getsize(path) > 0, path
-  with open(path, "rb") as f:
-    assert f.read(8) == PNG_SIGNATURE, path
-  pixels = mimage.imread(path)
-  assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100, pixels.shape
-  assert np.var(pixels[..., :3]) > 1e-3, f"{path} is blank"
-
-
-@pytest.mark.usefixtures("no_export")
-def test_trained_model_figures_are_non_blank_pngs(toy_config, tmp_path):
-  workdir = str(tmp_path / "work")
-  training.train_and_evaluate(toy_config, workdir)
-  model, config = workdir_lib.load_trained(workdir)
+def test_trained_model_figures_are_non_blank_pngs(toy_run, tmp_path):
+  model, config = workdir_lib.load_trained(toy_run)
   fig2 = toy_figures.fig2_beliefs(model, str(tmp_path / "a" / "fig2.png"),
                                   component_std=config.component_std)
   fig6 = toy_figures.fig6_sir(model, str(tmp_path / "b" / "fig6.png"), num_samples=20,

@@ -1,18 +1,13 @@
-"""Pendulum data (geometry, noise, faults, determinism), conflict and robust integration."""
+"""Pendulum data: camera geometry, noise, faults, determinism."""
 import math
 
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-import configs
-from msnvi_tf import architectures
-from msnvi_tf.core import beliefs as beliefs_lib
-from msnvi_tf.core import integration
-from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
 from msnvi_tf.data import pendulum_faults
+
+from conftest import make_pendulum_config
 
 SQRT_HALF = math.sqrt(0.5)
 # Independent camera geometry from the paper's description (R = 1, D = 2): centre
@@ -38,9 +33,7 @@ def pinhole(point, centre, right, focal=22., size=32):
 
 @pytest.fixture(scope="module")
 def config():
-  return configs.get_config("pendulum").override([
-      "train_size=1000", "eval_size=64", "eval_batch_size=64", "batch_size=32",
-      "learning_rate=0.003"])
+  return make_pendulum_config()
 
 
 def test_projection_matches_pinhole_formula():
@@ -196,102 +189,3 @@ def test_deterministic_from_seed(config):
   for x, y in zip(first, second):
     for key in x:
       np.testing.assert_array_equal(x[key].numpy(), y[key].numpy())
-
-
-def _beliefs(locs, scales):
-  """`{s_i: N(loc_i, diag(scale_i^2))}` with batch shape [1]."""
-  return {f"s{i}": beliefs_lib.make_belief(np.array([loc], np.float32),
-                                            np.array([scale], np.float32))
-          for i, (loc, scale) in enumerate(zip(locs, scales))}
-
-
-def test_robust_equals_poe_without_conflict():
-  beliefs = _beliefs([[0.5, -0.2], [0.55, -0.25], [0.45, -0.15]],
-                     [[0.2, 0.3], [0.25, 0.3], [0.2, 0.2]])
-  loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))
-  np.testing.assert_array_equal(robust.robust_weights(loc, scale).numpy(), 1.)
-  q_rob = integration.integrate(beliefs, "robust")
-  q_poe = integration.poe(beliefs)
-  np.testing.assert_allclose(q_rob.mean().numpy(), q_poe.mean().numpy(), rtol=1e-6)
-  np.testing.assert_allclose(q_rob.stddev().numpy(), q_poe.stddev().numpy(), rtol=1e-6)
-
-
-@pytest.mark.parametrize("failed_scale", [0.1, 0.8])
-def test_robust_mutes_a_conflicting_source(failed_scale):
-  # s2 fails: confident (0.1) or vague (0.8) and far from the two agreeing sources.
-  beliefs = _beliefs([[1., 0.], [1.05, 0.05], [-1., 1.]],
-                     [[0.2, 0.2], [0.2, 0.2], [failed_scale] * 2])
-  loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))
-  weights = robust.robust_weights(loc, scale).numpy()[:, 0]
-  np.testing.assert_array_equal(weights[:2], 1.)
-  assert weights[2] < 0.1
-  q_rob = integration.integrate(beliefs, "robust")
-  q_healthy = integration.poe(beliefs, ["s0", "s1"])
-  q_all = integration.poe(beliefs)
-  error = np.abs(q_rob.mean().numpy() - q_healthy.mean().numpy()).max()
-  assert error < 0.03
-  assert error < 0.2 * np.abs(q_all.mean().numpy() - q_healthy.mean().numpy()).max()
-
-
-def test_robust_mask_and_fallbacks():
-  beliefs = _beliefs([[1., 0.], [1.05, 0.05], [-1., 1.]], [[0.2, 0.2]] * 3)
-  loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))  # [3, 1, 2]
-  # Masking the failed source out is PoE of the others.
-  masked, _, weights = robust.robust_stacked(loc, scale, tf.constant([[1.], [1.], [0.]]))
-  np.testing.assert_array_equal(weights.numpy()[:, 0], [1., 1., 0.])
-  np.testing.assert_allclose(masked.numpy(), integration.poe(beliefs, ["s0", "s1"]).mean(),
-                             rtol=1e-6)
-  # Two conflicting sources: the conflict cannot be attributed, both are kept (PoE).
-  pair, _, weights = robust.robust_stacked(loc[1:], scale[1:])
-  np.testing.assert_array_equal(weights.numpy(), 1.)
-  np.testing.assert_allclose(pair.numpy(), integration.poe(beliefs, ["s1", "s2"]).mean(),
-                             rtol=1e-6)
-  # Every source conflicting with every other: the least conflicting keeps weight 1.
-  spread = _beliefs([[1., 0.], [-1., 0.], [0., 1.5]], [[0.2, 0.2], [0.3, 0.3], [0.5, 0.5]])
-  loc3, scale3 = beliefs_lib.stack_beliefs(spread, list(spread))
-  weights = robust.robust_weights(loc3, scale3).numpy()[:, 0]
-  assert weights.max() == 1. and weights.min() < 1.
-  # A single present source is integrated alone.
-  single, _, _ = robust.robust_stacked(loc, scale, tf.constant([[0.], [0.], [1.]]))
-  np.testing.assert_allclose(single.numpy(), loc[2].numpy(), rtol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def trained(config):
-  """A pendulum model trained briefly (400 steps) with a large learning rate."""
-  keras.utils.set_random_seed(0)
-  model = architectures.build_model(config)
-  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-  train, _ = pendulum.make_datasets(config)
-  iterator = iter(train)
-
-  @tf.function
-  def train_steps(num):
-    for _ in tf.range(num):
-      model.train_step(next(iterator))
-
-  train_steps(tf.constant(400))
-  return model
-
-
-def test_conflict_of_failed_sensor_rises_above_healthy_pairs(trained, config):
-  rig = pendulum.Rig.from_config(config)
-  batch, _ = pendulum.make_sequence(rig, 180, seed=11, fault="noise")  # fails at 120
-  x = {k: tf.constant(v) for k, v in batch.items()}
-  c = trained.conflict(x).numpy()  # [T, 3, 3]
-  before, after = c[:120], c[120:]
-  healthy_after = np.median(np.maximum(after[:, 1, 2], after[:, 2, 1]))
-  healthy_before = np.median(np.maximum(before[:, 0, 1], before[:, 1, 0]))
-  for j in (1, 2):
-    failed = np.median(np.maximum(after[:, 0, j], after[:, j, 0]))
-    assert failed > 3. * healthy_after
-    assert failed > 3. * healthy_before
-  # model.integrate(method="robust") is the registered robust integration and
-  # mutes the failed camera.
-  beliefs = trained.encode(x)
-  q = trained.integrate(beliefs, method="robust")
-  loc, scale = beliefs_lib.stack_beliefs(beliefs, trained.sources)
-  loc_rob, _, weights = robust.robust_stacked(loc, scale)
-  np.testing.assert_allclose(q.mean().numpy(), loc_rob.numpy(), rtol=1e-6)
-  assert np.median(weights.numpy()[0, 120:]) < 0.5
-  assert np.median(weights.numpy()[1:, 120:]) == 1.

@@ -104,6 +104,7 @@ def pair(tmp_path_factory):
   return (workdir, *_two_workers(workdir, export=True))
 
 
+@pytest.mark.slow
 def test_two_workers_stay_in_sync_and_match_one_worker(single, pair):
   workdir, chief, other = pair
   # Same weights on both workers after 20 synchronous steps.
@@ -119,6 +120,7 @@ def test_two_workers_stay_in_sync_and_match_one_worker(single, pair):
   assert not [p for p in os.listdir(workdir) if p.startswith("worker_tmp")]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
     single, single_and_mirrored):
   mirrored = _results(single_and_mirrored["mirrored"])
@@ -127,6 +129,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
   assert mirrored["param_norm"] == pytest.approx(single["param_norm"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_pair_restarted_after_one_worker_was_killed_ends_as_the_uninterrupted_pair(
     pair, tmp_path):
   # The uninterrupted pair is the one above; checkpointing and logging every 5

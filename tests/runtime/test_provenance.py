@@ -8,6 +8,8 @@ import configs
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
+from conftest import copy_of
+
 
 def _read(path):
   with open(path) as f:
@@ -19,6 +21,7 @@ def _runs(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.usefixtures("no_export")
 def test_a_failed_first_start_leaves_nothing_that_blocks_the_corrected_command(
     tmp_path, toy_config):
   workdir = str(tmp_path / "run")
@@ -34,10 +37,11 @@ def test_a_failed_first_start_leaves_nothing_that_blocks_the_corrected_command(
   assert _runs(workdir)[-1] == {**_runs(workdir)[-1], "status": "finished", "step": 20}
 
 
+@pytest.mark.usefixtures("no_export")
 def test_config_json_is_written_once_and_a_rerun_asking_for_less_changes_nothing(
-    tmp_path, toy_config, caplog):
-  workdir = str(tmp_path / "run")
-  training.train_and_evaluate(toy_config, workdir)
+    toy_run, tmp_path, toy_config, caplog):
+  workdir = copy_of(toy_run, tmp_path)  # toy_config, trained to step 20
+  os.makedirs(os.path.join(workdir, "export", "20"))  # what no_export did not write
   files = {name: _read(os.path.join(workdir, name)) for name in ("config.json", "metrics.json")}
   config = json.loads(files["config.json"])
   assert config["precision"] == "float32" and config["jit_compile"] is False  # resolved

@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,6 +22,7 @@ def test_a_held_lock_refuses_a_second_writer_and_names_the_holder(tmp_path):
     pass
 
 
+@pytest.mark.slow
 def test_a_second_bin_train_stops_at_once_and_a_killed_run_leaves_no_lock(tmp_path):
   workdir = str(tmp_path / "toy")
   train = [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={workdir}",
@@ -48,11 +48,7 @@ def test_a_second_bin_train_stops_at_once_and_a_killed_run_leaves_no_lock(tmp_pa
   finally:
     first.send_signal(signal.SIGKILL)
     first.wait()
-  # The kill released the lock: the same command resumes (here: starts, no checkpoint yet).
-  third = subprocess.run(train[:2] + [f"--workdir={workdir}", "--num_steps=10",
-                                      "--set=train_size=256", "--set=eval_size=64",
-                                      "--set=steps_per_call=10", "--set=log_every=10",
-                                      "--set=eval_every=10", "--set=checkpoint_every=10",
-                                      "--set=export_num_samples=4"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
-  assert third.returncode == 0, third.stderr[-2000:]
+  # The kill released the lock: the next writer gets it at once (bin/train re-run after
+  # kills, resuming to the uninterrupted weights: test_resume.py).
+  with workdir_lib.lock(workdir):
+    pass

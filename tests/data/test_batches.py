@@ -1,7 +1,10 @@
-"""Bad data gives a clear error naming the source and the example, before any training."""
+"""The batching every data set shares (`msnvi_tf.data`): bad data is refused naming the
+source and the example, before any training; a stream started at any step is the tail
+of the stream from step 0."""
 import numpy as np
 import pytest
 
+import configs
 from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 
@@ -41,3 +44,34 @@ def test_data_smaller_than_a_batch_still_serves_full_batches():
   batches = data_lib.training_batches({"x": np.arange(3.)}, 5, seed=0).take(3)
   served = np.concatenate([b["x"].numpy() for b in batches])
   assert served.shape == (15,) and sorted(served) == sorted(np.tile(np.arange(3.), 5))
+
+
+def test_check_finite_names_the_entry_holding_nan():
+  arrays = {"x": np.zeros((4, 1), np.float32), "y": np.array([[0.], [np.nan]])}
+  data_lib.check_finite({"x": arrays["x"]}, "toy data")
+  with pytest.raises(ValueError, match="'y'.*1 NaN"):
+    data_lib.check_finite(arrays, "toy data")
+
+
+@pytest.mark.parametrize("dataset,overrides", [
+    ("toy", ["train_size=50"]),
+    ("pendulum", ["train_size=50", "eval_size=8"]),
+    ("mnist_tb", ["train_size=50", "eval_size=8"]),
+    ("mnist_no", ["train_size=50", "eval_size=8"]),
+    ("shapes", ["train_size=50", "eval_size=4", "image_size=8"]),
+])
+def test_training_stream_from_any_step_is_the_tail_of_the_stream_from_zero(
+    dataset, overrides):
+  config = configs.get_config(dataset).override(overrides + ["batch_size=16"])
+  head = [b for b in data_lib.make_datasets(config)[0].take(9)]
+  for start in (1, 3, 7):  # 50 examples, batches of 16: 3, 6 and 7 span epochs.
+    tail = data_lib.make_datasets(config, start_step=start)[0].take(9 - start)
+    for expected, got in zip(head[start:], tail):
+      assert sorted(got) == sorted(expected)
+      for name in expected:
+        np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
+  # Every epoch serves every example once, in a new order.
+  toy = data_lib.training_batches({"i": np.arange(50)}, 10, seed=3).take(10)
+  epochs = np.concatenate([b["i"].numpy() for b in toy]).reshape(2, 50)
+  assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(50))
+  assert list(epochs[0]) != list(epochs[1])
