@@ -174,7 +174,7 @@ def component_times(model, batch, steps, warmup, repeats):
   @tf.function
   def encoders():
     with tf.GradientTape() as tape:
-      loc, scale = model._encode_stacked(batch, sources, True)  # pylint: disable=protected-access
+      loc, scale = model.encode_stacked(batch, sources, True)
       loss = tf.reduce_sum(loc) + tf.reduce_sum(scale)
     return tape.gradient(loss, [v for s in sources
                                 for v in model.encoders[s].trainable_variables])

@@ -161,8 +161,22 @@ class MultiSourceVAE(queries.Queries, keras.Model):
       return x[keys[0]]
     return tf.concat([tf.cast(x[k], self.compute_dtype) for k in keys], -1)
 
-  def _encode_stacked(self, x, sources, training=False):
-    """Belief parameters `([M, B, Dz], [M, B, Dz])` of `sources`."""
+  def encode_stacked(self, x, sources: Sequence[str], training: bool = False):
+    """Beliefs q_m(z | x_m) of `sources` as stacked parameters `(loc, scale)`.
+
+    Row m is q_m(z | x_m) = N(loc[m], diag(scale[m]^2)) of `sources[m]`: the form
+    the stacked functions of `msnvi_tf.core` take (`integration.poe_stacked`,
+    `conflict.conflict_stacked`, `robust.robust_stacked`). `encode` returns the
+    same beliefs as distributions and checks the batch first; this does not.
+
+    Args:
+      x: batch dict holding every entry the encoders of `sources` read.
+      sources: the M sources, in the order of the rows.
+      training: passed to the encoders.
+
+    Returns:
+      `(loc [M, B, Dz], scale [M, B, Dz])`, float32.
+    """
     params = [self.encoders[s](self._encoder_input(x, s), training=training)
               for s in sources]
     return tf.stack([p[0] for p in params]), tf.stack([p[1] for p in params])
@@ -180,7 +194,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
       `{source: tfd.MultivariateNormalDiag}` with batch shape `[B]`.
     """
     sources = self._available_sources(x, sources)
-    loc, scale = self._encode_stacked(x, sources)
+    loc, scale = self.encode_stacked(x, sources)
     return {s: beliefs_lib.make_belief(loc[i], scale[i]) for i, s in enumerate(sources)}
 
   def integrate(self, beliefs, method: str = "poe",
@@ -212,7 +226,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
     rng = self.rng if training else self.eval_rng
     self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
                                  for k in keys} | set(self.targets)))
-    loc, scale = self._encode_stacked(x, self.sources, training)  # [M, B, Dz]
+    loc, scale = self.encode_stacked(x, self.sources, training)  # [M, B, Dz]
     with kernels.compiled_kernels():
       return objectives.objective_bound(
           self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,

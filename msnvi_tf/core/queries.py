@@ -27,8 +27,8 @@ __all__ = ["Queries"]
 class Queries:
   """Post-training queries of a `MultiSourceVAE`.
 
-  Uses the model's encoders, decoders, `encode`, `integrate`, `log_joint` and
-  `conflict_thresholds`.
+  Uses the model's encoders, decoders, `encode`, `encode_stacked`, `integrate`,
+  `log_joint` and `conflict_thresholds`.
   """
 
   def predict_targets(self, x, sources: Optional[Sequence[str]] = None,
@@ -98,7 +98,7 @@ class Queries:
       x = batch[0] if isinstance(batch, tuple) else batch
       sources = self._available_sources(x, self.sources)
       conflicts.append(conflict_lib.conflict_stacked(
-          *self._encode_stacked(x, sources)).numpy())  # [B, M, M]
+          *self.encode_stacked(x, sources)).numpy())  # [B, M, M]
     if not conflicts:
       raise ValueError("calibrate_conflict: the dataset is empty.")
     result = calibration.calibrate(np.concatenate(conflicts), target_rate)
@@ -116,7 +116,7 @@ class Queries:
       "weight": {source: [B]}}`.
     """
     sources = self._available_sources(x, sources)
-    loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
+    loc, scale = self.encode_stacked(x, sources)  # [M, B, Dz]
     health = robust.sensor_health(loc, scale, thresholds=self._thresholds(sources))
     return {k: {s: v[i] for i, s in enumerate(sources)} for k, v in health.items()}
 
@@ -182,7 +182,7 @@ class Queries:
                        f"{sorted(integration.INTEGRATIONS)}.")
     sources = self._available_sources(x, sources)
     self._check_batch(x, self.targets)
-    loc, scale = self._encode_stacked(x, sources)  # [M, B, Dz]
+    loc, scale = self.encode_stacked(x, sources)  # [M, B, Dz]
     chunk_size = estimators.chunk_size_for(num_samples, loc.shape[1], chunk_size)
     targets = {t: tf.cast(x[t], tf.float32) for t in self.targets}
     with kernels.compiled_kernels():  # read when (first) traced

@@ -29,7 +29,6 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import calibration
 from msnvi_tf.experiments import health_report
 from msnvi_tf.core import integration
@@ -101,11 +100,10 @@ def corrupt(values, kind: str, seed: int, labels=None, shift: int = 3) -> np.nda
 def _beliefs(model, x):
   """Stacked beliefs `([M, N, Dz], [M, N, Dz])` float32 of all sources, in chunks."""
   num = len(next(iter(x.values())))
-  parts = [beliefs_lib.stack_beliefs(model.encode(
-      {s: tf.constant(x[s][i:i + _CHUNK]) for s in model.sources}), model.sources)
+  parts = [model.encode_stacked({s: tf.constant(x[s][i:i + _CHUNK]) for s in model.sources},
+                                model.sources)
            for i in range(0, num, _CHUNK)]
-  return (tf.cast(tf.concat([p[0] for p in parts], 1), tf.float32),
-          tf.cast(tf.concat([p[1] for p in parts], 1), tf.float32))
+  return tf.concat([p[0] for p in parts], 1), tf.concat([p[1] for p in parts], 1)
 
 
 def _reconstruction_rmse(model, loc, scale, mask, truth, num_samples, seed) -> float:

@@ -38,7 +38,6 @@ from typing import Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import calibration
 from msnvi_tf.core import conflict as conflict_lib
 from msnvi_tf.experiments import health_report
@@ -86,8 +85,8 @@ def _sequence(model, config, num_frames, seed, num_rotations, fault=None,
       pendulum.Rig.from_config(config), num_frames, seed, config.noise_std,
       num_rotations, fault, fault_sensor, fault_start, start_angle)
   x = {k: tf.constant(v) for k, v in batch.items()}
-  loc, scale = beliefs_lib.stack_beliefs(model.encode(x), model.sources)
-  return batch, angles, tf.cast(loc, tf.float32), tf.cast(scale, tf.float32)
+  loc, scale = model.encode_stacked(x, model.sources)
+  return batch, angles, loc, scale
 
 
 def run_sequence(model, config, fault, num_rotations: int = 3,

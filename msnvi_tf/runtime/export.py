@@ -131,7 +131,7 @@ class ServingModule:
   # Core computations, shared by the signatures and by tests.
   def _stacked_beliefs(self, inputs):
     """`([M, B, Dz], [M, B, Dz])` beliefs of all sources."""
-    return self.model._encode_stacked(inputs, self.model.sources)  # pylint: disable=protected-access
+    return self.model.encode_stacked(inputs, self.model.sources)
 
   def poe(self, inputs, present):
     """`(loc, scale)` `[B, Dz]` of the PoE of the present sources (Eq. 3)."""

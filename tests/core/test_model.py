@@ -138,7 +138,7 @@ def test_paper_tools_return_documented_shapes(toy_config):
   assert tuple(model.pmi(x).shape) == (BATCH,)
   # Keras's own predict works as in Keras: `call`'s belief parameters per example.
   params = model.predict(tf.data.Dataset.from_tensor_slices(x).batch(3), verbose=0)
-  loc, scale = model._encode_stacked(x, model.sources)  # pylint: disable=protected-access
+  loc, scale = model.encode_stacked(x, model.sources)
   for i, s in enumerate(model.sources):
     np.testing.assert_allclose(params[s][0], loc[i], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(params[s][1], scale[i], rtol=1e-5, atol=1e-6)
