@@ -8,6 +8,8 @@ stays bounded by one chunk; `log_likelihood` is its case f = p(x, z) / q(z);
 `weighted_samples` gives the samples and ln f of one chunk (SIR, App. E; the
 Markov chain of `msnvi_tf.core.imputation`). Used by `MultiSourceVAE.log_likelihood`
 and `sir`, the export's `log_likelihood`, the imputation scores and Table 2.
+`predictive_mean` is the predictive mean of Eq. (6), E[x_t | x_S] ~ (1/K) sum_k
+E[x_t | z_k], for `MultiSourceVAE.predict_targets` and the export's predictions.
 (Training draws its own samples: `msnvi_tf.core.objectives`.)
 
 Seeding convention, for every sampling query of the package (`predict_targets`,
@@ -28,13 +30,13 @@ Shapes: K samples, B examples, Dz latent dimensions.
 """
 import math
 import numbers
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = ["DEFAULT_ROWS", "as_seed", "other_seed", "draw", "chunk_size_for",
-           "weighted_samples", "log_mean_exp", "log_likelihood"]
+           "weighted_samples", "log_mean_exp", "log_likelihood", "predictive_mean"]
 
 # Default function rows (samples x examples) per chunk. On the MNIST-TB decoders
 # the speed is flat from about 5k to 50k rows (the elementwise passes, not the
@@ -148,3 +150,26 @@ def log_likelihood(q, log_joint: Callable, num_samples: int, seed,
     return tf.cast(log_joint(z), tf.float32) - tf.cast(q.log_prob(z), tf.float32)
 
   return log_mean_exp(q, log_w, num_samples, seed, chunk_size)
+
+
+def predictive_mean(q, decoders: Mapping, num_samples: int, seed):
+  """Predictive mean of Eq. (6) and its K terms, from one draw of K samples of q.
+
+  p(x_t | x_S) = E_{z ~ q_S(z | x_S)}[p(x_t | z)] (Eq. 6) has the mean
+    E[x_t | x_S] = E_{z ~ q_S}[E[x_t | z]] ~ (1/K) sum_k E[x_t | z_k],   z_k ~ q_S,
+  the z_k = `draw(q, K, seed)`: the samples of `log_mean_exp` with one chunk.
+
+  Args:
+    q: the belief q_S, a TFP distribution with batch shape `[B]`, event `[Dz]`.
+    decoders: `{target: decoder}` of the targets to predict; `decoder.mean(z)`
+      maps z `[K, B, Dz]` to E[x_t | z] `[K, B, ...]` (`likelihoods.Decoder`).
+    num_samples: K.
+    seed: `[2]` stateless seed (`as_seed`).
+
+  Returns:
+    `(mean, terms)`: `{target: [B, ...]}` predictive means and `{target: [K, B,
+    ...]}` the E[x_t | z_k] they average.
+  """
+  z = draw(q, num_samples, seed)  # [K, B, Dz]
+  terms = {t: decoder.mean(z) for t, decoder in decoders.items()}  # [K, B, ...]
+  return {t: tf.reduce_mean(m, 0) for t, m in terms.items()}, terms

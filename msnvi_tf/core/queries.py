@@ -38,8 +38,8 @@ class Queries:
     """Predicts targets from any subset of sources (Eq. 6).
 
     p(x_t | x_S) = E_{z ~ q_S(z | x_S)} [p(x_t | z)], with q_S the integrated
-    belief of S. (`keras.Model.predict` is Keras's own: the belief parameters
-    of `call` for every batch of a dataset.)
+    belief of S; its mean is `estimators.predictive_mean`. (`keras.Model.predict`
+    is Keras's own: the belief parameters of `call` for every batch of a dataset.)
 
     Args:
       x: batch dict holding (at least) the sources of S.
@@ -59,10 +59,10 @@ class Queries:
     if unknown:
       raise ValueError(f"Unknown target(s) {unknown}; the model has {self.targets}.")
     q = self.integrate(self.encode(x, sources), method)
-    z = estimators.draw(q, num_samples, estimators.as_seed(seed))  # [K, B, Dz]
-    means = {t: self.decoders[t].mean(z) for t in targets}  # [K, B, ...]
-    averaged = {t: tf.reduce_mean(m, 0) for t, m in means.items()}
-    return (averaged, means) if return_samples else averaged
+    means, terms = estimators.predictive_mean(  # [B, ...], [K, B, ...]
+        q, {t: self.decoders[t] for t in targets}, num_samples,
+        estimators.as_seed(seed))
+    return (means, terms) if return_samples else means
 
   # ------------------------------------------------------------ conflict
   def conflict(self, x, sources: Optional[Sequence[str]] = None):
@@ -117,7 +117,8 @@ class Queries:
     """
     sources = self._available_sources(x, sources)
     loc, scale = self.encode_stacked(x, sources)  # [M, B, Dz]
-    health = robust.sensor_health(loc, scale, thresholds=self._thresholds(sources))
+    health = robust.sensor_health_stacked(loc, scale,
+                                          thresholds=self._thresholds(sources))
     return {k: {s: v[i] for i, s in enumerate(sources)} for k, v in health.items()}
 
   def pmi(self, x, sources: Optional[Sequence[str]] = None):

@@ -64,8 +64,8 @@ from msnvi_tf.core import integration
 
 tfd = tfp.distributions
 
-__all__ = ["THRESHOLD", "SHARPNESS", "conflict_scores", "robust_weights",
-           "sensor_health", "robust_stacked", "robust"]
+__all__ = ["THRESHOLD", "SHARPNESS", "conflict_scores", "sensor_health_stacked",
+           "robust_weights", "robust_stacked", "robust"]
 
 THRESHOLD = 1.  # tau_mm' of an uncalibrated model, Eq. (R2).
 SHARPNESS = 2.  # kappa of Eq. (R5).
@@ -109,8 +109,9 @@ def conflict_scores(conflict, thresholds=THRESHOLD, mask=None):
   return tf.transpose(_scores(conflict, thresholds, present))
 
 
-def sensor_health(loc, scale, mask=None, thresholds=THRESHOLD, sharpness=SHARPNESS):
-  """Scores, alarms and robust weights of every source, Eqs. (R2)-(R6).
+def sensor_health_stacked(loc, scale, mask=None, thresholds=THRESHOLD,
+                          sharpness=SHARPNESS):
+  """Scores, alarms and robust weights of every source, Eqs. (R2)-(R6), on stacked beliefs.
 
   Args:
     loc: `[M, B, Dz]` belief means.
@@ -138,12 +139,12 @@ def sensor_health(loc, scale, mask=None, thresholds=THRESHOLD, sharpness=SHARPNE
 def robust_weights(loc, scale, mask=None, thresholds=THRESHOLD, sharpness=SHARPNESS):
   """Exponents w_m of the robust product of experts, Eqs. (R2)-(R5).
 
-  Args: as `sensor_health`.
+  Args: as `sensor_health_stacked`.
 
   Returns:
     `[M, B]` float32 weights in [0, 1].
   """
-  return sensor_health(loc, scale, mask, thresholds, sharpness)["weight"]
+  return sensor_health_stacked(loc, scale, mask, thresholds, sharpness)["weight"]
 
 
 def robust_stacked(loc, scale, mask=None, thresholds=THRESHOLD, sharpness=SHARPNESS):
@@ -151,16 +152,16 @@ def robust_stacked(loc, scale, mask=None, thresholds=THRESHOLD, sharpness=SHARPN
 
   Args:
     loc: `[M, B, Dz]`; scale: `[M, B, Dz]`; mask: optional `[M, B]`;
-    thresholds, sharpness: tau and kappa (see `sensor_health`).
+    thresholds, sharpness: tau and kappa (see `sensor_health_stacked`).
 
   Returns:
-    `(loc_rob, scale_rob, weights)`: `[B, Dz]`, `[B, Dz]` and the `[M, B]`
-    weights of `robust_weights`.
+    `(loc_rob, scale_rob, health)`: `[B, Dz]`, `[B, Dz]` and the
+    `sensor_health_stacked` dict whose `[M, B]` "weight" are the exponents w_m.
   """
-  weights = robust_weights(loc, scale, mask, thresholds, sharpness)  # [M, B]
+  health = sensor_health_stacked(loc, scale, mask, thresholds, sharpness)  # each [M, B]
   loc_rob, scale_rob = integration.poe_stacked(
-      tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), weights)
-  return loc_rob, scale_rob, weights
+      tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), health["weight"])
+  return loc_rob, scale_rob, health
 
 
 def robust(beliefs: Mapping[str, tfd.Distribution],

@@ -33,7 +33,7 @@ CALIBRATED, FIXED = "calibrated", "tau = 1"
 
 
 def health_both(model, loc, scale):
-  """`robust.sensor_health` with the model's thresholds and with tau = 1.
+  """`robust.sensor_health_stacked` with the model's thresholds and with tau = 1.
 
   Args:
     model: a `MultiSourceVAE` (its `conflict_thresholds`).
@@ -43,7 +43,8 @@ def health_both(model, loc, scale):
     `{CALIBRATED | FIXED: {"score", "alarm", "weight": [M, N] numpy}}`.
   """
   thresholds = tf.convert_to_tensor(model.conflict_thresholds)
-  return {key: {k: v.numpy() for k, v in robust.sensor_health(loc, scale, None, t).items()}
+  return {key: {k: v.numpy()
+                for k, v in robust.sensor_health_stacked(loc, scale, None, t).items()}
           for key, t in ((CALIBRATED, thresholds), (FIXED, robust.THRESHOLD))}
 
 

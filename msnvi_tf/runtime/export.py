@@ -16,8 +16,8 @@ call_endpoint=name)`: endpoints of the same names taking one dict of inputs;
                    z_k of the PoE: the mean `<t>` of E[t | z_k] (Eq. 6), its
                    spread `<t>_std` and quantiles `<t>_q05`, `<t>_q50`, `<t>_q95`
   sensor_health    sources, present -> per source weights, alarm (bool), score,
-                   valid (bool) [B, M] (`msnvi_tf.core.robust`, Eqs. R2-R6), and
-                   predict's outputs from the robust integration
+                   valid (bool) [B, M] (`robust.sensor_health_stacked`, Eqs.
+                   R2-R6), and predict's outputs from the robust integration
   conflict         sources, present -> conflict, valid (bool) [B, M, M]  (Eq. 2)
   log_likelihood   sources, targets, present -> log_likelihood [B]
   metadata         ignored -> contract: the JSON contract (a string)
@@ -47,8 +47,10 @@ of 0 rows gets 0 rows back. Requests run in chunks of `chunk_rows` rows, one at
 a time, so memory stays bounded: a request of at most `chunk_rows` rows is
 computed at once, a longer one as its chunks would be one by one. `predict`,
 `sensor_health` and `log_likelihood` draw their K latent samples with a fixed
-seed (`msnvi_tf.core.estimators`' convention, as `MultiSourceVAE.predict_targets`
-and `log_likelihood` with that seed), so the same request gives the same answer.
+seed (`msnvi_tf.core.estimators`' convention: the predictions are
+`estimators.predictive_mean`, as `MultiSourceVAE.predict_targets`, and
+`log_likelihood` is `estimators.log_likelihood`, both with that seed), so the
+same request gives the same answer.
 The robust integration and the alarms use the conflict thresholds stored with
 the model (calibrated on healthy data by `MultiSourceVAE.calibrate_conflict`,
 else tau = 1).
@@ -138,31 +140,34 @@ class ServingModule:
     loc, scale = self._stacked_beliefs(inputs)
     return integration.poe_stacked(loc, scale, tf.transpose(present))  # [B, Dz]
 
-  def _decoder_means(self, loc, scale):
-    """`{target: [K, B, ...]}`: E[x_t | z_k] for K samples z_k of N(loc, scale) (Eq. 6)."""
-    z = estimators.draw(beliefs_lib.make_belief(loc, scale), self.num_samples,
-                        estimators.as_seed(self.seed))  # [K, B, Dz]
-    return {t: self.model.decoders[t].mean(z) for t in self.model.targets}
+  def robust(self, inputs, present):
+    """`robust.robust_stacked` of the present sources with the model's thresholds.
 
-  def predict(self, inputs, present):
-    """Predictive means `{target: [B, ...]}` from the PoE of the present sources (Eq. 6)."""
-    return {t: tf.reduce_mean(m, 0)
-            for t, m in self._decoder_means(*self.poe(inputs, present)).items()}
-
-  def _robust_health(self, inputs, present):
-    """`(health, loc, scale)`: `robust.sensor_health` `[M, B]`, robust belief `[B, Dz]`."""
+    Returns:
+      `(loc, scale, health)`: the robust belief `[B, Dz]` (Eq. R1) and the
+      sources' "score", "alarm" and "weight" `[M, B]` (Eqs. R2-R6).
+    """
     loc, scale = self._stacked_beliefs(inputs)  # [M, B, Dz]
-    health = robust.sensor_health(loc, scale, tf.transpose(present),
-                                  tf.convert_to_tensor(self.model.conflict_thresholds))
-    loc_rob, scale_rob = integration.poe_stacked(
-        tf.cast(loc, tf.float32), tf.cast(scale, tf.float32), health["weight"])
-    return health, loc_rob, scale_rob
+    return robust.robust_stacked(loc, scale, tf.transpose(present),
+                                 tf.convert_to_tensor(self.model.conflict_thresholds))
 
-  def sensor_health(self, inputs, present):
-    """`(health, predictions)`: `robust.sensor_health` `[M, B]` and robust means."""
-    health, loc, scale = self._robust_health(inputs, present)
-    return health, {t: tf.reduce_mean(m, 0)
-                    for t, m in self._decoder_means(loc, scale).items()}
+  def _predictive_mean(self, loc, scale):
+    """`estimators.predictive_mean` of every target from N(loc, scale) `[B, Dz]` (Eq. 6)."""
+    return estimators.predictive_mean(  # [B, ...], [K, B, ...]
+        beliefs_lib.make_belief(loc, scale), self.model.decoders, self.num_samples,
+        estimators.as_seed(self.seed))
+
+  def predict(self, inputs, present, method="poe"):
+    """Predictive means `{target: [B, ...]}` of the present sources (Eq. 6).
+
+    `method`: "poe" (the `predict` signature) or "robust" (`sensor_health`'s).
+    """
+    if method not in ("poe", "robust"):
+      raise ValueError(f"Unknown method {method!r}; the export predicts from 'poe' or "
+                       "'robust'.")
+    belief = self.poe(inputs, present) if method == "poe" else self.robust(
+        inputs, present)[:2]
+    return self._predictive_mean(*belief)[0]
 
   def log_likelihood(self, inputs, present):
     """ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q the PoE of the present sources.
@@ -327,24 +332,21 @@ class ServingModule:
               "no_source": _no_source(inputs["present"])}
 
     def integrate_robust(inputs):
-      loc, scale = self._stacked_beliefs(inputs)
-      loc_rob, scale_rob, weights = robust.robust_stacked(
-          loc, scale, tf.transpose(inputs["present"]),
-          tf.convert_to_tensor(model.conflict_thresholds))
-      return {"loc": loc_rob, "scale": scale_rob, "weights": tf.transpose(weights),
+      loc, scale, health = self.robust(inputs, inputs["present"])
+      return {"loc": loc, "scale": scale, "weights": tf.transpose(health["weight"]),
               "no_source": _no_source(inputs["present"])}
 
     def predict(inputs):
-      means = self._decoder_means(*self.poe(inputs, inputs["present"]))
-      return {**_predictive(means), "no_source": _no_source(inputs["present"])}
+      predictive = self._predictive_mean(*self.poe(inputs, inputs["present"]))
+      return {**_predictive(*predictive), "no_source": _no_source(inputs["present"])}
 
     def sensor_health(inputs):
-      health, loc, scale = self._robust_health(inputs, inputs["present"])
+      loc, scale, health = self.robust(inputs, inputs["present"])
       valid = inputs["present"] > 0.  # [n, M]
       return {"weights": tf.transpose(health["weight"]),
               "alarm": tf.transpose(health["alarm"]),
               "score": tf.where(valid, tf.transpose(health["score"]), 0.),
-              "valid": valid, **_predictive(self._decoder_means(loc, scale)),
+              "valid": valid, **_predictive(*self._predictive_mean(loc, scale)),
               "no_source": _no_source(inputs["present"])}
 
     def conflict(inputs):
@@ -406,11 +408,17 @@ def _no_source(present):
   return tf.reduce_all(present == 0., -1)
 
 
-def _predictive(means):
-  """Mean, std and `QUANTILES` of `{target: [K, B, ...]}` over K: `{output: [B, ...]}`."""
+def _predictive(means, terms):
+  """Outputs of a prediction: `{output: [B, ...]}`.
+
+  Args:
+    means: `{target: [B, ...]}` predictive means (`estimators.predictive_mean`).
+    terms: `{target: [K, B, ...]}` the E[x_t | z_k] they average; their std and
+      `QUANTILES` over K are the spread.
+  """
   out = {}
-  for t, m in means.items():
-    out[_safe(t)] = tf.reduce_mean(m, 0)
+  for t, m in terms.items():
+    out[_safe(t)] = means[t]
     out[f"{_safe(t)}_std"] = tf.math.reduce_std(m, 0)
     quantiles = tfp.stats.percentile(m, [100. * q for q in QUANTILES], axis=0,
                                      interpolation="linear")  # [Q, B, ...]

@@ -118,7 +118,7 @@ print(json.dumps(out))
   for key, name in (("weight", "weights"), ("alarm", "alarm"), ("score", "score")):
     np.testing.assert_allclose(served[f"health_{name}"], np.stack(
         [health[key]["x"], health[key]["y"]], 1), rtol=1e-5)
-  robust_predicted = module.sensor_health(points, tf.ones([8, 2]))[1]["x"]
+  robust_predicted = module.predict(points, tf.ones([8, 2]), "robust")["x"]
   np.testing.assert_allclose(served["health_x"], robust_predicted, atol=1e-5)
   conflict = np.array(served["conflict"])
   assert np.all(conflict[:, 0, 0] == 0.) and np.all(conflict[:, 0, 1] == 0.)  # y absent

@@ -105,6 +105,16 @@ def test_model_export_sir_and_predict_share_the_samples_of_one_seed(toy_model_an
   np.testing.assert_array_equal(
       proposals, estimators.draw(q, num_samples, estimators.as_seed(seed)))
 
+def test_predictive_mean_averages_the_decoder_means_at_draws_samples(toy_model_and_batch):
+  model, x = toy_model_and_batch
+  q = model.integrate(model.encode(x))
+  seed = estimators.as_seed(4)
+  means, terms = estimators.predictive_mean(q, model.decoders, 12, seed)
+  z = estimators.draw(q, 12, seed)  # [K, B, Dz]
+  for target, decoder in model.decoders.items():
+    np.testing.assert_array_equal(terms[target], decoder.mean(z))
+    np.testing.assert_array_equal(means[target], tf.reduce_mean(terms[target], 0))
+
 def test_predictive_log_likelihood_is_the_estimator_on_p_of_the_missing_part(
     toy_model_and_batch):
   model, x = toy_model_and_batch

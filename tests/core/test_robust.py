@@ -53,13 +53,13 @@ def test_robust_mask_and_fallbacks():
   beliefs = _beliefs([[1., 0.], [1.05, 0.05], [-1., 1.]], [[0.2, 0.2]] * 3)
   loc, scale = beliefs_lib.stack_beliefs(beliefs, list(beliefs))  # [3, 1, 2]
   # Masking the failed source out is PoE of the others.
-  masked, _, weights = robust.robust_stacked(loc, scale, tf.constant([[1.], [1.], [0.]]))
-  np.testing.assert_array_equal(weights.numpy()[:, 0], [1., 1., 0.])
+  masked, _, health = robust.robust_stacked(loc, scale, tf.constant([[1.], [1.], [0.]]))
+  np.testing.assert_array_equal(health["weight"].numpy()[:, 0], [1., 1., 0.])
   np.testing.assert_allclose(masked.numpy(), integration.poe(beliefs, ["s0", "s1"]).mean(),
                              rtol=1e-6)
   # Two conflicting sources: the conflict cannot be attributed, both are kept (PoE).
-  pair, _, weights = robust.robust_stacked(loc[1:], scale[1:])
-  np.testing.assert_array_equal(weights.numpy(), 1.)
+  pair, _, health = robust.robust_stacked(loc[1:], scale[1:])
+  np.testing.assert_array_equal(health["weight"].numpy(), 1.)
   np.testing.assert_allclose(pair.numpy(), integration.poe(beliefs, ["s1", "s2"]).mean(),
                              rtol=1e-6)
   # Every source conflicting with every other: the least conflicting keeps weight 1.
@@ -84,8 +84,8 @@ def _stacked(num=4):
 
 def test_unit_thresholds_are_the_fixed_rule_and_a_matrix_is_per_pair():
   loc, scale = _stacked()
-  fixed = robust.sensor_health(loc, scale)
-  ones = robust.sensor_health(loc, scale, thresholds=tf.ones([3, 3]))
+  fixed = robust.sensor_health_stacked(loc, scale)
+  ones = robust.sensor_health_stacked(loc, scale, thresholds=tf.ones([3, 3]))
   for key in fixed:
     np.testing.assert_array_equal(fixed[key].numpy(), ones[key].numpy())
   # Source 2 conflicts with both others: only it raises the alarm and is muted.
@@ -95,7 +95,7 @@ def test_unit_thresholds_are_the_fixed_rule_and_a_matrix_is_per_pair():
   score = fixed["score"].numpy()[2, 0]
   tau = np.ones((3, 3), np.float32)
   tau[2, :2] = tau[:2, 2] = 2. * score
-  relaxed = robust.sensor_health(loc, scale, thresholds=tau)
+  relaxed = robust.sensor_health_stacked(loc, scale, thresholds=tau)
   assert not relaxed["alarm"].numpy().any()
   np.testing.assert_array_equal(relaxed["weight"].numpy(), 1.)
   np.testing.assert_allclose(relaxed["score"].numpy()[2], 0.5, rtol=1e-5)
@@ -104,7 +104,7 @@ def test_unit_thresholds_are_the_fixed_rule_and_a_matrix_is_per_pair():
 def test_absent_sources_have_no_alarm_and_no_weight():
   loc, scale = _stacked(2)
   mask = tf.constant([[1., 1.], [1., 0.], [1., 1.]])
-  health = robust.sensor_health(loc, scale, mask)
+  health = robust.sensor_health_stacked(loc, scale, mask)
   assert not health["alarm"].numpy()[1, 1] and health["weight"].numpy()[1, 1] == 0.
   assert np.isinf(health["score"].numpy()[1, 1])
 
@@ -150,7 +150,7 @@ def test_conflict_of_failed_sensor_rises_above_healthy_pairs(trained, config):
   beliefs = trained.encode(x)
   q = trained.integrate(beliefs, method="robust")
   loc, scale = beliefs_lib.stack_beliefs(beliefs, trained.sources)
-  loc_rob, _, weights = robust.robust_stacked(loc, scale)
+  loc_rob, _, health = robust.robust_stacked(loc, scale)
   np.testing.assert_allclose(q.mean().numpy(), loc_rob.numpy(), rtol=1e-6)
-  assert np.median(weights.numpy()[0, 120:]) < 0.5
-  assert np.median(weights.numpy()[1:, 120:]) == 1.
+  assert np.median(health["weight"].numpy()[0, 120:]) < 0.5
+  assert np.median(health["weight"].numpy()[1:, 120:]) == 1.
