@@ -18,7 +18,8 @@ false alarms, not a per-pair quantile:
     FA(q) = 1/N sum_n [exists m: s_m(n) > 1],                               (K2)
 
 the fraction of healthy examples on which any source raises its alarm (R6)
-under the thresholds tau(q). FA is non-increasing in q (every threshold grows
+under the thresholds tau(q) (`false_alarm_rate`, the one rate of the package:
+the monitor's and the sensor-health reports' too). FA is non-increasing in q (every threshold grows
 with q), and FA(1) = 0, so the smallest q with FA(q) <= alpha exists; it is
 found by bisection. Per-pair quantiles need no distributional assumption and
 adapt to pairs of different scale (the pendulum's camera 0 sees a circle, the
@@ -89,15 +90,23 @@ def pair_quantiles(conflicts, level: float) -> np.ndarray:
   return tau.astype(np.float32)
 
 
-def false_alarm_rate(conflicts, thresholds) -> float:
+def false_alarm_rate(alarm) -> float:
   """FA of Eq. (K2): the fraction of examples on which any source raises an alarm.
 
   Args:
-    conflicts: `[N, M, M]` conflict measures.
-    thresholds: a positive number or `[M, M]` thresholds.
+    alarm: `[M, N]` bool, source m's alarm on example n (Eq. R6:
+      `robust.sensor_health_stacked`'s "alarm", or `robust.conflict_scores` > 1).
+
+  Returns:
+    The fraction in [0, 1], float64.
   """
+  return float(np.mean(np.any(np.asarray(alarm, bool), 0)))
+
+
+def _rate_at(conflicts, thresholds) -> float:
+  """FA of Eq. (K2) of `[N, M, M]` conflicts under `thresholds` (a number or `[M, M]`)."""
   scores = robust.conflict_scores(tf.constant(conflicts, tf.float32), thresholds)  # [M, N]
-  return float(tf.reduce_mean(tf.cast(tf.reduce_any(scores > 1., 0), tf.float32)))
+  return false_alarm_rate(scores.numpy() > 1.)  # alarms of Eq. (R6)
 
 
 def smallest_level(rate_at, target_rate: float, tolerance: float = 1e-6) -> float:
@@ -141,8 +150,6 @@ def calibrate(conflicts, target_rate: float = FALSE_ALARM_RATE,
   """
   conflicts = _check(conflicts)
   level = smallest_level(
-      lambda q: false_alarm_rate(conflicts, pair_quantiles(conflicts, q)), target_rate,
-      tolerance)
+      lambda q: _rate_at(conflicts, pair_quantiles(conflicts, q)), target_rate, tolerance)
   thresholds = pair_quantiles(conflicts, level)
-  return Calibration(thresholds, level, false_alarm_rate(conflicts, thresholds),
-                     conflicts.shape[0])
+  return Calibration(thresholds, level, _rate_at(conflicts, thresholds), conflicts.shape[0])

@@ -65,11 +65,6 @@ def windowed_log_scores(scores, window: int = WINDOW) -> np.ndarray:
   return (total[:, window:] - total[:, :-window]) / window
 
 
-def _rate(values, thresholds) -> float:
-  """Fraction of frames (columns of `[M, N]`) with any value above its threshold."""
-  return float(np.mean(np.any(values > thresholds[:, None], 0)))
-
-
 def calibrate_monitor(healthy_scores: Sequence[np.ndarray], window: int = WINDOW,
                       target_rate: float = calibration.FALSE_ALARM_RATE
                       ) -> MonitorCalibration:
@@ -92,10 +87,12 @@ def calibrate_monitor(healthy_scores: Sequence[np.ndarray], window: int = WINDOW
   def thresholds_at(level):
     return np.quantile(values, level, axis=1, method="higher")  # [M]
 
-  level = calibration.smallest_level(lambda q: _rate(values, thresholds_at(q)),
-                                     target_rate)
+  def rate_at(thresholds):  # frames with any L_m(t) > eta_m
+    return calibration.false_alarm_rate(values > thresholds[:, None])
+
+  level = calibration.smallest_level(lambda q: rate_at(thresholds_at(q)), target_rate)
   thresholds = thresholds_at(level)
-  return MonitorCalibration(thresholds, window, level, _rate(values, thresholds),
+  return MonitorCalibration(thresholds, window, level, rate_at(thresholds),
                             values.shape[1])
 
 

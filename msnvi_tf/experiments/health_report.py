@@ -7,7 +7,7 @@ one faulty source, with and without calibrated thresholds, and this module
 turns them into the report's numbers:
 
   false alarms  fraction of healthy examples on which any source's alarm is
-                raised (s_m > 1, Eq. R6);
+                raised (s_m > 1, Eq. R6): `calibration.false_alarm_rate`;
   detection     fraction of faulty examples on which the faulty source's alarm
                 is raised;
   delay         for a sequence, frames from the failure to the first alarm of
@@ -25,8 +25,8 @@ import tensorflow as tf
 
 from msnvi_tf.core import robust
 
-__all__ = ["CALIBRATED", "FIXED", "health_both", "false_alarm_rate", "detection",
-           "roc_curve", "roc_auc", "format_rate", "format_delay"]
+__all__ = ["CALIBRATED", "FIXED", "health_both", "detection", "roc_curve", "roc_auc",
+           "format_rate", "format_delay"]
 
 
 CALIBRATED, FIXED = "calibrated", "tau = 1"
@@ -46,11 +46,6 @@ def health_both(model, loc, scale):
   return {key: {k: v.numpy()
                 for k, v in robust.sensor_health_stacked(loc, scale, None, t).items()}
           for key, t in ((CALIBRATED, thresholds), (FIXED, robust.THRESHOLD))}
-
-
-def false_alarm_rate(alarm) -> float:
-  """Fraction of examples with any alarm: alarm `[M, N]` bool -> float."""
-  return float(np.mean(np.any(alarm, 0)))
 
 
 def detection(alarm, faulty: int, start: int = 0) -> dict:

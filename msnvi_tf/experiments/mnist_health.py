@@ -211,7 +211,7 @@ def _markdown(rows, healthy, result, workdir, config, model, source, half, num_s
               seed) -> str:
   rate = health_report.format_rate
   num = healthy[_CALIBRATED]["alarm"].shape[1]
-  false_alarms = {k: rate(health_report.false_alarm_rate(healthy[k]["alarm"]))
+  false_alarms = {k: rate(calibration.false_alarm_rate(healthy[k]["alarm"]))
                   for k in (_CALIBRATED, _FIXED)}
   lines = [
       f"Model: {workdir_lib.run_name(workdir)} ({config.dataset}, L_{config.objective}, "

@@ -209,9 +209,9 @@ def health_table(runs: Dict[str, dict], healthy: List[dict], rmse,
 def _false_alarms(healthy: List[dict],
                   monitor: monitor_lib.MonitorCalibration) -> Dict[str, float]:
   """`{CALIBRATED | FIXED | MONITOR: false-alarm rate}` on `healthy_health` parts."""
-  rates = {k: health_report.false_alarm_rate(_concat(healthy, k, "alarm"))
+  rates = {k: calibration.false_alarm_rate(_concat(healthy, k, "alarm"))
            for k in (CALIBRATED, FIXED)}
-  rates[MONITOR] = health_report.false_alarm_rate(np.concatenate(
+  rates[MONITOR] = calibration.false_alarm_rate(np.concatenate(
       [monitor_lib.monitor_alarms(p[CALIBRATED]["score"], monitor) for p in healthy], 1))
   return rates
 

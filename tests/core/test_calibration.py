@@ -19,6 +19,11 @@ def _healthy_conflicts(num, seed):
   return c.astype(np.float32)
 
 
+def _rate(conflicts, thresholds):
+  """False-alarm rate (Eq. K2) of the alarms (Eq. R6) under `thresholds`."""
+  return calibration.false_alarm_rate(robust.conflict_scores(conflicts, thresholds) > 1.)
+
+
 def test_calibration_meets_the_false_alarm_target_on_new_healthy_data():
   alpha = 0.01
   result = calibration.calibrate(_healthy_conflicts(20_000, 0), alpha)
@@ -26,9 +31,9 @@ def test_calibration_meets_the_false_alarm_target_on_new_healthy_data():
   # On the calibration data at most alpha, and the smallest level that is.
   assert alpha - 5e-4 <= result.false_alarm_rate <= alpha
   lower = calibration.pair_quantiles(_healthy_conflicts(20_000, 0), result.level - 1e-3)
-  assert calibration.false_alarm_rate(_healthy_conflicts(20_000, 0), lower) > alpha
+  assert _rate(_healthy_conflicts(20_000, 0), lower) > alpha
   # On fresh healthy data within sampling error (4 binomial std).
-  fresh = calibration.false_alarm_rate(_healthy_conflicts(20_000, 1), result.thresholds)
+  fresh = _rate(_healthy_conflicts(20_000, 1), result.thresholds)
   assert abs(fresh - alpha) < 4. * math.sqrt(alpha * (1. - alpha) / 20_000)
   # Per-pair quantiles of exponentials: the thresholds scale like the pairs.
   off = ~np.eye(3, dtype=bool)
@@ -40,9 +45,9 @@ def test_calibration_meets_the_false_alarm_target_on_new_healthy_data():
 def test_fixed_threshold_flags_healthy_pairs_that_calibration_accepts():
   conflicts = _healthy_conflicts(5_000, 2)
   # tau = 1 raises alarms on the large-scale pair (1 -> 2) far beyond 1 %.
-  assert calibration.false_alarm_rate(conflicts, 1.) > 0.05
+  assert _rate(conflicts, 1.) > 0.05
   result = calibration.calibrate(conflicts, 0.01)
-  assert calibration.false_alarm_rate(conflicts, result.thresholds) <= 0.01
+  assert _rate(conflicts, result.thresholds) <= 0.01
 
 
 def test_scaling_one_pair_scales_its_threshold_and_keeps_the_alarms():

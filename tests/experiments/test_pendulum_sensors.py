@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import configs
 from msnvi_tf import architectures
+from msnvi_tf.core import calibration
 from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
 from msnvi_tf.experiments import dispatch
@@ -130,4 +131,4 @@ def test_roc_and_detection_numbers():
   found = health_report.detection(alarm, faulty=0, start=4)
   assert found == {"rate": 0.5, "delay": 3, "misattributed": 1. / 6.}
   assert health_report.detection(alarm, faulty=1, start=4)["delay"] is None
-  assert health_report.false_alarm_rate(alarm) == 0.4
+  assert calibration.false_alarm_rate(alarm) == 0.4
