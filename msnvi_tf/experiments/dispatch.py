@@ -101,7 +101,7 @@ def _evaluate_mnist(runs, output_dir, num_samples=None, eval_size=0, eval_batch_
   return paths
 
 
-def _plot_mnist(runs, output_dir, label_workdir=None, num_examples=None, num_steps=None,
+def _plot_mnist(runs, output_dir, label_workdir=None, num_examples=None, chain_steps=None,
                 num_samples=None, seed=None, **unused) -> List[str]:
   """Figs. 3, 4 and 7 of the first run; further runs add their Markov chains to Fig. 4."""
   del unused
@@ -111,7 +111,7 @@ def _plot_mnist(runs, output_dir, label_workdir=None, num_examples=None, num_ste
   label_model = workdir_lib.load_trained(label_workdir)[0] if label_workdir else None
   return list(mnist_figures.plot_mnist_figures(
       model, config, output_dir, chains, label_model, num_examples or 500,
-      num_steps or 150, num_samples or 100, seed=seed or 0).values())
+      chain_steps or 150, num_samples or 100, seed=seed or 0).values())
 
 
 def _evaluate_pendulum(runs, output_dir, faults=None, frames_per_rotation=None,

@@ -157,7 +157,7 @@ def _exemplars(config, num_examples):
 def plot_mnist_figures(model, config, out_dir: str,
                        chain_models: Optional[Mapping[str, object]] = None,
                        label_model=None, num_examples: int = 500,
-                       num_steps: int = 150, num_samples: int = 100,
+                       chain_steps: int = 150, num_samples: int = 100,
                        chain_figure_steps: int = 50, seed: int = 0) -> Dict[str, str]:
   """Fig. 3, Fig. 4 and Fig. 7 of a trained multi-source model, as PNGs.
 
@@ -168,7 +168,7 @@ def plot_mnist_figures(model, config, out_dir: str,
       IWAE, models trained with other objectives): further Markov chains in Fig. 4.
     label_model: optional model trained with `use_label` (Fig. 3b).
     num_examples: first N test examples of Fig. 4.
-    num_steps: Markov chain steps of Fig. 4 (150 in the paper).
+    chain_steps: Markov chain steps of Fig. 4 (150 in the paper).
     num_samples: L, latent samples per score.
     chain_figure_steps: steps shown in Fig. 7 (every fifth, 50 in the paper).
     seed: seed of the chains.
@@ -193,10 +193,10 @@ def plot_mnist_figures(model, config, out_dir: str,
   missing = list(imputation.MISSING[variant])
   observed = [s for s in model.sources if s not in missing and s != "label"]
   curves = {table1.column_of(config): imputation.imputation_curves(
-      model, x, observed, missing, num_steps, num_samples, seed)}
+      model, x, observed, missing, chain_steps, num_samples, seed)}
   for name, other in (chain_models or {}).items():
     chain, _ = imputation.markov_chain_imputation(
-        other, x, missing, num_steps, num_samples, seed=seed)
+        other, x, missing, chain_steps, num_samples, seed=seed)
     curves[name] = {"chain": tf.reduce_mean(chain, -1).numpy(), "eq6": None}
   paths["fig4"] = imputation_curves_figure(
       curves, os.path.join(out_dir, f"fig4_{variant}.png"),
