@@ -9,8 +9,12 @@ Eq. 2; PMI, App. D; SIR, App. E; a chunked large-K log-likelihood estimate; the
 robust integration's calibrated conflict thresholds).
 
 Batches are dicts `{name: [B, ...] tensor}` holding the sources the encoders read
-and the targets the decoders model (often the same names).
+and the targets the decoders model (often the same names). A batch may also hold
+`present`, `{name: [B]}` presence masks of some entries (1. observed, 0. absent;
+`msnvi_tf.data`): training and evaluation then integrate each example's present
+sources only and model its present targets only (`presence`).
 """
+import functools
 from typing import Dict, Mapping, Optional, Sequence
 
 import keras
@@ -23,7 +27,9 @@ from msnvi_tf.core import objectives
 from msnvi_tf.core import queries
 from msnvi_tf.core import robust
 
-__all__ = ["MultiSourceVAE"]
+__all__ = ["MultiSourceVAE", "PRESENT"]
+
+PRESENT = "present"  # The batch entry of the presence masks (msnvi_tf.data.PRESENT).
 
 
 class MultiSourceVAE(queries.Queries, keras.Model):
@@ -210,27 +216,83 @@ class MultiSourceVAE(queries.Queries, keras.Model):
 
   # ----------------------------------------------------------- generation
   def log_joint(self, x, z, targets: Optional[Sequence[str]] = None,
-                evaluation: bool = False):
+                evaluation: bool = False,
+                present: Optional[Mapping[str, tf.Tensor]] = None):
     """ln p(x_T, z) = sum_t ln p(x_t | z) + ln p(z): z `[..., B, Dz]` -> `[..., B]`.
 
     `evaluation=True`: no gradients needed, the decoders may take their faster
-    evaluation path (`likelihoods.Decoder.evaluation_log_prob`).
+    evaluation path (`likelihoods.Decoder.evaluation_log_prob`). `present`:
+    optional `{target: [B]}` masks; an absent target's term is left out (and
+    its decoder gets exactly zero gradient from that example).
     """
     targets = self.targets if targets is None else list(targets)
+    present = present or {}
     z = tf.cast(z, tf.float32)
     log_prior = objectives.diag_normal_log_prob(z, 0., 1.)  # p(z) = N(0, I)
     log_prob = (lambda d: d.evaluation_log_prob) if evaluation else (lambda d: d.log_prob)
-    return log_prior + tf.add_n([log_prob(self.decoders[t])(z, x[t]) for t in targets])
+    terms = []
+    for t in targets:
+      term = log_prob(self.decoders[t])(z, x[t])  # [..., B]
+      if t in present:
+        term = tf.where(present[t] > 0., term, 0.)
+      terms.append(term)
+    return log_prior + tf.add_n(terms)
+
+  def presence(self, x):
+    """Presence masks of batch `x`: `(sources [M, B] or None, {target: [B]})`.
+
+    `x["present"]` (optional) is `{entry: [B]}`, 1. where the example holds the
+    entry, 0. where not; an entry it does not name is present. A source is
+    present where every entry its encoder reads is (the IWAE's hard-wired
+    encoder: all of them), a target where its entry is. Inside `tf.function` the
+    checks run with the step: masks must be 0 or 1, and every example needs a
+    present source (InvalidArgumentError naming the batch entry otherwise).
+
+    Raises:
+      TypeError / ValueError: `present` is not a dict of known entries.
+    """
+    masks = x.get(PRESENT)
+    if masks is None:
+      return None, {}
+    if not isinstance(masks, Mapping):
+      raise TypeError(f"Batch entry {PRESENT!r} must be a dict {{entry: [B] mask}}, got "
+                      f"{type(masks).__name__}.")
+    entries = {k for keys in self.encoder_inputs.values() for k in keys} | set(self.targets)
+    unknown = sorted(set(masks) - entries)
+    if unknown:
+      raise ValueError(f"Batch entry {PRESENT!r} names {unknown}, which the model does not "
+                       f"read; it reads {sorted(entries)}.")
+    checked = {}
+    for name, mask in masks.items():
+      mask = tf.cast(mask, tf.float32)  # [B]
+      with tf.control_dependencies([tf.debugging.Assert(
+          tf.reduce_all((mask == 0.) | (mask == 1.)),
+          [f"{PRESENT}[{name!r}] must hold 0 (absent) or 1 (present) only."])]):
+        checked[name] = tf.identity(mask)
+    if not any(k in checked for keys in self.encoder_inputs.values() for k in keys):
+      sources = None
+    else:
+      ones = tf.ones_like(next(iter(checked.values())))  # [B]
+      sources = tf.stack([
+          functools.reduce(tf.multiply, [checked.get(k, ones) for k in self.encoder_inputs[s]])
+          for s in self.sources])  # [M, B]
+      with tf.control_dependencies([tf.debugging.Assert(
+          tf.reduce_all(tf.reduce_max(sources, 0) > 0.),
+          [f"An example has none of the sources {self.sources} present (batch entry "
+           f"{PRESENT!r}); every example needs at least one."])]):
+        sources = tf.identity(sources)
+    return sources, {t: checked[t] for t in self.targets if t in checked}
 
   def _bounds(self, x, num_samples, extra_bounds=(), training=False):
     rng = self.rng if training else self.eval_rng
     self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
                                  for k in keys} | set(self.targets)))
+    sources, targets = self.presence(x)
     loc, scale = self.encode_stacked(x, self.sources, training)  # [M, B, Dz]
     with kernels.compiled_kernels():
       return objectives.objective_bound(
-          self.objective, loc, scale, lambda z: self.log_joint(x, z), num_samples,
-          self.hybrid_weight, rng.normal, extra_bounds)
+          self.objective, loc, scale, lambda z: self.log_joint(x, z, present=targets),
+          num_samples, self.hybrid_weight, rng.normal, extra_bounds, sources)
 
   # -------------------------------------------------------------- training
   @property

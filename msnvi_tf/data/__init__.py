@@ -8,16 +8,35 @@
 function of the config's seed and s alone (`training_batches`), so a run resumed
 at step s sees exactly the batches the uninterrupted run would have seen; `eval`
 is one fixed pass over the evaluation split (`eval_batches`).
+
+Incomplete data: a batch may hold `present`, `{name: [B] float32}` (1. observed,
+0. absent) for some of its entries; an entry it does not name is observed, and
+an absent entry's values are ignored but must be finite (e.g. zeros). A
+plug-in data set puts its own masks there. `config.missing_rate` = p > 0 makes
+them for a built-in one (`Missingness`): each source entry of each example is
+absent with probability p, at least one present, drawn once per example from
+the config's seed, so an example keeps its missing sources for the whole run
+(missingness is a property of the data, not of the step) and a resumed run sees
+the same masks. With `missing_handling="mask"` training batches carry the masks;
+with "complete_only" (the usual workaround) the training set shrinks to the
+examples whose sources are all present. The evaluation batches carry masks of
+the test split drawn in the same way, so evaluation can report the bounds both
+with and without them.
 """
-from typing import Callable, Mapping, Optional
+import dataclasses
+from typing import Callable, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from msnvi_tf import registry
+from msnvi_tf.core.model import PRESENT
 
-__all__ = ["make_datasets", "check_finite", "check_examples",
-           "training_batches", "eval_batches"]
+__all__ = ["make_datasets", "check_finite", "check_examples", "Missingness",
+           "missingness", "training_batches", "eval_batches", "PRESENT",
+           "MISSING_HANDLING"]
+
+MISSING_HANDLING = ("mask", "complete_only")
 
 def make_datasets(config, start_step: int = 0):
   """`(train, eval)` datasets of `config.dataset`; train begins at batch `start_step`."""
@@ -76,6 +95,54 @@ def check_examples(examples: Mapping[str, object], what: str) -> Mapping[str, np
   return arrays
 
 
+@dataclasses.dataclass(frozen=True)
+class Missingness:
+  """Which source entries of which examples are absent (see the module docstring).
+
+  Attributes:
+    rate: p, the probability that a source entry of an example is absent.
+    entries: the source entries that may be absent, e.g. ("top", "bottom").
+    seed: the draw's seed (the config's).
+    handling: "mask" (batches carry `present`) or "complete_only" (training
+      keeps the complete examples only).
+  """
+  rate: float
+  entries: Tuple[str, ...]
+  seed: int
+  handling: str = "mask"
+
+  def masks(self, num: int, split: str) -> np.ndarray:
+    """`[num, E]` float32 presence of the `entries` of examples 0..num-1 of `split`.
+
+    Each entry absent with probability `rate`; where that leaves an example
+    with none, one entry drawn uniformly is present. A function of (seed,
+    split, num) alone.
+    """
+    salt = {"train": 0, "test": 1}[split]
+    rng = np.random.default_rng([self.seed, salt, 0x4D5353])  # "MSS": missing sources
+    absent = rng.random((num, len(self.entries))) < self.rate  # [N, E]
+    keep = rng.integers(len(self.entries), size=num)  # [N]
+    none = absent.all(-1)
+    absent[none, keep[none]] = False
+    return (~absent).astype(np.float32)
+
+
+def missingness(config, entries) -> Optional[Missingness]:
+  """The `Missingness` of `config` (`missing_rate`, `missing_handling`, `seed`) over
+  a data set's source `entries` (names, or a function returning them, called only
+  when needed); None for complete data (missing_rate 0)."""
+  rate = float(config.get("missing_rate", 0.))
+  if not rate:
+    return None
+  return Missingness(rate, tuple(entries() if callable(entries) else entries),
+                     int(config.seed), config.get("missing_handling", "mask"))
+
+
+def _present(entries, masks):
+  """`{entry: [B]}` of presence masks `[B, E]`."""
+  return {e: masks[:, i] for i, e in enumerate(entries)}
+
+
 def _permutation(num: int, seed: int, epoch):
   """The order of the `num` examples in `epoch`: `[num]` int64, stateless in (seed, epoch)."""
   return tf.random.experimental.stateless_shuffle(
@@ -85,7 +152,8 @@ def _permutation(num: int, seed: int, epoch):
 def training_batches(examples: Mapping[str, object], batch_size: int, seed: int,
                      start_step: int = 0,
                      transform: Optional[Callable] = None,
-                     what: str = "training data") -> tf.data.Dataset:
+                     what: str = "training data",
+                     missing: Optional[Missingness] = None) -> tf.data.Dataset:
   """The endless training stream from batch `start_step` on, a function of (seed, step).
 
   The examples are served epoch after epoch, each epoch in its own random order
@@ -102,26 +170,43 @@ def training_batches(examples: Mapping[str, object], batch_size: int, seed: int,
     start_step: the first batch served.
     transform: optional `fn(batch, seed) -> batch`, `seed` a `[2]` int64 tensor.
     what: names the data set in error messages.
+    missing: optional `Missingness` of the training split: batches carry
+      `present` masks, or only the complete examples are served.
 
   Returns:
     A `tf.data.Dataset` of `{name: [B, ...]}` batches.
 
   Raises:
-    ValueError: see `check_examples`.
+    ValueError: see `check_examples`; "complete_only" leaves no example.
   """
   arrays = check_examples(examples, what)
   num = len(next(iter(arrays.values())))
+  masks = None
+  if missing is not None:
+    masks = missing.masks(num, "train")  # [N, E]
+    if missing.handling == "complete_only":
+      complete = masks.all(-1)
+      if not complete.any():
+        raise ValueError(
+            f"{what}: with missing_rate={missing.rate} no training example keeps all of "
+            f"{list(missing.entries)}; missing_handling='complete_only' has nothing to "
+            "train on (lower missing_rate or use missing_handling='mask').")
+      arrays = {name: a[complete] for name, a in arrays.items()}
+      num, masks = int(complete.sum()), None
   first_epoch, offset = divmod(int(start_step) * int(batch_size), num)
   tensors = {name: tf.constant(a) for name, a in arrays.items()}
+  masks = None if masks is None else tf.constant(masks)  # [N, E]
 
   def order(epoch):
     return _permutation(num, seed, epoch)[tf.where(epoch == first_epoch, offset, 0):]
 
   def gather(step, indices):
     batch = {name: tf.gather(t, indices) for name, t in tensors.items()}  # [B, ...]
-    if transform is None:
-      return batch
-    return transform(batch, tf.stack([tf.constant(seed, tf.int64), step]))
+    if transform is not None:
+      batch = transform(batch, tf.stack([tf.constant(seed, tf.int64), step]))
+    if masks is not None:
+      batch[PRESENT] = _present(missing.entries, tf.gather(masks, indices))  # [B] each
+    return batch
 
   indices = (tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
              .map(order)
@@ -134,15 +219,24 @@ def training_batches(examples: Mapping[str, object], batch_size: int, seed: int,
 
 def eval_batches(examples: Mapping[str, object], batch_size: int,
                  transform: Optional[Callable] = None,
-                 what: str = "evaluation data") -> tf.data.Dataset:
+                 what: str = "evaluation data",
+                 missing: Optional[Missingness] = None) -> tf.data.Dataset:
   """One pass over `examples` in order, in batches of `batch_size` (the last may be smaller).
+
+  With `missing`, the batches also carry the test split's `present` masks
+  (whatever its handling: evaluation reports both sets of bounds).
 
   Raises:
     ValueError: see `check_examples`.
   """
-  dataset = tf.data.Dataset.from_tensor_slices(dict(check_examples(examples, what)))
-  dataset = dataset.batch(batch_size)
+  arrays = dict(check_examples(examples, what))
+  dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
   if transform is not None:
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE,
                           deterministic=True)
+  if missing is not None:
+    masks = missing.masks(len(next(iter(arrays.values()))), "test")  # [N, E]
+    dataset = tf.data.Dataset.zip(
+        dataset, tf.data.Dataset.from_tensor_slices(masks).batch(batch_size)).map(
+            lambda batch, present: {**batch, PRESENT: _present(missing.entries, present)})
   return dataset.prefetch(tf.data.AUTOTUNE)

@@ -202,11 +202,13 @@ def batch_datasets(train, test, config, start_step: int = 0):
     (`data.training_batches`); eval one pass. Batches are
     `{"image": [B, S, S, 3], "mask": [B, S, S, 1]}` float32.
   """
+  missing = data_lib.missingness(config, ("image", "mask"))
   train_ds = data_lib.training_batches(
       _as_arrays(train), config.batch_size, config.seed, start_step,
-      lambda batch, _: _to_float(batch), what=f"{config.dataset} training data")
+      lambda batch, _: _to_float(batch), what=f"{config.dataset} training data",
+      missing=missing)
   eval_ds = data_lib.eval_batches(_as_arrays(test), config.eval_batch_size, _to_float,
-                                  what=f"{config.dataset} test data")
+                                  what=f"{config.dataset} test data", missing=missing)
   return train_ds, eval_ds
 
 

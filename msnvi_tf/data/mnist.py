@@ -224,6 +224,15 @@ def make_test_examples(config, view: Optional[View] = None) -> Dict[str, tf.Tens
                        view or view_of(config), config.use_label)
 
 
+def _source_entries(config, view: View):
+  """The batch entries that are sources (those `missing_rate` may hide): a
+  variant's (`source_shapes`), or every entry a user's `view` makes; + "label"."""
+  if config.dataset in VARIANTS:
+    return tuple(source_shapes(config.dataset, config.use_label))
+  names = tuple(view(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE]), tf.zeros([2], tf.int64)))
+  return names + (("label",) if config.use_label else ())
+
+
 def make_datasets(config, start_step: int = 0, view: Optional[View] = None):
   """`(train, eval)` datasets of `{name: [B, D] float32}` batches.
 
@@ -248,11 +257,12 @@ def make_datasets(config, start_step: int = 0, view: Optional[View] = None):
   def build(batch, seed):
     return make_examples(batch["images"], batch["labels"], seed, view, config.use_label)
 
+  missing = data_lib.missingness(config, lambda: _source_entries(config, view))
   train_ds = data_lib.training_batches(
       {"images": images, "labels": labels},  # [N, 28, 28] uint8, [N] uint8
       config.batch_size, config.seed, start_step, build,
-      what=f"{config.dataset} training images")
+      what=f"{config.dataset} training images", missing=missing)
   eval_ds = data_lib.eval_batches(make_test_examples(config, view),
                                   config.eval_batch_size,
-                                  what=f"{config.dataset} test images")
+                                  what=f"{config.dataset} test images", missing=missing)
   return train_ds, eval_ds

@@ -247,8 +247,10 @@ def make_datasets(config, start_step: int = 0):
           tf.shape(batch[s]), seed=tf.random.experimental.stateless_fold_in(seed, i))
     return out
 
+  missing = data_lib.missingness(config, SOURCES)
   train_ds = data_lib.training_batches(train, config.batch_size, config.seed, start_step,
-                                       noisy_batch, what="pendulum training data")
+                                       noisy_batch, what="pendulum training data",
+                                       missing=missing)
   eval_ds = data_lib.eval_batches(test, config.eval_batch_size,
-                                  what="pendulum test data")
+                                  what="pendulum test data", missing=missing)
   return train_ds, eval_ds

@@ -45,6 +45,8 @@ def make_datasets(config, start_step: int = 0):
                     config.component_std)
   test, _ = sample(config.eval_size, config.seed + 1_000_003,
                    config.num_components, config.component_std)
+  missing = data_lib.missingness(config, ("x", "y"))
   return (data_lib.training_batches(train, config.batch_size, config.seed, start_step,
-                                    what="toy training data"),
-          data_lib.eval_batches(test, config.eval_batch_size, what="toy test data"))
+                                    what="toy training data", missing=missing),
+          data_lib.eval_batches(test, config.eval_batch_size, what="toy test data",
+                                missing=missing))

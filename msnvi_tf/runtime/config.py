@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from msnvi_tf.runtime.hardware import PRECISIONS
 
-__all__ = ["Config", "FIELDS", "REQUIRED", "make_config", "load_file", "validate"]
+__all__ = ["Config", "FIELDS", "REQUIRED", "defaults", "make_config", "load_file", "validate"]
 
 
 class Config(ml_collections.ConfigDict):
@@ -151,6 +151,8 @@ _RULES = {
     "beta1": _BETA,
     "beta2": _BETA,
     "conflict_false_alarm_rate": _BETA,
+    "missing_rate": _BETA,
+    "missing_handling": _choice(("mask", "complete_only")),
     "divergence_tolerance": _number("a number >= 0 (0: no check)", lambda v: v >= 0),
     "hybrid_weight": _UNIT,
     "final_lr_fraction": _UNIT,
@@ -205,6 +207,13 @@ def validate(config: Mapping[str, Any],
   for field, (accepted, test) in rules.items():
     if field in config and not test(config[field]):
       raise ValueError(f"{field} must be {accepted}, got {config[field]!r}.")
+  if (config.get("objective") == "iwae" and config.get("missing_rate")
+      and config.get("missing_handling", "mask") == "mask"):
+    raise ValueError(
+        "objective 'iwae' cannot train on examples with missing sources: its one "
+        "encoder reads all of them at once. Use missing_handling='complete_only' (train "
+        "on the complete examples only), or an objective that integrates the present "
+        "sources (ind, moe, poe, hybrid).")
   for batch, samples in _SAMPLES_PER_STEP:
     if batch in config and samples in config:
       if config[batch] * config[samples] > MAX_SAMPLES_PER_STEP:
@@ -258,6 +267,12 @@ FIELDS = {
     "export_num_samples": (100, "latent samples of the serving signatures"),
     "conflict_false_alarm_rate": (0.005, "target fraction of healthy held-out examples "
                                   "with a conflict alarm (msnvi_tf.core.calibration)"),
+    "missing_rate": (0.0, "incomplete data: each source of each training (and test) "
+                     "example absent with this probability, at least one present, drawn "
+                     "once per example from `seed` (msnvi_tf.data.Missingness); 0: none"),
+    "missing_handling": ("mask", "mask: train on every example with its present sources; "
+                         "complete_only: on the complete examples only (the usual "
+                         "workaround); the IWAE needs complete_only"),
     "divergence_tolerance": (1.0, "stop when a bound falls more than this many times "
                              "max(|b0|, 1) nats below b0, the eval bound at "
                              "initialisation (msnvi_tf.runtime.training; 0: off)"),
@@ -269,13 +284,19 @@ FIELDS = {
 }
 
 
+def defaults() -> dict:
+  """`{field: default}` of the `FIELDS` that have one (also what a workdir written
+  before a field existed gets for it: a new field's default keeps the old behaviour)."""
+  return {k: default for k, (default, _) in FIELDS.items() if default != REQUIRED}
+
+
 def make_config(**fields) -> Config:
   """A config: the defaults of `FIELDS`, updated with `fields`.
 
   Raises:
     ValueError: a REQUIRED field of `FIELDS` is missing (the message lists them).
   """
-  config = Config({k: default for k, (default, _) in FIELDS.items() if default != REQUIRED})
+  config = Config(defaults())
   config.update(fields)
   missing = [k for k, (default, _) in FIELDS.items() if default == REQUIRED and k not in config]
   if missing:

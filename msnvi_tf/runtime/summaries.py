@@ -16,6 +16,9 @@ A workdir holds three TensorBoard runs:
                     it): `bound` (the training objective) and
                     `bound_ind`, `bound_moe`, `bound_poe` (L_ind, Eq. 1; L_MoE,
                     App. B; L_PoE, Eq. 4), K = eval_num_samples, on the `eval_size` test examples
+  <workdir>/eval_missing   with `missing_rate` > 0 only: the same test bounds on
+                    the test examples with their sources missing as in training
+                    (`msnvi_tf.data.Missingness`)
   <workdir>         the hparams session: the config's scalar fields as
                     hyperparameters, the eval bounds as its metrics, so runs
                     side by side (`tensorboard --logdir` of their parent) compare
@@ -67,7 +70,13 @@ def _descriptions(config) -> Dict[str, Dict[str, str]]:
   for name, what in _INTEGRATIONS.items():
     evaluation[f"bound_{name}"] = (f"Test bound with the proposal of {what}, every source "
                                    f"present, {test}; {_NATS}.")
-  return {"train": train, "eval": evaluation}
+  rate = config.get("missing_rate", 0.)
+  missing = {tag: text.replace("every source present", f"each source absent with "
+                               f"probability {rate} (at least one present)")
+             for tag, text in evaluation.items()}
+  missing["bound"] = missing["bound"].replace(f"; {_NATS}", f", each source absent with "
+                                              f"probability {rate}; {_NATS}")
+  return {"train": train, "eval": evaluation, "eval_missing": missing}
 
 
 def _layout(config) -> layout_pb2.Layout:
@@ -103,12 +112,13 @@ class RunSummaries:
   def __init__(self, workdir: str, config, chief: bool = True):
     self.config = config
     self._descriptions = _descriptions(config)
+    runs = ("train", "eval") + (("eval_missing",) if config.get("missing_rate") else ())
     if chief:
       self._writers = {name: tf.summary.create_file_writer(os.path.join(workdir, name))
-                       for name in ("train", "eval")}
+                       for name in runs}
       self._session = tf.summary.create_file_writer(workdir)
     else:
-      self._writers = dict.fromkeys(("train", "eval"), tf.summary.create_noop_writer())
+      self._writers = dict.fromkeys(runs, tf.summary.create_noop_writer())
       self._session = tf.summary.create_noop_writer()
     self._run_name = os.path.basename(os.path.normpath(workdir))
 
@@ -124,10 +134,13 @@ class RunSummaries:
     self._scalars("train", scalars, step)
 
   def eval(self, results: Mapping[str, float], step: int):
-    """Writes the test bounds (`EVAL_TAGS`) of `results` (a `test_step` mean) at `step`."""
-    self._scalars("eval", {"bound": results["bound"],
-                           **{f"bound_{k}": results[k]
-                              for k in objectives.INTEGRATED_BOUNDS}}, step)
+    """Writes the test bounds (`EVAL_TAGS`) of `results` (a `test_step` mean) at `step`,
+    and those on test data with missing sources (`missing_*` keys) when it has them."""
+    for run, prefix in (("eval", ""), ("eval_missing", "missing_")):
+      if f"{prefix}bound" in results:
+        self._scalars(run, {"bound": results[f"{prefix}bound"],
+                            **{f"bound_{k}": results[f"{prefix}{k}"]
+                               for k in objectives.INTEGRATED_BOUNDS}}, step)
 
   def describe_run(self, run: Mapping[str, object]):
     """Writes the layout, the config (text, with `run`: machine, commit, ...) and hparams.

@@ -14,7 +14,6 @@ never stopped. SIGTERM or Ctrl-C checkpoints the step reached and raises
 training with a message that names the last good checkpoint
 (`check_divergence`: NaN / inf, or a bound far below the initial model's).
 """
-import contextlib
 import functools
 import json
 import math
@@ -170,6 +169,13 @@ class _Loop:
   def __init__(self, model, config, strategy, jit, datasets, summaries):
     self.model, self.config, self.strategy = model, config, strategy
     self.train_ds, self.eval_ds = datasets
+    # Test batches with presence masks: evaluated with them and, as `eval_ds`
+    # (also what calibrates the conflict thresholds), without.
+    self.missing_eval_ds = None
+    if data_lib.PRESENT in self.eval_ds.element_spec:
+      self.missing_eval_ds = self.eval_ds
+      self.eval_ds = self.eval_ds.map(
+          lambda batch: {k: v for k, v in batch.items() if k != data_lib.PRESENT})
     self.summaries = summaries
     train_step = tf.function(model.train_step, jit_compile=jit)
     self.test_fn = tf.function(model.test_step, jit_compile=jit, reduce_retracing=True)
@@ -186,7 +192,13 @@ class _Loop:
     self.train_chunk = train_chunk
 
   def evaluate(self):
-    return evaluate(self.model, self.eval_ds, self.test_fn, self.strategy)
+    """The test bounds; with masked test batches also `missing_<bound>` on those."""
+    results = evaluate(self.model, self.eval_ds, self.test_fn, self.strategy)
+    if self.missing_eval_ds is not None:
+      missing = evaluate(self.model, self.missing_eval_ds, self.test_fn, self.strategy)
+      results.update({f"missing_{k}": missing[k]
+                      for k in ("bound",) + objectives.INTEGRATED_BOUNDS})
+    return results
 
   def _log_progress(self, logs, current, clock):
     """Writes the training scalars and a progress line; `clock` is `[time, step]`."""
@@ -209,6 +221,10 @@ class _Loop:
     log.info("eval step %d%s | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
              "" if summary else " (the initial model)", results["bound"], results["ind"],
              results["moe"], results["poe"])
+    if "missing_bound" in results:
+      log.info("eval step %d, test sources missing as in training (bounds of the present "
+               "entries only) | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current, results["missing_bound"],
+               results["missing_ind"], results["missing_moe"], results["missing_poe"])
 
   def run(self, step, manager, stop, initial_bound):
     """Trains from `step` to `config.num_steps`; returns the last evaluation (or None).

@@ -51,6 +51,7 @@ from msnvi_tf.core import objectives
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import optimizers
+from msnvi_tf.runtime import config as config_lib
 from msnvi_tf.runtime.config import Config
 
 __all__ = ["RUNTIME_FIELDS", "NUMERICS_FIELDS", "WorkdirBusy", "lock", "prepare",
@@ -124,6 +125,9 @@ def lock(workdir: str):
 def _saved_config(workdir: str) -> Optional[Dict]:
   """The workdir's config.json as a dict, None if there is none.
 
+  Fields added to `config.FIELDS` after the workdir was written get their
+  defaults (which keep the behaviour the run was trained with).
+
   Raises:
     ValueError: config.json is not valid JSON (named in the message).
   """
@@ -133,10 +137,11 @@ def _saved_config(workdir: str) -> Optional[Dict]:
   with tf.io.gfile.GFile(path) as f:
     text = f.read()
   try:
-    return json.loads(text)
+    saved = json.loads(text)
   except ValueError as e:
     raise ValueError(f"{path} is not valid JSON ({e}); it was left untouched. Move it "
                      "aside to start this workdir anew, keeping its checkpoints.") from None
+  return {**config_lib.defaults(), **saved}
 
 
 def prepare(config: Config, workdir: str):
