@@ -32,7 +32,7 @@ import tensorflow as tf
 from msnvi_tf import registry
 from msnvi_tf.core.model import PRESENT
 
-__all__ = ["make_datasets", "check_finite", "check_examples", "Missingness",
+__all__ = ["make_datasets", "split_masks", "test_batches", "check_finite", "check_examples", "Missingness",
            "missingness", "training_batches", "eval_batches", "PRESENT",
            "MISSING_HANDLING"]
 
@@ -41,6 +41,19 @@ MISSING_HANDLING = ("mask", "complete_only")
 def make_datasets(config, start_step: int = 0):
   """`(train, eval)` datasets of `config.dataset`; train begins at batch `start_step`."""
   return registry.for_config(config).make_datasets(config, start_step=start_step)
+
+
+def split_masks(dataset: tf.data.Dataset):
+  """`(complete, masked)`: `dataset`'s batches without their `present` masks, and
+  `dataset` itself if it has masks (else None)."""
+  if PRESENT not in dataset.element_spec:
+    return dataset, None
+  return dataset.map(lambda batch: {k: v for k, v in batch.items() if k != PRESENT}), dataset
+
+
+def test_batches(config) -> tf.data.Dataset:
+  """The complete test batches of `config` (no presence masks): what reports evaluate."""
+  return split_masks(make_datasets(config)[1])[0]
 
 
 def check_finite(arrays: Mapping[str, np.ndarray], what: str):

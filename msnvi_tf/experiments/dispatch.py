@@ -173,7 +173,7 @@ def _evaluate_cub(runs, output_dir, num_samples=None, eval_size=0, eval_batch_si
       label += f" ({workdir_lib.run_name(run.workdir)})"
     k = num_samples or config.eval_num_samples
     results = table2.evaluate_table2(
-        model, data_lib.make_datasets(config)[1], k, accuracy_samples or 100,
+        model, data_lib.test_batches(config), k, accuracy_samples or 100,
         eval_size or None, progress=f"Table 2 {label}")
     columns[label] = {**results, "workdir": workdir_lib.run_name(run.workdir),
                       "step": model.trained_steps, "num_samples": k,
@@ -201,7 +201,7 @@ def _plot_cub(runs, output_dir, num_columns=None, seed=None, **unused) -> List[s
   for run in runs:
     model, config = workdir_lib.load_trained(run.workdir)
     keras.utils.set_random_seed(seed or 0)
-    batch = next(iter(data_lib.make_datasets(config)[1].unbatch().batch(num_columns or 8)))
+    batch = next(iter(data_lib.test_batches(config).unbatch().batch(num_columns or 8)))
     name = (f"{config.dataset}, {run.label or table2.label_of(config)} trained with "
             f"K={config.num_samples} ({workdir_lib.run_name(run.workdir)}, step "
             f"{model.trained_steps}); first {len(batch['image'])} test scenes")

@@ -149,7 +149,7 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
   model, config = workdir_lib.load_trained(
       workdir, eval_num_samples=num_samples, eval_size=eval_size,
       eval_batch_size=eval_batch_size, precision="float32")
-  _, eval_ds = data_lib.make_datasets(config)
+  eval_ds = data_lib.test_batches(config)
   result = {**_bound_entries(workdir, config, model, eval_ds), "large_k": large_k,
             "large_k_examples": 0, "log_likelihood": math.nan,
             "log_likelihood_se": math.nan, "large_k_precision": None,

@@ -171,11 +171,7 @@ class _Loop:
     self.train_ds, self.eval_ds = datasets
     # Test batches with presence masks: evaluated with them and, as `eval_ds`
     # (also what calibrates the conflict thresholds), without.
-    self.missing_eval_ds = None
-    if data_lib.PRESENT in self.eval_ds.element_spec:
-      self.missing_eval_ds = self.eval_ds
-      self.eval_ds = self.eval_ds.map(
-          lambda batch: {k: v for k, v in batch.items() if k != data_lib.PRESENT})
+    self.eval_ds, self.missing_eval_ds = data_lib.split_masks(self.eval_ds)
     self.summaries = summaries
     train_step = tf.function(model.train_step, jit_compile=jit)
     self.test_fn = tf.function(model.test_step, jit_compile=jit, reduce_retracing=True)

@@ -39,6 +39,10 @@ def test_training_batches_carry_the_masks_of_their_examples_and_resume_with_them
   assert sorted(present) == ["x", "y"]
   assert np.all(present["x"] + present["y"] >= 1.) and present["x"].min() == 0.
   assert sorted(test[data_lib.PRESENT]) == ["x", "y"]
+  # Reports (bin/evaluate) evaluate the complete test data.
+  complete = next(iter(data_lib.test_batches(config)))
+  assert data_lib.PRESENT not in complete
+  np.testing.assert_array_equal(complete["x"], test["x"])
   # Batch 7 of a resumed stream is batch 7 of the uninterrupted one, masks included.
   stream = data_lib.make_datasets(config)[0]
   seventh = next(iter(stream.skip(7)))
