@@ -147,3 +147,19 @@ def test_a_workdir_written_before_the_missing_fields_existed_resumes(tmp_path):
   assert training.train_and_evaluate(config.override(["num_steps=20"]), workdir)["step"] == 20
   with pytest.raises(ValueError, match="missing_rate: 0.0 -> 0.5"):
     training.train_and_evaluate(config.override(["missing_rate=0.5"]), workdir)
+
+
+@pytest.mark.parametrize("name", ["toy", "pendulum", "shapes", "mnist_tb", "mnist_qu",
+                                  "mnist_no"])
+def test_every_built_in_data_set_hides_its_sources_and_only_those(name):
+  import conftest  # pylint: disable=g-import-not-at-top
+  config = {"toy": make_toy_config, "pendulum": conftest.make_pendulum_config,
+            "shapes": conftest.make_shapes_config}.get(
+                name, lambda: conftest.make_mnist_config(name))()
+  config = config.override(["missing_rate=0.5"])
+  model = workdir_lib.build_model(config)
+  train, test = data_lib.make_datasets(config)
+  for batch in (next(iter(train)), next(iter(test))):
+    assert sorted(batch[data_lib.PRESENT]) == sorted(model.sources), name
+    sources, _ = model.presence(batch)
+    assert np.all(sources.numpy().max(0) == 1.) and sources.numpy().min() == 0.
