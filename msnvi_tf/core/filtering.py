@@ -1,0 +1,190 @@
+"""Multi-source filtering over time: a latent transition, a Kalman filter, an RTS smoother.
+
+The paper integrates the beliefs of one moment; its first future direction is
+sequences. Beliefs are Gaussians and the PoE with prior correction (Eq. 3) is a
+Bayesian update of the prior N(0, I) by each source's message q_m(z | x_m) /
+p(z), so over time the prediction from the previous frames takes the prior's
+place (a Kalman filter in the latent space):
+
+  transition   z_t = A z_{t-1} + b + e_t,  e_t ~ N(0, Q)      (`Transition`)
+  predict      mu_{t|t-1} = A mu_{t-1} + b,  P_{t|t-1} = A P_{t-1} A^T + Q
+  update       Lambda_t = P_{t|t-1}^-1 + sum_m w_m (Lambda_m - Lambda_0)
+               eta_t    = P_{t|t-1}^-1 mu_{t|t-1} + sum_m w_m (eta_m - eta_0)
+               with the prior Lambda_0 = I, eta_0 = 0 and the message weights
+               w_m in [0, 1] (presence, or the robust weights): with
+               P_{t|t-1} = I, mu_{t|t-1} = 0 and w = 1 this is Eq. (3).
+  smoother     (Rauch-Tung-Striebel) G_t = P_t A^T P_{t+1|t}^-1,
+               mu^s_t = mu_t + G_t (mu^s_{t+1} - mu_{t+1|t}),
+               P^s_t = P_t + G_t (P^s_{t+1} - P_{t+1|t}) G_t^T.
+
+Covariances are full `[Dz, Dz]` (the transition mixes latent dimensions; the
+beliefs stay diagonal). A frame where no source is present is a pure
+prediction. `fit_transition` estimates A, b and Q by least squares from the
+integrated beliefs of healthy training sequences.
+
+Shapes: T frames, M sources, B sequences, Dz latent dimensions.
+"""
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["Transition", "fit_transition", "predict", "update", "filter_sequence",
+           "smooth"]
+
+
+class Transition(NamedTuple):
+  """The linear-Gaussian latent transition z_t = A z_{t-1} + b + N(0, Q).
+
+  Attributes:
+    matrix: A, `[Dz, Dz]`.
+    offset: b, `[Dz]`.
+    noise_cov: Q, `[Dz, Dz]` symmetric positive definite.
+  """
+  matrix: tf.Tensor
+  offset: tf.Tensor
+  noise_cov: tf.Tensor
+
+
+def fit_transition(sequences: Sequence[np.ndarray], ridge: float = 1e-6,
+                   min_variance: float = 1e-6) -> Transition:
+  """Least-squares A, b and the residual covariance Q from latent sequences.
+
+  Minimises sum_t ||z_t - A z_{t-1} - b||^2 over every pair of consecutive
+  frames of every sequence (a ridge of `ridge` times the trace keeps the normal
+  equations regular); Q is the covariance of the residuals, its eigenvalues
+  floored at `min_variance`.
+
+  Args:
+    sequences: arrays `[T_i, Dz]` (e.g. the PoE means of healthy training
+      sequences), T_i >= 2.
+    ridge: relative ridge of the normal equations.
+    min_variance: floor of Q's eigenvalues.
+
+  Returns:
+    A float32 `Transition`.
+
+  Raises:
+    ValueError: no pair of frames, or sequences of different Dz.
+  """
+  previous, current = [], []
+  for z in sequences:
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2:
+      raise ValueError(f"A latent sequence must be [T, Dz], got shape {z.shape}.")
+    previous.append(z[:-1])
+    current.append(z[1:])
+  if not previous or sum(len(p) for p in previous) == 0:
+    raise ValueError("fit_transition needs sequences of at least 2 frames.")
+  if len({p.shape[1] for p in previous}) != 1:
+    raise ValueError("The latent sequences have different dimensions "
+                     f"{sorted({p.shape[1] for p in previous})}.")
+  x = np.concatenate(previous)  # [N, Dz]
+  y = np.concatenate(current)  # [N, Dz]
+  design = np.concatenate([x, np.ones((len(x), 1))], 1)  # [N, Dz + 1]
+  gram = design.T @ design
+  gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
+  coef = np.linalg.solve(gram, design.T @ y)  # [Dz + 1, Dz]
+  matrix, offset = coef[:-1].T, coef[-1]
+  residual = y - x @ matrix.T - offset  # [N, Dz]
+  noise_cov = residual.T @ residual / max(len(residual) - 1, 1)
+  values, vectors = np.linalg.eigh((noise_cov + noise_cov.T) / 2.)
+  noise_cov = (vectors * np.maximum(values, min_variance)) @ vectors.T
+  return Transition(*(tf.constant(v, tf.float32) for v in (matrix, offset, noise_cov)))
+
+
+def predict(loc, cov, transition: Transition) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The predicted belief N(A mu + b, A P A^T + Q): `[B, Dz]`, `[B, Dz, Dz]`."""
+  matrix = transition.matrix
+  loc = tf.linalg.matvec(matrix, loc) + transition.offset  # [B, Dz]
+  cov = matrix @ cov @ tf.transpose(matrix) + transition.noise_cov  # [B, Dz, Dz]
+  return loc, _symmetric(cov)
+
+
+def _symmetric(matrix):
+  return 0.5 * (matrix + tf.linalg.matrix_transpose(matrix))
+
+
+def update(loc, cov, source_loc, source_scale,
+           weights=None) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The predicted belief N(loc, cov) updated by the sources' messages q_m / p(z).
+
+  Args:
+    loc: `[B, Dz]` predicted mean.
+    cov: `[B, Dz, Dz]` predicted covariance.
+    source_loc: `[M, B, Dz]` belief means of the M sources.
+    source_scale: `[M, B, Dz]` belief standard deviations.
+    weights: optional `[M, B]` message weights in [0, 1] (0: absent or muted).
+
+  Returns:
+    `(loc, cov)` of the updated belief, `[B, Dz]` and `[B, Dz, Dz]`.
+  """
+  source_precision = tf.math.reciprocal(tf.square(source_scale))  # [M, B, Dz]
+  excess = source_precision - 1.  # Lambda_m - Lambda_0, [M, B, Dz]
+  eta = source_precision * source_loc  # eta_m - eta_0, [M, B, Dz]
+  if weights is not None:
+    weights = tf.cast(weights, excess.dtype)[..., None]  # [M, B, 1]
+    excess *= weights
+    eta *= weights
+  prior_precision = tf.linalg.inv(cov)  # [B, Dz, Dz]
+  precision = prior_precision + tf.linalg.diag(tf.reduce_sum(excess, 0))  # [B, Dz, Dz]
+  eta = tf.linalg.matvec(prior_precision, loc) + tf.reduce_sum(eta, 0)  # [B, Dz]
+  chol = tf.linalg.cholesky(_symmetric(precision))
+  cov = tf.linalg.cholesky_solve(chol, tf.eye(tf.shape(loc)[-1], batch_shape=tf.shape(loc)[:1]))
+  loc = tf.linalg.cholesky_solve(chol, eta[..., None])[..., 0]
+  return loc, _symmetric(cov)
+
+
+def filter_sequence(source_loc, source_scale, transition: Transition, weights=None,
+                    initial: Optional[Tuple[tf.Tensor, tf.Tensor]] = None):
+  """Filters a sequence of the sources' beliefs.
+
+  Args:
+    source_loc: `[T, M, B, Dz]` belief means.
+    source_scale: `[T, M, B, Dz]` belief standard deviations.
+    transition: the latent `Transition`.
+    weights: optional `[T, M, B]` message weights (presence or robust weights).
+    initial: `(loc [B, Dz], cov [B, Dz, Dz])` of the belief before the first
+      frame's messages; default the prior N(0, I) (the first frame is then the
+      PoE of Eq. 3).
+
+  Returns:
+    `(filtered, predicted)`, each `(loc [T, B, Dz], cov [T, B, Dz, Dz])`;
+    predicted[t] is the belief from frames < t (the initial one at t = 0).
+  """
+  source_loc = tf.convert_to_tensor(source_loc, tf.float32)
+  source_scale = tf.convert_to_tensor(source_scale, tf.float32)
+  num_frames = source_loc.shape[0]
+  if initial is None:
+    shape = tf.shape(source_loc)[2:]  # [B, Dz]
+    initial = (tf.zeros(shape), tf.eye(shape[1], batch_shape=shape[:1]))
+  loc, cov = initial
+  filtered, predicted = [], []
+  for t in range(num_frames):
+    if t:
+      loc, cov = predict(loc, cov, transition)
+    predicted.append((loc, cov))
+    loc, cov = update(loc, cov, source_loc[t], source_scale[t],
+                      None if weights is None else weights[t])
+    filtered.append((loc, cov))
+  stack = lambda pairs: (tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs]))
+  return stack(filtered), stack(predicted)
+
+
+def smooth(filtered, predicted, transition: Transition):
+  """RTS smoother: the beliefs given the whole sequence, from `filter_sequence`'s outputs.
+
+  Returns:
+    `(loc [T, B, Dz], cov [T, B, Dz, Dz])`.
+  """
+  loc_f, cov_f = filtered
+  loc_p, cov_p = predicted
+  locs, covs = [loc_f[-1]], [cov_f[-1]]
+  for t in range(loc_f.shape[0] - 2, -1, -1):
+    # G_t = P_t A^T P_{t+1|t}^-1, through a solve: G^T = P_{t+1|t}^-1 A P_t.
+    gain = tf.linalg.matrix_transpose(
+        tf.linalg.solve(cov_p[t + 1], transition.matrix @ cov_f[t]))  # [B, Dz, Dz]
+    locs.append(loc_f[t] + tf.linalg.matvec(gain, locs[-1] - loc_p[t + 1]))
+    covs.append(_symmetric(cov_f[t] + gain @ (covs[-1] - cov_p[t + 1])
+                           @ tf.linalg.matrix_transpose(gain)))
+  return tf.stack(locs[::-1]), tf.stack(covs[::-1])

@@ -1,0 +1,137 @@
+"""The latent Kalman filter and RTS smoother against the exact joint posterior (issue 27)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from linear_gaussian import LinearGaussian
+from msnvi_tf.core import filtering
+from msnvi_tf.core import integration
+
+NUM_SOURCES, LATENT, FRAMES, BATCH = 3, 2, 6, 4
+
+
+def _transition(seed=0):
+  rng = np.random.default_rng(seed)
+  angle = 0.3
+  rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+  noise = rng.normal(size=(LATENT, LATENT))
+  return 0.95 * rotation, rng.normal(0., 0.1, LATENT), 0.05 * np.eye(LATENT) + 0.01 * noise @ noise.T
+
+
+def _simulate(observer, matrix, offset, noise_cov, seed):
+  """States `[T, B, Dz]` of the linear system from N(0, I) and observations `[T, M, B, Dz]`."""
+  rng = np.random.default_rng(seed)
+  z = [rng.normal(size=(BATCH, LATENT))]
+  for _ in range(FRAMES - 1):
+    z.append(z[-1] @ matrix.T + offset
+             + rng.multivariate_normal(np.zeros(LATENT), noise_cov, BATCH))
+  z = np.stack(z)
+  noise = rng.normal(size=(FRAMES, NUM_SOURCES, BATCH, LATENT))
+  x = observer.a[None, :, None] * z[:, None] + observer.b[None, :, None] + (
+      observer.sigma[None, :, None] * noise)
+  return z, x
+
+
+def _exact_posterior(observer, x, present, matrix, offset, noise_cov, frames):
+  """Mean `[B, t, Dz]` and covariance `[B, t*Dz, t*Dz]` of z_{1:t} given the present
+  observations of frames < `frames`, from the joint Gaussian (float64)."""
+  q_inv = np.linalg.inv(noise_cov)
+  size = frames * LATENT
+  block = lambda t: slice(t * LATENT, (t + 1) * LATENT)
+  precision = np.zeros((size, size))
+  eta = np.zeros((BATCH, size))
+  precision[block(0), block(0)] += np.eye(LATENT)  # z_1 ~ N(0, I)
+  for t in range(1, frames):
+    precision[block(t), block(t)] += q_inv
+    precision[block(t - 1), block(t - 1)] += matrix.T @ q_inv @ matrix
+    precision[block(t), block(t - 1)] -= q_inv @ matrix
+    precision[block(t - 1), block(t)] -= matrix.T @ q_inv
+    eta[:, block(t)] += q_inv @ offset
+    eta[:, block(t - 1)] -= matrix.T @ q_inv @ offset
+  precisions = np.repeat(precision[None], BATCH, 0)  # [B, size, size]
+  for t in range(frames):
+    for m in range(NUM_SOURCES):
+      a, b, var = observer.a[m], observer.b[m], observer.sigma[m] ** 2
+      on = present[t, m][:, None]  # [B, 1]
+      idx = np.arange(t * LATENT, (t + 1) * LATENT)
+      precisions[:, idx, idx] += on * a ** 2 / var
+      eta[:, block(t)] += on * a * (x[t, m] - b) / var
+  cov = np.linalg.inv(precisions)
+  mean = np.einsum("bij,bj->bi", cov, eta)
+  return mean.reshape(BATCH, frames, LATENT), cov
+
+
+@pytest.fixture(scope="module")
+def sequence():
+  observer = LinearGaussian(NUM_SOURCES, LATENT, seed=11)
+  matrix, offset, noise_cov = _transition()
+  _, x = _simulate(observer, matrix, offset, noise_cov, seed=12)
+  # Exact single-source posteriors: each message q_m / p(z) is p(x_m | z).
+  beliefs = [[observer.posterior(x[t], [m]) for m in range(NUM_SOURCES)]
+             for t in range(FRAMES)]
+  loc = np.array([[b[0] for b in frame] for frame in beliefs], np.float32)
+  scale = np.array([[b[1] for b in frame] for frame in beliefs], np.float32)
+  present = np.random.default_rng(13).random((FRAMES, NUM_SOURCES, BATCH)) > 0.4
+  present[2] = False  # a frame with every source missing
+  transition = filtering.Transition(*(tf.constant(v, tf.float32)
+                                      for v in (matrix, offset, noise_cov)))
+  return dict(observer=observer, x=x, loc=loc, scale=scale,
+              present=present.astype(np.float32), transition=transition,
+              system=(matrix, offset, noise_cov))
+
+
+def test_filter_is_the_exact_posterior_of_the_frames_so_far(sequence):
+  (loc, cov), _ = filtering.filter_sequence(sequence["loc"], sequence["scale"],
+                                            sequence["transition"], sequence["present"])
+  for t in range(FRAMES):
+    mean, joint_cov = _exact_posterior(sequence["observer"], sequence["x"],
+                                       sequence["present"], *sequence["system"], t + 1)
+    np.testing.assert_allclose(loc[t], mean[:, t], rtol=1e-4, atol=1e-4, err_msg=f"t={t}")
+    last = slice(t * LATENT, (t + 1) * LATENT)
+    np.testing.assert_allclose(cov[t], joint_cov[:, last, last], rtol=1e-4, atol=1e-5)
+
+
+def test_smoother_is_the_exact_posterior_given_the_whole_sequence(sequence):
+  filtered, predicted = filtering.filter_sequence(
+      sequence["loc"], sequence["scale"], sequence["transition"], sequence["present"])
+  loc, cov = filtering.smooth(filtered, predicted, sequence["transition"])
+  mean, joint_cov = _exact_posterior(sequence["observer"], sequence["x"],
+                                     sequence["present"], *sequence["system"], FRAMES)
+  for t in range(FRAMES):
+    block = slice(t * LATENT, (t + 1) * LATENT)
+    np.testing.assert_allclose(loc[t], mean[:, t], rtol=1e-4, atol=1e-4, err_msg=f"t={t}")
+    np.testing.assert_allclose(cov[t], joint_cov[:, block, block], rtol=1e-4, atol=1e-5)
+  # Smoothing never widens the filtered belief (positive semi-definite difference).
+  gap = np.linalg.eigvalsh(filtered[1].numpy() - cov.numpy())
+  assert gap.min() > -1e-5
+
+
+def test_first_frame_is_the_poe_and_a_frame_without_sources_the_prediction(sequence):
+  (loc, cov), (pred_loc, pred_cov) = filtering.filter_sequence(
+      sequence["loc"], sequence["scale"], sequence["transition"], sequence["present"])
+  poe_loc, poe_scale = integration.poe_stacked(sequence["loc"][0], sequence["scale"][0],
+                                               sequence["present"][0])
+  np.testing.assert_allclose(loc[0], poe_loc, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(cov[0], tf.linalg.diag(tf.square(poe_scale)), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(loc[2], pred_loc[2], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(cov[2], pred_cov[2], rtol=1e-5, atol=1e-6)
+  # Prediction through the missing frame: wider than the filtered belief before it.
+  assert np.all(np.linalg.eigvalsh(pred_cov[2].numpy() - cov[1].numpy()) > 0.)
+
+
+def test_fit_transition_recovers_a_known_linear_system():
+  matrix, offset, noise_cov = _transition(seed=3)
+  rng = np.random.default_rng(4)
+  sequences = []
+  for _ in range(20):
+    z = [rng.normal(size=LATENT)]
+    for _ in range(499):
+      z.append(matrix @ z[-1] + offset + rng.multivariate_normal(np.zeros(LATENT), noise_cov))
+    sequences.append(np.array(z))
+  fitted = filtering.fit_transition(sequences)
+  np.testing.assert_allclose(fitted.matrix, matrix, atol=0.02)
+  np.testing.assert_allclose(fitted.offset, offset, atol=0.02)
+  np.testing.assert_allclose(fitted.noise_cov, noise_cov, atol=0.005)
+  with pytest.raises(ValueError, match="at least 2 frames"):
+    filtering.fit_transition([np.zeros((1, LATENT))])
