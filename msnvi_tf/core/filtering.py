@@ -24,13 +24,20 @@ integrated beliefs of healthy training sequences.
 
 Shapes: T frames, M sources, B sequences, Dz latent dimensions.
 """
+import math
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
+
+from msnvi_tf.core import calibration
+
+tfd = tfp.distributions
 
 __all__ = ["Transition", "fit_transition", "predict", "update", "filter_sequence",
-           "smooth"]
+           "smooth", "prediction_conflict", "prediction_weights",
+           "robust_filter_sequence", "calibrate_prediction_thresholds"]
 
 
 class Transition(NamedTuple):
@@ -188,3 +195,122 @@ def smooth(filtered, predicted, transition: Transition):
     covs.append(_symmetric(cov_f[t] + gain @ (covs[-1] - cov_p[t + 1])
                            @ tf.linalg.matrix_transpose(gain)))
   return tf.stack(locs[::-1]), tf.stack(covs[::-1])
+
+
+def prediction_conflict(loc, cov, source_loc, source_scale):
+  """The conflict (Eq. 2) of every source with the predicted belief, both ways.
+
+  With the prediction q_pred = N(loc, cov) in the place of the other source:
+    c(m || pred) = KL(q_pred || q_m) / KL(q_pred || p),
+    c(pred || m) = KL(q_m || q_pred) / KL(q_m || p),   p = N(0, I).
+  The first is high when q_m is confident and disagrees with the prediction,
+  the second when the prediction is confident and q_m disagrees with it.
+
+  Args:
+    loc: `[B, Dz]`; cov: `[B, Dz, Dz]` the predicted belief.
+    source_loc, source_scale: `[M, B, Dz]` the sources' beliefs.
+
+  Returns:
+    `[2, M, B]`: `[0]` c(m || pred), `[1]` c(pred || m).
+  """
+  pred = tfd.MultivariateNormalTriL(loc, tf.linalg.cholesky(cov))  # batch [B]
+  beliefs = tfd.MultivariateNormalDiag(source_loc, source_scale)  # batch [M, B]
+  prior = tfd.MultivariateNormalDiag(tf.zeros_like(loc), tf.ones_like(loc))
+  to_source = tfd.kl_divergence(pred, beliefs) / tfd.kl_divergence(pred, prior)  # [M, B]
+  to_pred = tfd.kl_divergence(beliefs, pred) / tfd.kl_divergence(beliefs, prior)  # [M, B]
+  return tf.stack([to_source, to_pred])
+
+
+def prediction_weights(conflicts, thresholds, present=None, sharpness: float = 2.):
+  """Message weights from the conflicts with the prediction, as Eqs. (R2)-(R5) of
+  `msnvi_tf.core.robust` with the prediction as every source's partner.
+
+    s_m   = max{c(m || pred) / tau_m^(0), c(pred || m) / tau_m^(1)},
+    s_ref = max{1, min_{m present} s_m},   w_m = min{1, s_ref / s_m}^kappa,
+    alarm_m = [s_m > 1].
+  (R4)'s reference keeps the source that agrees best with the prediction at
+  full weight, so a wrong prediction cannot mute every source and leave the
+  filter coasting.
+
+  Args:
+    conflicts: `[2, M, B]` from `prediction_conflict`.
+    thresholds: `[2, M]` tau (1: uncalibrated).
+    present: optional `[M, B]` presence (absent sources get weight 0, no alarm).
+    sharpness: kappa.
+
+  Returns:
+    `{"score": [M, B], "weight": [M, B], "alarm": [M, B] bool}`.
+  """
+  thresholds = tf.cast(thresholds, tf.float32)[..., None]  # [2, M, 1]
+  score = tf.reduce_max(conflicts / thresholds, 0)  # [M, B]
+  present = tf.ones_like(score) if present is None else tf.cast(present, tf.float32)
+  score = tf.where(present > 0., score, 0.)
+  lowest = tf.reduce_min(tf.where(present > 0., score, math.inf), 0)  # [B]
+  reference = tf.maximum(1., lowest)
+  weight = tf.minimum(1., tf.math.divide_no_nan(reference, score)) ** sharpness
+  weight = tf.where(score <= reference, 1., weight) * present
+  return {"score": score, "weight": weight, "alarm": (score > 1.) & (present > 0.)}
+
+
+def robust_filter_sequence(source_loc, source_scale, transition: Transition, thresholds,
+                           present=None, sharpness: float = 2.):
+  """`filter_sequence` whose messages are weighted by their conflict with the prediction.
+
+  Frame 0 has no prediction but the prior: its present sources keep weight 1.
+
+  Args:
+    source_loc, source_scale: `[T, M, B, Dz]`.
+    transition: the latent `Transition`.
+    thresholds: `[2, M]` tau of `prediction_weights` (calibrated on healthy
+      sequences, e.g. by `calibrate_prediction_thresholds`).
+    present: optional `[T, M, B]` presence.
+    sharpness: kappa.
+
+  Returns:
+    `(filtered, predicted, health)`: the first two as `filter_sequence`'s,
+    `health` `{"score", "weight": [T, M, B], "alarm": [T, M, B] bool}`.
+  """
+  source_loc = tf.convert_to_tensor(source_loc, tf.float32)
+  source_scale = tf.convert_to_tensor(source_scale, tf.float32)
+  shape = tf.shape(source_loc)[2:]  # [B, Dz]
+  loc, cov = tf.zeros(shape), tf.eye(shape[1], batch_shape=shape[:1])
+  filtered, predicted, health = [], [], []
+  for t in range(source_loc.shape[0]):
+    frame_present = None if present is None else tf.cast(present[t], tf.float32)
+    if t:
+      loc, cov = predict(loc, cov, transition)
+      frame = prediction_weights(
+          prediction_conflict(loc, cov, source_loc[t], source_scale[t]), thresholds,
+          frame_present, sharpness)
+    else:
+      ones = tf.ones(tf.shape(source_loc)[1:3])  # [M, B]
+      weight = ones if frame_present is None else frame_present
+      frame = {"score": tf.zeros_like(ones), "weight": weight,
+               "alarm": tf.zeros_like(ones, tf.bool)}
+    predicted.append((loc, cov))
+    loc, cov = update(loc, cov, source_loc[t], source_scale[t], frame["weight"])
+    filtered.append((loc, cov))
+    health.append(frame)
+  stack = lambda pairs: (tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs]))
+  return stack(filtered), stack(predicted), {
+      k: tf.stack([h[k] for h in health]) for k in ("score", "weight", "alarm")}
+
+
+def calibrate_prediction_thresholds(conflicts, target_rate: float = 0.005):
+  """Thresholds `[2, M]` at which healthy frames raise an alarm at most `target_rate` of the time.
+
+  tau_m^(d)(q) is the q-quantile of c^(d) of source m over the healthy frames
+  (`conflicts` `[2, M, N]`, from an unweighted filter); q is the smallest level
+  whose fraction of frames with any alarm is <= target_rate (bisection, as
+  `msnvi_tf.core.calibration`).
+  """
+  conflicts = np.asarray(conflicts, np.float64)  # [2, M, N]
+
+  def thresholds_at(level):
+    return np.maximum(np.quantile(conflicts, level, axis=-1), calibration.MIN_THRESHOLD)
+
+  def rate_at(level):
+    alarm = (conflicts / thresholds_at(level)[..., None]).max(0) > 1.  # [M, N]
+    return calibration.false_alarm_rate(alarm)
+
+  return thresholds_at(calibration.smallest_level(rate_at, target_rate)).astype(np.float32)

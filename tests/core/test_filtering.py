@@ -135,3 +135,38 @@ def test_fit_transition_recovers_a_known_linear_system():
   np.testing.assert_allclose(fitted.noise_cov, noise_cov, atol=0.005)
   with pytest.raises(ValueError, match="at least 2 frames"):
     filtering.fit_transition([np.zeros((1, LATENT))])
+
+
+def test_prediction_weights_mute_the_dissenter_and_keep_the_best_source():
+  # Scores 0.5 (agrees), 4 (conflicts), 8 (conflicts more) of three sources; one absent.
+  conflicts = tf.constant([[[0.5, 0.5], [4., 2.], [8., 8.]],
+                           [[0.1, 0.1], [1., 1.], [1., 1.]]])  # [2, M, B]
+  health = filtering.prediction_weights(conflicts, tf.ones([2, 3]),
+                                        present=[[1., 1.], [1., 1.], [1., 0.]])
+  np.testing.assert_allclose(health["weight"], [[1., 1.], [1 / 16, 0.25], [1 / 64, 0.]])
+  np.testing.assert_array_equal(health["alarm"], [[False, False], [True, True],
+                                                  [True, False]])
+  # Every source conflicting: the one closest to the prediction keeps full weight.
+  everyone = filtering.prediction_weights(conflicts + 5., tf.ones([2, 3]))
+  np.testing.assert_allclose(everyone["weight"][0], 1.)
+
+
+def test_robust_filter_with_unreachable_thresholds_is_the_plain_filter(sequence):
+  plain, _ = filtering.filter_sequence(sequence["loc"], sequence["scale"],
+                                       sequence["transition"], sequence["present"])
+  robust, _, health = filtering.robust_filter_sequence(
+      sequence["loc"], sequence["scale"], sequence["transition"],
+      np.full((2, NUM_SOURCES), 1e30, np.float32), sequence["present"])
+  np.testing.assert_allclose(robust[0], plain[0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(health["weight"], sequence["present"])
+  assert not health["alarm"].numpy().any()
+
+
+def test_calibrated_thresholds_keep_healthy_alarms_at_the_target_rate():
+  rng = np.random.default_rng(0)
+  conflicts = rng.gamma(2., size=(2, 3, 20_000)) * np.array([1., 3., 10.])[None, :, None]
+  thresholds = filtering.calibrate_prediction_thresholds(conflicts, 0.01)
+  alarm = (conflicts / thresholds[..., None]).max(0) > 1.
+  assert 0.009 <= alarm.any(0).mean() <= 0.01
+  # Per source and direction: the thresholds follow each one's scale.
+  assert thresholds[0, 2] > thresholds[0, 1] > thresholds[0, 0]
