@@ -137,23 +137,17 @@ def reference(tmp_path_factory):
 def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(
     reference, tmp_path):
   workdir = str(tmp_path / "killed")
-  rng = np.random.default_rng(0)
   # Killed while writing its second checkpoint (ckpt-1000, left truncated),
-  # stopped by SIGTERM (it checkpoints where it stands), killed at random
-  # moments after two progress lines (during training, evaluation or
-  # checkpointing), and while writing the export.
-  faults = ["checkpoint:2", "SIGTERM", "step 1500/", "eval step 2000", "export"]
-  for fault in faults:
-    if fault in ("checkpoint:2", "export"):
-      done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
-                            capture_output=True, text=True)
-      code = done.returncode
-    elif fault == "SIGTERM":
+  # stopped by SIGTERM (it checkpoints where it stands, off the checkpoint grid),
+  # and killed while writing the export. (SIGKILLs at random moments, during
+  # training, evaluation or checkpointing, are the chaos test's below.)
+  for fault in ["checkpoint:2", "SIGTERM", "export"]:
+    if fault == "SIGTERM":
       _stopped_by_sigterm_with_a_checkpoint(workdir, tmp_path)
       continue
-    else:
-      code, _ = _killed_after(_train_command(workdir), fault, rng.uniform(0., 0.5))
-    assert code == -signal.SIGKILL, (fault, code)
+    done = subprocess.run(_train_command(workdir, fault), cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, (fault, done.returncode)
   # Killed before the rename: no version is served half-written.
   assert not [d for d in os.listdir(os.path.join(workdir, "export")) if d.isdigit()]
   final = subprocess.run(_train_command(workdir), cwd=REPO, capture_output=True,
