@@ -31,13 +31,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+# The longest files (minutes each on an idle 2-core machine, the rest of the suite's
+# files under two), started first, one per worker: one of them started late would
+# leave its worker running alone at the end.
+LONGEST_FILES = ("runtime/test_resume.py", "runtime/test_distributed.py")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-  """Files with slow tests first, the others after, each in its own order: with one
-  file per worker at a time (`--dist loadfile --no-loadscope-reorder`, pytest.ini),
-  the long files start first and the many short ones fill in at the end."""
+  """`LONGEST_FILES`, then the other files with slow tests, then the others, each in
+  its own order: with one file per worker at a time (`--dist loadfile
+  --no-loadscope-reorder`, pytest.ini), the long files start first and the many short
+  ones fill in at the end."""
   slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-  items.sort(key=lambda item: item.path not in slow_files)  # a stable sort
+  longest = [os.path.join(os.path.dirname(__file__), *f.split("/")) for f in LONGEST_FILES]
+
+  def rank(item):
+    path = str(item.path)
+    return (longest.index(path) if path in longest else len(longest),
+            item.path not in slow_files)
+
+  items.sort(key=rank)  # a stable sort
 
 
 @pytest.fixture(autouse=True)
