@@ -1,8 +1,8 @@
 """A workdir: its config, checkpoints, resume and loading a trained model.
 
 `bin/train` writes into a workdir:
-  config.json        the config (a re-run must use a compatible one: only
-                     `RUNTIME_FIELDS` may change)
+  config.json        the config (a re-run must use a compatible one: only the
+                     fields not declared `config.FIXED` may change, `runtime_fields`)
   checkpoints/       tf.train checkpoints; a re-run resumes from the latest; the
                      final one also holds the conflict thresholds calibrated on
                      the evaluation data (`msnvi_tf.core.calibration`)
@@ -54,22 +54,15 @@ from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import config as config_lib
 from msnvi_tf.runtime.config import Config
 
-__all__ = ["RUNTIME_FIELDS", "NUMERICS_FIELDS", "WorkdirBusy", "lock", "prepare",
+__all__ = ["runtime_fields", "NUMERICS_FIELDS", "WorkdirBusy", "lock", "prepare",
            "resolve_numerics", "write_config", "log_run", "machine", "code_version",
            "build_model", "checkpoint", "restore", "clean_interrupted", "write_json",
            "export_once", "load_config", "load_trained"]
 
-# Fields that may change between runs in one workdir (everything else must match).
-RUNTIME_FIELDS = frozenset({
-    "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
-    "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
-    "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
-    "archive_dir", "tfds_data_dir", "intra_op_threads", "conflict_false_alarm_rate",
-    "dataset_module", "divergence_tolerance",
-})
 # Runtime fields that change the numbers: fixed at the first start (config.json
 # holds their resolved values), reused on resume.
-NUMERICS_FIELDS = ("precision", "jit_compile", "intra_op_threads")
+NUMERICS_FIELDS = tuple(k for k, f in config_lib.FIELDS.items()
+                        if f.resume == config_lib.NUMERICS)
 log = hardware.log
 
 
@@ -122,11 +115,21 @@ def lock(workdir: str):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _saved_config(workdir: str) -> Optional[Dict]:
+def runtime_fields(config: Config) -> frozenset:
+  """The fields of `config` that may change between runs in one workdir.
+
+  Those its declarations (`Config.declarations`) do not declare `config.FIXED`:
+  steps, logging, paths, numerics; everything else must match.
+  """
+  return frozenset(k for k, f in config.declarations.items() if f.resume != config_lib.FIXED)
+
+
+def _saved_config(workdir: str, declarations=config_lib.FIELDS) -> Optional[Dict]:
   """The workdir's config.json as a dict, None if there is none.
 
-  Fields added to `config.FIELDS` after the workdir was written get their
-  defaults (which keep the behaviour the run was trained with).
+  Fields of `declarations` added after the workdir was written get their
+  defaults (which keep the behaviour the run was trained with): the one place
+  where an old workdir's config is completed.
 
   Raises:
     ValueError: config.json is not valid JSON (named in the message).
@@ -141,7 +144,7 @@ def _saved_config(workdir: str) -> Optional[Dict]:
   except ValueError as e:
     raise ValueError(f"{path} is not valid JSON ({e}); it was left untouched. Move it "
                      "aside to start this workdir anew, keeping its checkpoints.") from None
-  return {**config_lib.defaults(), **saved}
+  return {**config_lib.defaults(declarations), **saved}
 
 
 def prepare(config: Config, workdir: str):
@@ -149,14 +152,15 @@ def prepare(config: Config, workdir: str):
 
   Raises:
     ValueError: the workdir's config.json differs in a field that defines the
-      model (anything but `RUNTIME_FIELDS`), or is not valid JSON.
+      model (anything but `runtime_fields`), or is not valid JSON.
   """
-  saved = _saved_config(workdir)
+  saved = _saved_config(workdir, config.declarations)
   if saved is None:
     return
   current = json.loads(config.to_json())
+  may_change = runtime_fields(config)
   diffs = sorted(k for k in set(saved) | set(current)
-                 if k not in RUNTIME_FIELDS and saved.get(k) != current.get(k))
+                 if k not in may_change and saved.get(k) != current.get(k))
   if diffs:
     details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diffs)
     raise ValueError(
@@ -181,7 +185,7 @@ def resolve_numerics(config: Config, workdir: str):
     ValueError: the config asks for other numerics than the workdir's model
       was trained with: resuming would change its numbers.
   """
-  saved = _saved_config(workdir) or {}
+  saved = _saved_config(workdir, config.declarations) or {}
   for field in NUMERICS_FIELDS:
     stored, asked = saved.get(field), config.get(field)
     if stored is None or str(stored).lower() == "auto":
@@ -395,7 +399,9 @@ def load_config(workdir: str, trust_workdir: bool = False) -> Config:
   (the code that registers a user's data set) is imported only with
   `trust_workdir`. Without it, that data set must be registered already (e.g.
   by `registry.import_dataset_module` of a module you name, as `--dataset_module`
-  of `bin/evaluate` and `bin/plot` does); built-in data sets always are.
+  of `bin/evaluate` and `bin/plot` does); built-in data sets always are. The
+  config carries its data set's declarations (`Config.declarations`), and the
+  fields declared after the workdir was written get their defaults.
 
   Raises:
     FileNotFoundError: no config.json: not a workdir written by bin/train.
@@ -407,16 +413,18 @@ def load_config(workdir: str, trust_workdir: bool = False) -> Config:
   if saved is None:
     raise FileNotFoundError(f"{os.path.join(workdir, 'config.json')} not found: {workdir} "
                             "is not a workdir written by bin/train.")
-  config = Config(saved)
-  module = config.get("dataset_module")
-  if module and config.get("dataset") not in registry.names():
+  module, dataset = saved["dataset_module"], saved.get("dataset")
+  if module and dataset not in registry.names():
     if not trust_workdir:
       raise ValueError(
           f"{workdir} asks to import {module} (its config's dataset_module), which runs "
           "its code; if you trust it, re-run with --trust_workdir or "
           f"--dataset_module={module} (in Python: trust_workdir=True).")
     registry.import_dataset_module(module)
-  return config
+  if dataset not in registry.names():  # fails where the data set is needed
+    return Config(saved)
+  declarations = registry.get(dataset).config().declarations  # its data set's fields too
+  return Config(_saved_config(workdir, declarations), declarations=declarations)
 
 
 def load_trained(workdir: str, *, trust_workdir: bool = False, **overrides):
@@ -431,7 +439,7 @@ def load_trained(workdir: str, *, trust_workdir: bool = False, **overrides):
     trust_workdir: import the `dataset_module` the workdir's config names
       (running its code) if its data set is not registered (`load_config`).
     **overrides: config fields to change for this use: the runtime fields
-      (`RUNTIME_FIELDS`) and the evaluation set (`eval_size`, `eval_seed`).
+      (`runtime_fields`) and the evaluation set (`eval_size`, `eval_seed`).
 
   Raises:
     FileNotFoundError: no config.json or no checkpoint.
@@ -443,7 +451,7 @@ def load_trained(workdir: str, *, trust_workdir: bool = False, **overrides):
   unknown = sorted(set(overrides) - set(config))
   if unknown:
     raise ValueError(f"Unknown config field(s) {unknown} for {workdir}.")
-  fixed = sorted(set(overrides) - RUNTIME_FIELDS - {"eval_size", "eval_seed"})
+  fixed = sorted(set(overrides) - runtime_fields(config) - {"eval_size", "eval_seed"})
   if fixed:
     raise ValueError(
         f"Cannot override {fixed} when loading {workdir}: they define the trained "

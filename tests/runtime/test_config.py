@@ -31,6 +31,12 @@ def toy(**fields):
   return config
 
 
+def mnist(**fields):
+  config = configs.get_config("mnist_tb")
+  config.update(fields)
+  return config
+
+
 def all_configs():
   """(name, variant) of every data set's paper config and named variants."""
   for name in registry.names():
@@ -108,17 +114,18 @@ def test_adam_betas_and_alarm_rate_must_be_in_zero_to_one_excluded(field, value)
 @pytest.mark.parametrize("field", ["hybrid_weight", "final_lr_fraction", "flip_prob"])
 @pytest.mark.parametrize("value", [-0.01, 1.01, math.nan, math.inf, "0.5"])
 def test_weights_and_fractions_must_be_in_zero_to_one(field, value):
-  assert refusal(toy(**{field: value})) == (
+  assert refusal(mnist(**{field: value}), MNIST) == (
       f"{field} must be a number from 0 to 1, got {value!r}.")
-  config_lib.validate(toy(**{field: 0}))
-  config_lib.validate(toy(**{field: 1.0}))
+  config_lib.validate(mnist(**{field: 0}), MNIST)
+  config_lib.validate(mnist(**{field: 1.0}), MNIST)
 
 
 @pytest.mark.parametrize("field", ["seed", "eval_seed"])
 @pytest.mark.parametrize("value", [-1, 1.5, True, 2**31])
 def test_seeds_must_be_nonnegative_integers(field, value):
-  assert refusal(toy(**{field: value})).startswith(f"{field} must be an integer from 0 to ")
-  config_lib.validate(toy(**{field: 0}))
+  assert refusal(mnist(**{field: value}), MNIST).startswith(
+      f"{field} must be an integer from 0 to ")
+  config_lib.validate(mnist(**{field: 0}), MNIST)
 
 
 @pytest.mark.parametrize("field", ["warmup_steps", "decay_steps"])
@@ -219,8 +226,9 @@ def test_a_config_without_a_required_field_names_it():
      r"ConfigDict; return msnvi_tf\.runtime\.config\.make_config\(\.\.\.\)"),
     ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict("
      "{'dataset': 'toy', 'objective': 'ind'})\n", "",
-     r"The config lacks field\(s\) \['latent_dim', .*, 'checkpoint_every'\] that training "
-     r"reads \(msnvi_tf\.runtime\.config\.FIELDS documents them\)\.$"),
+     r"The config lacks field\(s\) \['latent_dim', 'num_samples', 'eval_num_samples', "
+     r"'batch_size', 'learning_rate', 'num_steps'\] that training reads "
+     r"\(msnvi_tf\.runtime\.config\.FIELDS documents them\)\.$"),
 ])
 def test_a_config_file_that_cannot_be_used_is_one_line_naming_it(tmp_path, text, spec, message):
   path = tmp_path / "c.py"
@@ -237,3 +245,73 @@ def test_a_config_file_may_return_a_dict_and_gets_the_defaults(tmp_path):
                                  "{'num_steps': int(steps)}\n")
   config = config_lib.load_file(f"{tmp_path / 'c.py'}:7")
   assert config.num_steps == 7 and config.jit_compile == "auto"  # FIELDS' default
+
+
+def test_every_field_of_every_builtin_config_is_declared_once():
+  for name, variant in all_configs():
+    config = configs.get_config(name, variant)
+    undeclared = set(config) - set(config.declarations)
+    assert not undeclared, (name, variant, undeclared)
+    for field in config.declarations.values():
+      assert field.doc and field.resume in (
+          config_lib.FIXED, config_lib.MAY_CHANGE, config_lib.NUMERICS)
+
+
+def test_a_data_sets_declared_fields_are_validated_and_kept_through_copies(tmp_path):
+  config = configs.get_config("mnist_no").override(["flip_prob=0.1"])
+  assert config_lib.Config(config).declarations["flip_prob"].rule == config_lib.UNIT
+  assert refusal(config.copy().override(["flip_prob=1.5"]), MNIST).startswith("flip_prob")
+  assert "flip_prob" not in configs.get_config("toy").declarations
+  (tmp_path / "c.py").write_text("import configs\ndef get_config(variant):\n"
+                                 "  return configs.get_config(variant)\n")
+  loaded = config_lib.load_file(f"{tmp_path / 'c.py'}:mnist_qu")
+  assert loaded.declarations["tfds_data_dir"].resume == config_lib.MAY_CHANGE
+
+
+def test_a_data_set_may_not_redeclare_a_common_field_differently():
+  with pytest.raises(ValueError, match=r"declares \['seed'\] again"):
+    config_lib.make_config({"seed": config_lib.Field(1, "another seed")},
+                           **configs.get_config("toy"))
+
+
+def test_a_plugin_config_names_only_what_has_no_default():
+  # The loop (steps_per_call, log_every, eval_every, checkpoint_every,
+  # eval_batch_size), data and hardware fields all have defaults.
+  config = config_lib.make_config(
+      {"hidden": config_lib.Field((32, 32), "widths of the dense stems")},
+      dataset="mine", objective="ind", latent_dim=2, num_samples=8,
+      eval_num_samples=8, batch_size=32, learning_rate=1e-4, num_steps=1_000,
+      train_size=100, eval_size=100)
+  config_lib.validate(config)
+  assert (config.steps_per_call, config.log_every, config.eval_every,
+          config.checkpoint_every, config.eval_batch_size, config.hidden) == (
+              100, 1_000, 5_000, 5_000, 500, (32, 32))
+
+
+def test_runtime_and_numerics_fields_derive_from_the_declarations():
+  from msnvi_tf.runtime import workdir  # pylint: disable=g-import-not-at-top
+  assert workdir.NUMERICS_FIELDS == ("precision", "jit_compile", "intra_op_threads")
+  assert workdir.runtime_fields(configs.get_config("mnist_tb")) == {
+      "num_steps", "steps_per_call", "log_every", "eval_every", "checkpoint_every",
+      "eval_batch_size", "max_checkpoints", "data_dir", "precision", "jit_compile",
+      "export_num_samples", "eval_num_samples", "learning_rate", "distribute",
+      "tfds_data_dir", "intra_op_threads", "conflict_false_alarm_rate",
+      "dataset_module", "divergence_tolerance"}
+  assert workdir.runtime_fields(configs.get_config("cub")) - workdir.runtime_fields(
+      configs.get_config("toy")) == {"archive_dir"}
+
+
+def test_an_old_workdir_gets_the_defaults_of_fields_declared_since(tmp_path):
+  from msnvi_tf.runtime import workdir  # pylint: disable=g-import-not-at-top
+  config = configs.get_config("mnist_no")
+  old = {k: v for k, v in config.to_dict().items()
+         if k not in ("missing_rate", "divergence_tolerance", "flip_prob", "data_source")}
+  workdir.write_json(str(tmp_path / "config.json"), old)
+  workdir.prepare(config, str(tmp_path))  # resumes: nothing it lacks differs
+  loaded = workdir.load_config(str(tmp_path))
+  assert loaded.to_json() == config.to_json()  # (tuples are JSON lists)
+  assert loaded.declarations == config.declarations
+  with pytest.raises(ValueError, match=r"flip_prob: 0\.05 -> 0\.1"):
+    workdir.prepare(config.override(["flip_prob=0.1"]), str(tmp_path))
+  workdir.prepare(config.override(["tfds_data_dir='/elsewhere'", "num_steps=9"]),
+                  str(tmp_path))
