@@ -151,7 +151,7 @@ def for_config(config) -> DataSet:
   imports its module only when trusted.
   """
   if config.dataset not in _REGISTRY:
-    import_dataset_module(config.get("dataset_module", ""))
+    import_dataset_module(config.dataset_module)
   return get(config.dataset)
 
 

@@ -144,11 +144,11 @@ def missingness(config, entries) -> Optional[Missingness]:
   """The `Missingness` of `config` (`missing_rate`, `missing_handling`, `seed`) over
   a data set's source `entries` (names, or a function returning them, called only
   when needed); None for complete data (missing_rate 0)."""
-  rate = float(config.get("missing_rate", 0.))
+  rate = float(config.missing_rate)
   if not rate:
     return None
   return Missingness(rate, tuple(entries() if callable(entries) else entries),
-                     int(config.seed), config.get("missing_handling", "mask"))
+                     int(config.seed), config.missing_handling)
 
 
 def _present(entries, masks):

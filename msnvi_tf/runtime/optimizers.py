@@ -58,7 +58,7 @@ def learning_rate(config):
   Raises:
     ValueError: unknown `config.lr_schedule`.
   """
-  kind = config.get("lr_schedule", "constant")
+  kind = config.lr_schedule
   if kind == "constant":
     return config.learning_rate
   if kind == "warmup_cosine":

@@ -58,8 +58,7 @@ def _descriptions(config) -> Dict[str, Dict[str, str]]:
       "bound": f"Training objective L_{config.objective}, K={config.num_samples}, mean over "
                f"the minibatches of {config.batch_size} since the previous point; {_NATS}. "
                "Noisier than the test bound and, with another K, not on its scale.",
-      "learning_rate": f"Adam's learning rate at the step ({config.get('lr_schedule', 'constant')} "
-                       "schedule).",
+      "learning_rate": f"Adam's learning rate at the step ({config.lr_schedule} schedule).",
       "grad_norm": "Global L2 norm of the gradient of the loss (-bound) with respect to the "
                    "trainable weights, at the last step before the point.",
       "param_norm": "Global L2 norm of the trainable weights.",
@@ -70,7 +69,7 @@ def _descriptions(config) -> Dict[str, Dict[str, str]]:
   for name, what in _INTEGRATIONS.items():
     evaluation[f"bound_{name}"] = (f"Test bound with the proposal of {what}, every source "
                                    f"present, {test}; {_NATS}.")
-  rate = config.get("missing_rate", 0.)
+  rate = config.missing_rate
   missing = {tag: text.replace("every source present", f"each source absent with "
                                f"probability {rate} (at least one present)")
              for tag, text in evaluation.items()}

@@ -30,7 +30,6 @@ import keras
 import tensorflow as tf
 
 from msnvi_tf import data as data_lib
-from msnvi_tf.core import calibration
 from msnvi_tf.core import objectives
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import summaries as summaries_lib
@@ -74,8 +73,7 @@ def _calibrate_conflict(model, dataset, config):
   """
   if len(model.sources) < 2:
     return
-  result = model.calibrate_conflict(
-      dataset, config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE))
+  result = model.calibrate_conflict(dataset, config.conflict_false_alarm_rate)
   log.info("Conflict thresholds calibrated on %d held-out examples: quantile %.4f, "
            "alarms on %.2f %% of them.", result.num_examples, result.level,
            100. * result.false_alarm_rate)
@@ -106,9 +104,9 @@ def _param_norm(model) -> float:
 
 def _setup_machine(config: Config):
   """`(strategy, policy, jit)`; logs them. Threads and strategy come before TF starts."""
-  shown = hardware.configure_threads(config.get("intra_op_threads", "auto"),
-                                       xla=str(config.jit_compile).lower() in hardware.ON)
-  strategy = hardware.make_strategy(config.get("distribute", "auto"))
+  shown = hardware.configure_threads(config.intra_op_threads,
+                                     xla=str(config.jit_compile).lower() in hardware.ON)
+  strategy = hardware.make_strategy(config.distribute)
   policy, reason = hardware.resolve(config.precision)
   jit = hardware.resolve_jit(config.jit_compile, strategy)
   log.info("Precision: %s (%s). XLA: %s. Intra-op threads: %s. Replicas: %d (%s).",
@@ -240,7 +238,7 @@ class _Loop:
       self._log_eval(initial, 0, summary=False)
       initial_bound.assign(initial["bound"])
     check = functools.partial(check_divergence, initial_bound=float(initial_bound.numpy()),
-                              tolerance=config.get("divergence_tolerance", 1.0),
+                              tolerance=config.divergence_tolerance,
                               checkpoint=manager.latest_checkpoint)
     clock, results = [time.time(), current], None
     while current < total:
@@ -415,7 +413,7 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run=None)
   with hardware.policy(policy):
     datasets = data_lib.make_datasets(config, start_step=start)
   if restored:
-    if config.get("lr_schedule", "constant") == "constant":
+    if config.lr_schedule == "constant":
       model.optimizer.learning_rate = config.learning_rate  # The config's, not the saved.
     log.info("Resumed from %s at step %d.", restored, start)
   log.info("Training %s with L_%s for %d steps (K=%d, batch %d) in %s.", config.dataset,
