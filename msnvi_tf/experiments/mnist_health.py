@@ -189,7 +189,7 @@ def run_experiment(workdir: str, output_dir: str,
   half = len(labels) // 2
   calib = {k: v[:half] for k, v in examples.items()}
   test = {k: v[half:] for k, v in examples.items()}
-  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
+  target = config.conflict_false_alarm_rate
   result = model.calibrate_conflict(
       tf.data.Dataset.from_tensor_slices(calib).batch(_CHUNK), target)
   healthy = health_report.health_both(model, *_beliefs(model, test))
@@ -217,7 +217,7 @@ def _markdown(rows, healthy, result, workdir, config, model, source, half, num_s
       f"Model: {workdir_lib.run_name(workdir)} ({config.dataset}, L_{config.objective}, "
       f"{model.trained_steps} steps). Thresholds calibrated on "
       f"test images 0-{half - 1} (quantile {result.level:.4f}, target "
-      f"{config.get('conflict_false_alarm_rate', calibration.FALSE_ALARM_RATE)}); "
+      f"{config.conflict_false_alarm_rate}); "
       f"report on test images {half}-{2 * half - 1} with {source} corrupted; "
       f"{num_samples} latent samples per reconstruction; seed {seed}.", "",
       f"False alarms (healthy images with any source's alarm, {num} images): "

@@ -224,7 +224,7 @@ def ensure_calibrated(model, config, calibration_size: int = 5000, seed: int = 1
   """
   if model.conflict_calibrated:
     return "at the end of training, on the evaluation set"
-  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
+  target = config.conflict_false_alarm_rate
   data = pendulum.healthy_frames(config, calibration_size, seed + 7)
   result = model.calibrate_conflict(
       tf.data.Dataset.from_tensor_slices(data).batch(1000), target)
@@ -256,7 +256,7 @@ def run_experiment(workdir: str, output_dir: str,
   model, config = workdir_lib.load_trained(workdir)
   if config.dataset != "pendulum":
     raise ValueError(f"{workdir} holds a {config.dataset!r} model, not 'pendulum'.")
-  target = config.get("conflict_false_alarm_rate", calibration.FALSE_ALARM_RATE)
+  target = config.conflict_false_alarm_rate
   calibrated_by = ensure_calibrated(model, config, calibration_size, seed)
   runs = {f: run_sequence(model, config, f, frames_per_rotation=frames_per_rotation,
                           num_samples=num_samples, seed=seed) for f in faults}
