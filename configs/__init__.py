@@ -4,8 +4,8 @@ Each module's `get_config(...)` returns the paper's config of its data sets and
 `VARIANTS` their named variants (e.g. MNIST's "fast" schedule); they are
 registered with the data sets by `msnvi_tf/__init__.py`. `get_config(name,
 variant)` returns the config of any registered data set, built-in or a user's
-(`msnvi_tf.register_dataset`). The fields training reads are documented in
-`msnvi_tf.runtime.config.FIELDS`.
+(`msnvi_tf.register_dataset`). The fields of every data set are declared in
+`msnvi_tf.runtime.config.FIELDS`, a data set's own in its module's `FIELDS`.
 """
 from msnvi_tf import registry
 
