@@ -29,11 +29,9 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from msnvi_tf.core import calibration
-
-tfd = tfp.distributions
+from msnvi_tf.core import conflict as conflict_lib
 
 __all__ = ["Transition", "fit_transition", "predict", "update", "filter_sequence",
            "smooth", "prediction_conflict", "prediction_weights",
@@ -213,11 +211,28 @@ def prediction_conflict(loc, cov, source_loc, source_scale):
   Returns:
     `[2, M, B]`: `[0]` c(m || pred), `[1]` c(pred || m).
   """
-  pred = tfd.MultivariateNormalTriL(loc, tf.linalg.cholesky(cov))  # batch [B]
-  beliefs = tfd.MultivariateNormalDiag(source_loc, source_scale)  # batch [M, B]
-  prior = tfd.MultivariateNormalDiag(tf.zeros_like(loc), tf.ones_like(loc))
-  to_source = tfd.kl_divergence(pred, beliefs) / tfd.kl_divergence(pred, prior)  # [M, B]
-  to_pred = tfd.kl_divergence(beliefs, pred) / tfd.kl_divergence(beliefs, prior)  # [M, B]
+  dim = tf.cast(tf.shape(loc)[-1], tf.float32)
+  chol = tf.linalg.cholesky(cov)  # [B, Dz, Dz]
+  log_det = 2. * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), -1)  # ln |P|, [B]
+  variance = tf.square(source_scale)  # [M, B, Dz]
+  log_det_source = tf.reduce_sum(tf.math.log(variance), -1)  # [M, B]
+  diff = source_loc - loc  # [M, B, Dz]
+  # KL(N(loc, P) || N(mu_m, S_m)), S_m diagonal:
+  kl_pred_source = 0.5 * (
+      tf.reduce_sum((tf.linalg.diag_part(cov) + tf.square(diff)) / variance, -1)
+      - dim + log_det_source - log_det)
+  # KL(N(mu_m, S_m) || N(loc, P)): tr(P^-1 S_m) + diff^T P^-1 diff through the Cholesky.
+  precision = tf.linalg.cholesky_solve(chol, tf.eye(tf.shape(loc)[-1],
+                                                    batch_shape=tf.shape(loc)[:1]))
+  whitened = tf.linalg.matvec(precision, diff)  # [M, B, Dz]
+  kl_source_pred = 0.5 * (
+      tf.reduce_sum(tf.linalg.diag_part(precision) * variance + diff * whitened, -1)
+      - dim + log_det - log_det_source)
+  kl_pred_prior = 0.5 * (tf.linalg.trace(cov) + tf.reduce_sum(tf.square(loc), -1)
+                         - dim - log_det)  # [B]
+  kl_source_prior = conflict_lib.kl_diag_gaussians(source_loc, source_scale, 0., 1.)
+  to_source = kl_pred_source / kl_pred_prior  # [M, B]
+  to_pred = kl_source_pred / kl_source_prior  # [M, B]
   return tf.stack([to_source, to_pred])
 
 

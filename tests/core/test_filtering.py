@@ -170,3 +170,19 @@ def test_calibrated_thresholds_keep_healthy_alarms_at_the_target_rate():
   assert 0.009 <= alarm.any(0).mean() <= 0.01
   # Per source and direction: the thresholds follow each one's scale.
   assert thresholds[0, 2] > thresholds[0, 1] > thresholds[0, 0]
+
+
+def test_prediction_conflict_is_eq_2_with_the_prediction_as_the_other_belief(sequence):
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  tfd = tfp.distributions
+  _, (loc, cov) = filtering.filter_sequence(sequence["loc"], sequence["scale"],
+                                            sequence["transition"])
+  got = filtering.prediction_conflict(loc[3], cov[3], sequence["loc"][3],
+                                      sequence["scale"][3])
+  pred = tfd.MultivariateNormalFullCovariance(loc[3], cov[3])
+  beliefs = tfd.MultivariateNormalDiag(sequence["loc"][3], sequence["scale"][3])
+  prior = tfd.MultivariateNormalDiag(tf.zeros(LATENT), tf.ones(LATENT))
+  np.testing.assert_allclose(got[0], tfd.kl_divergence(pred, beliefs)
+                             / tfd.kl_divergence(pred, prior), rtol=1e-4)
+  np.testing.assert_allclose(got[1], tfd.kl_divergence(beliefs, pred)
+                             / tfd.kl_divergence(beliefs, prior), rtol=1e-4)
