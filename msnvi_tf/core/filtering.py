@@ -268,10 +268,16 @@ def prediction_weights(conflicts, thresholds, present=None, sharpness: float = 2
 
 
 def robust_filter_sequence(source_loc, source_scale, transition: Transition, thresholds,
-                           present=None, sharpness: float = 2.):
+                           present=None, sharpness: float = 2., frame_weights=None):
   """`filter_sequence` whose messages are weighted by their conflict with the prediction.
 
   Frame 0 has no prediction but the prior: its present sources keep weight 1.
+  With `frame_weights` (e.g. the per-frame robust weights of
+  `robust.robust_weights`, from the sources' conflicts with each other), a
+  message's weight is the smaller of the two: a source the other sources
+  contradict is muted before it can pull the prediction its way, which the
+  prediction alone cannot guarantee (a filter that follows a confident faulty
+  source then mutes the healthy ones as conflicting with it).
 
   Args:
     source_loc, source_scale: `[T, M, B, Dz]`.
@@ -280,6 +286,7 @@ def robust_filter_sequence(source_loc, source_scale, transition: Transition, thr
       sequences, e.g. by `calibrate_prediction_thresholds`).
     present: optional `[T, M, B]` presence.
     sharpness: kappa.
+    frame_weights: optional `[T, M, B]` weights in [0, 1] from each frame alone.
 
   Returns:
     `(filtered, predicted, health)`: the first two as `filter_sequence`'s,
@@ -302,6 +309,8 @@ def robust_filter_sequence(source_loc, source_scale, transition: Transition, thr
       weight = ones if frame_present is None else frame_present
       frame = {"score": tf.zeros_like(ones), "weight": weight,
                "alarm": tf.zeros_like(ones, tf.bool)}
+    if frame_weights is not None:
+      frame["weight"] = tf.minimum(frame["weight"], tf.cast(frame_weights[t], tf.float32))
     predicted.append((loc, cov))
     loc, cov = update(loc, cov, source_loc[t], source_scale[t], frame["weight"])
     filtered.append((loc, cov))

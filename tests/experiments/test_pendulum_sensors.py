@@ -132,3 +132,18 @@ def test_roc_and_detection_numbers():
   assert found == {"rate": 0.5, "delay": 3, "misattributed": 1. / 6.}
   assert health_report.detection(alarm, faulty=1, start=4)["delay"] is None
   assert calibration.false_alarm_rate(alarm) == 0.4
+
+
+@pytest.mark.slow
+def test_filter_experiment_writes_its_table_with_finite_numbers(pendulum_run, tmp_path):
+  from msnvi_tf.experiments import pendulum_filter  # pylint: disable=g-import-not-at-top
+  result = pendulum_filter.run_filter_experiment(
+      pendulum_run, str(tmp_path), num_fit=2, num_calibration=2, num_healthy=1,
+      num_samples=4, faults=("noise",), frames_per_rotation=20)
+  assert sorted(result["rows"]) == ["healthy", "noise"]
+  for row in result["rows"].values():
+    assert all(np.isfinite(row[k]) for k in ("PoE", "robust", "filter", "robust filter"))
+  assert 0. <= result["false_alarms"] <= 1.
+  assert np.isfinite(result["dropout"]["filter"])
+  text = open(os.path.join(str(tmp_path), "results.md")).read()
+  assert "| noise |" in text and "Every camera missing" in text

@@ -1,0 +1,200 @@
+"""Latent filtering of the pendulum's cameras over time, against per-frame integration.
+
+For a trained pendulum model (`msnvi_tf.core.filtering`):
+  1. fits the latent transition to the per-frame PoE means of `num_fit` healthy
+     sequences (random start angles, their own noise);
+  2. calibrates the thresholds of the prediction conflict on `num_calibration`
+     further healthy sequences at `target_rate` (frames with any alarm);
+  3. on the Fig. 5 sequence of every fault of `pendulum_faults.FAULTS` (camera 0
+     fails after 2 of 3 rotations; the sequences of `pendulum_sensors`) measures
+     the RMSE of the position after the failure (Eq. 1 of `pendulum_sensors`) for
+     the per-frame PoE of all cameras, the per-frame robust integration, the
+     filter without weights, the filter with messages weighted by their
+     conflict with the prediction ("prediction only") and the robust filter
+     (the smaller of that weight and the per-frame robust weight from the
+     sources' conflicts with each other), camera 0's detection rate and delay
+     (its prediction-conflict alarm) under the robust filter, and the robust
+     filter's alarms on `num_healthy` other healthy sequences;
+  4. on healthy sequences with every camera missing on random frames
+     (`dropout`), the RMSE on those frames of the per-frame PoE (the prior's
+     guess) and of the filter (a prediction).
+
+Predictions are the mean over `num_samples` latent samples of the decoder's
+position mean (Eq. 6), from the per-frame beliefs or the filtered ones (full
+covariance).
+"""
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from msnvi_tf.core import filtering
+from msnvi_tf.core import integration
+from msnvi_tf.core import robust
+from msnvi_tf.data import pendulum
+from msnvi_tf.data import pendulum_faults
+from msnvi_tf.experiments import pendulum_sensors
+from msnvi_tf.runtime import workdir as workdir_lib
+
+__all__ = ["run_filter_experiment"]
+
+ROTATIONS = 3
+
+
+def _beliefs(model, config, seed, frames, fault=None, start_angle=0.):
+  """`(truth [T, 2], loc [T, M, 1, Dz], scale)` of one rendered sequence."""
+  batch, _ = pendulum.make_sequence(
+      pendulum.Rig.from_config(config), frames * ROTATIONS, seed,
+      config.noise_std, ROTATIONS, fault, 0,
+      None if fault is None else 2 * frames, start_angle)
+  x = {k: tf.constant(v) for k, v in batch.items()}
+  loc, scale = model.encode_stacked(x, model.sources)  # [M, T, Dz]
+  to_frames = lambda v: tf.transpose(v, [1, 0, 2])[:, :, None]  # [T, M, 1, Dz]
+  return batch[pendulum.TARGET], to_frames(loc), to_frames(scale)
+
+
+def _healthy(model, config, seed, frames, index):
+  angle = float(np.random.default_rng([seed, 7, index]).uniform(0., 2. * np.pi))
+  return _beliefs(model, config, seed + 5000 + index, frames, start_angle=angle)
+
+
+def _position(model, loc, cov, num_samples, seed):
+  """Mean `[T, 2]` over latent samples of E[position | z]; loc `[T, Dz]`, cov `[T, Dz, Dz]`."""
+  noise = tf.random.stateless_normal(tf.concat([[num_samples], tf.shape(loc)], 0),
+                                     seed=[seed, 3])  # [K, T, Dz]
+  z = loc + tf.linalg.matvec(tf.linalg.cholesky(cov), noise)
+  return model.decoders[pendulum.TARGET].mean(z).numpy().mean(0)
+
+
+def _frame_weights(model, loc, scale):
+  """The per-frame robust weights `[T, M, 1]` (model's calibrated pairwise thresholds)."""
+  frames_first = lambda v: tf.transpose(v[:, :, 0], [1, 0, 2])  # [M, T, Dz]
+  weights = robust.robust_weights(frames_first(loc), frames_first(scale),
+                                  thresholds=model.conflict_thresholds)  # [M, T]
+  return tf.transpose(weights)[:, :, None]
+
+
+def _rmse(prediction, truth, frames):
+  return float(np.sqrt(np.mean((prediction[frames] - truth[frames]) ** 2)))
+
+
+def _poe(loc, scale, present=None):
+  """Per-frame PoE `(loc [T, Dz], cov [T, Dz, Dz])` of `[T, M, 1, Dz]` beliefs."""
+  mask = None if present is None else present[..., None]  # [T, M, 1]
+  loc_star, scale_star = zip(*[integration.poe_stacked(
+      loc[t], scale[t], None if mask is None else mask[t]) for t in range(loc.shape[0])])
+  return tf.concat(loc_star, 0), tf.linalg.diag(tf.square(tf.concat(scale_star, 0)))
+
+
+def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
+                          num_calibration: int = 10, num_healthy: int = 10,
+                          target_rate: float = 0.005, dropout: float = 0.2,
+                          num_samples: int = 500, seed: int = 1,
+                          frames_per_rotation: int = 120,
+                          faults: Sequence[str] = tuple(pendulum_faults.FAULTS)) -> Dict:
+  """Runs steps 1-4 of the module docstring; writes `results.md` and returns the numbers."""
+  model, config = workdir_lib.load_trained(workdir)
+  fit = [_healthy(model, config, seed, frames_per_rotation, i) for i in range(num_fit)]
+  transition = filtering.fit_transition(
+      [_poe(loc, scale)[0].numpy() for _, loc, scale in fit])
+  conflicts = []  # [2, M, frames] of the plain filter on healthy sequences
+  for i in range(num_calibration):
+    _, loc, scale = _healthy(model, config, seed, frames_per_rotation, num_fit + i)
+    _, (pred_loc, pred_cov) = filtering.filter_sequence(loc, scale, transition)
+    frames_first = lambda v: tf.transpose(v[1:, :, 0], [1, 0, 2])  # [M, T - 1, Dz]
+    conflicts.append(filtering.prediction_conflict(
+        pred_loc[1:, 0], pred_cov[1:, 0], frames_first(loc),
+        frames_first(scale)).numpy())  # [2, M, T - 1]
+  thresholds = filtering.calibrate_prediction_thresholds(
+      np.concatenate(conflicts, -1), target_rate)
+  rows, healthy_alarms = {}, []
+  for i in range(num_healthy):
+    _, loc, scale = _healthy(model, config, seed, frames_per_rotation,
+                             num_fit + num_calibration + i)
+    _, _, health = filtering.robust_filter_sequence(
+        loc, scale, transition, thresholds, frame_weights=_frame_weights(model, loc, scale))
+    healthy_alarms.append(health["alarm"].numpy()[:, :, 0].any(-1))  # [T]
+  after = np.arange(2 * frames_per_rotation, ROTATIONS * frames_per_rotation)
+  before = np.arange(2 * frames_per_rotation)
+  for fault in (None,) + tuple(faults):
+    truth, loc, scale = _beliefs(model, config, seed, frames_per_rotation, fault)
+    plain, _ = filtering.filter_sequence(loc, scale, transition)
+    prediction_only, _, _ = filtering.robust_filter_sequence(loc, scale, transition,
+                                                             thresholds)
+    robust_f, _, health = filtering.robust_filter_sequence(
+        loc, scale, transition, thresholds, frame_weights=_frame_weights(model, loc, scale))
+    per_frame = pendulum_sensors.run_sequence(model, config, fault, seed=seed,
+                                              num_samples=num_samples,
+                                              frames_per_rotation=frames_per_rotation)
+    frames = before if fault is None else after
+    alarm = health["alarm"].numpy()[after, 0, 0]
+    first = np.flatnonzero(alarm)
+    rows[fault or "healthy"] = {
+        "PoE": _rmse(per_frame["predictions"]["PoE(camera0, camera1, camera2)"][0], truth,
+                     frames),
+        "PoE(healthy)": _rmse(per_frame["predictions"]["PoE(camera1, camera2)"][0], truth,
+                              frames),
+        "robust": _rmse(per_frame["predictions"][pendulum_sensors.ROBUST][0], truth, frames),
+        "filter": _rmse(_position(model, plain[0][:, 0], plain[1][:, 0], num_samples, seed),
+                        truth, frames),
+        "robust filter, prediction only": _rmse(_position(
+            model, prediction_only[0][:, 0], prediction_only[1][:, 0], num_samples, seed),
+                                                 truth, frames),
+        "robust filter": _rmse(_position(model, robust_f[0][:, 0], robust_f[1][:, 0],
+                                         num_samples, seed), truth, frames),
+        "detected": float(alarm.mean()) if fault else float("nan"),
+        "delay": int(first[0]) if fault and len(first) else -1,
+    }
+  # Frames with every camera missing.
+  dropped_rmse = {"PoE (prior)": [], "filter": []}
+  for i in range(num_healthy):
+    truth, loc, scale = _healthy(model, config, seed, frames_per_rotation, 100 + i)
+    rng = np.random.default_rng([seed, 11, i])
+    missing = rng.random(loc.shape[0]) < dropout
+    missing[0] = False
+    present = np.repeat((~missing)[:, None, None], loc.shape[1], 1).astype(np.float32)
+    filtered, _ = filtering.filter_sequence(loc, scale, transition, present)
+    poe = _poe(loc, scale, present[:, :, 0])
+    dropped_rmse["PoE (prior)"].append(_rmse(
+        _position(model, poe[0], poe[1], num_samples, seed), truth, missing))
+    dropped_rmse["filter"].append(_rmse(
+        _position(model, filtered[0][:, 0], filtered[1][:, 0], num_samples, seed), truth,
+        missing))
+  result = {"rows": rows, "false_alarms": float(np.concatenate(healthy_alarms).mean()),
+            "dropout": {k: float(np.mean(v)) for k, v in dropped_rmse.items()},
+            "thresholds": thresholds.tolist()}
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, "results.md"), "w") as f:
+    f.write(_markdown(result, workdir_lib.run_name(workdir), model.trained_steps,
+                      num_samples, dropout, target_rate, num_fit, num_calibration,
+                      num_healthy))
+  return result
+
+
+def _markdown(result, name, step, num_samples, dropout, target_rate, num_fit,
+              num_calibration, num_healthy) -> str:
+  columns = ["PoE", "PoE(healthy)", "robust", "filter", "robust filter, prediction only",
+             "robust filter"]
+  lines = [
+      f"Model: {name} (step {step}). Transition fitted to the PoE means of {num_fit} "
+      f"healthy sequences; prediction-conflict thresholds calibrated on {num_calibration} "
+      f"others at a target of {100 * target_rate:.1f} % frames with an alarm; predictions "
+      f"the mean of {num_samples} latent samples.", "",
+      "RMSE of the position (healthy: before the failure time; faults: after camera 0 "
+      "fails); detected: camera 0's alarm under the robust filter on the faulty frames, "
+      "delay: frames to its first alarm.", "",
+      "| sequence | " + " | ".join(columns) + " | detected | delay |",
+      "|---|" + "---:|" * (len(columns) + 2)]
+  for fault, row in result["rows"].items():
+    detected = "" if np.isnan(row["detected"]) else f"{100 * row['detected']:.1f} %"
+    delay = "" if fault == "healthy" else (str(row["delay"]) if row["delay"] >= 0 else "never")
+    lines.append(f"| {fault} | " + " | ".join(f"{row[c]:.3f}" for c in columns)
+                 + f" | {detected} | {delay} |")
+  lines += ["", f"Robust filter, frames of {num_healthy} healthy sequences with any "
+            f"camera's alarm: {100 * result['false_alarms']:.1f} %.", "",
+            f"Every camera missing on {100 * dropout:.0f} % of the frames of {num_healthy} "
+            "healthy sequences, RMSE on those frames: per-frame PoE (the prior's guess) "
+            f"{result['dropout']['PoE (prior)']:.3f}, filter (prediction) "
+            f"{result['dropout']['filter']:.3f}.", ""]
+  return "\n".join(lines)
