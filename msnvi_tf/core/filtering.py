@@ -157,20 +157,28 @@ def filter_sequence(source_loc, source_scale, transition: Transition, weights=No
     `(filtered, predicted)`, each `(loc [T, B, Dz], cov [T, B, Dz, Dz])`;
     predicted[t] is the belief from frames < t (the initial one at t = 0).
   """
+  return _run_filter(source_loc, source_scale, transition,
+                     lambda t, loc, cov: None if weights is None else weights[t], initial)
+
+
+def _run_filter(source_loc, source_scale, transition: Transition, weigh, initial=None):
+  """The filter's loop: predict, then update by the messages weighted by
+  `weigh(t, loc, cov)` (`[M, B]` or None) given frame t's predicted belief.
+
+  Returns `(filtered, predicted)` as `filter_sequence`.
+  """
   source_loc = tf.convert_to_tensor(source_loc, tf.float32)
   source_scale = tf.convert_to_tensor(source_scale, tf.float32)
-  num_frames = source_loc.shape[0]
   if initial is None:
     shape = tf.shape(source_loc)[2:]  # [B, Dz]
     initial = (tf.zeros(shape), tf.eye(shape[1], batch_shape=shape[:1]))
   loc, cov = initial
   filtered, predicted = [], []
-  for t in range(num_frames):
+  for t in range(source_loc.shape[0]):
     if t:
       loc, cov = predict(loc, cov, transition)
     predicted.append((loc, cov))
-    loc, cov = update(loc, cov, source_loc[t], source_scale[t],
-                      None if weights is None else weights[t])
+    loc, cov = update(loc, cov, source_loc[t], source_scale[t], weigh(t, loc, cov))
     filtered.append((loc, cov))
   stack = lambda pairs: (tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs]))
   return stack(filtered), stack(predicted)
@@ -294,13 +302,11 @@ def robust_filter_sequence(source_loc, source_scale, transition: Transition, thr
   """
   source_loc = tf.convert_to_tensor(source_loc, tf.float32)
   source_scale = tf.convert_to_tensor(source_scale, tf.float32)
-  shape = tf.shape(source_loc)[2:]  # [B, Dz]
-  loc, cov = tf.zeros(shape), tf.eye(shape[1], batch_shape=shape[:1])
-  filtered, predicted, health = [], [], []
-  for t in range(source_loc.shape[0]):
+  health = []
+
+  def weigh(t, loc, cov):
     frame_present = None if present is None else tf.cast(present[t], tf.float32)
     if t:
-      loc, cov = predict(loc, cov, transition)
       frame = prediction_weights(
           prediction_conflict(loc, cov, source_loc[t], source_scale[t]), thresholds,
           frame_present, sharpness)
@@ -311,12 +317,11 @@ def robust_filter_sequence(source_loc, source_scale, transition: Transition, thr
                "alarm": tf.zeros_like(ones, tf.bool)}
     if frame_weights is not None:
       frame["weight"] = tf.minimum(frame["weight"], tf.cast(frame_weights[t], tf.float32))
-    predicted.append((loc, cov))
-    loc, cov = update(loc, cov, source_loc[t], source_scale[t], frame["weight"])
-    filtered.append((loc, cov))
     health.append(frame)
-  stack = lambda pairs: (tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs]))
-  return stack(filtered), stack(predicted), {
+    return frame["weight"]
+
+  filtered, predicted = _run_filter(source_loc, source_scale, transition, weigh)
+  return filtered, predicted, {
       k: tf.stack([h[k] for h in health]) for k in ("score", "weight", "alarm")}
 
 
