@@ -67,10 +67,14 @@ def _position(model, loc, cov, num_samples, seed):
   return model.decoders[pendulum.TARGET].mean(z).numpy().mean(0)
 
 
+def _sources_first(beliefs):
+  """`[T, M, 1, Dz]` -> `[M, T, Dz]`: the frames as the batch of stacked beliefs."""
+  return tf.transpose(beliefs[:, :, 0], [1, 0, 2])
+
+
 def _frame_weights(model, loc, scale):
   """The per-frame robust weights `[T, M, 1]` (model's calibrated pairwise thresholds)."""
-  frames_first = lambda v: tf.transpose(v[:, :, 0], [1, 0, 2])  # [M, T, Dz]
-  weights = robust.robust_weights(frames_first(loc), frames_first(scale),
+  weights = robust.robust_weights(_sources_first(loc), _sources_first(scale),
                                   thresholds=model.conflict_thresholds)  # [M, T]
   return tf.transpose(weights)[:, :, None]
 
@@ -102,10 +106,9 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
   for i in range(num_calibration):
     _, loc, scale = _healthy(model, config, seed, frames_per_rotation, num_fit + i)
     _, (pred_loc, pred_cov) = filtering.filter_sequence(loc, scale, transition)
-    frames_first = lambda v: tf.transpose(v[1:, :, 0], [1, 0, 2])  # [M, T - 1, Dz]
     conflicts.append(filtering.prediction_conflict(
-        pred_loc[1:, 0], pred_cov[1:, 0], frames_first(loc),
-        frames_first(scale)).numpy())  # [2, M, T - 1]
+        pred_loc[1:, 0], pred_cov[1:, 0], _sources_first(loc[1:]),
+        _sources_first(scale[1:])).numpy())  # [2, M, T - 1]
   thresholds = filtering.calibrate_prediction_thresholds(
       np.concatenate(conflicts, -1), target_rate)
   rows, healthy_alarms = {}, []
