@@ -32,11 +32,9 @@ import tensorflow as tf
 from msnvi_tf import registry
 from msnvi_tf.core.model import PRESENT
 
-__all__ = ["make_datasets", "split_masks", "test_batches", "check_finite", "check_examples", "Missingness",
-           "missingness", "training_batches", "eval_batches", "PRESENT",
-           "MISSING_HANDLING"]
+__all__ = ["make_datasets", "split_masks", "test_batches", "check_finite", "check_examples",
+           "Missingness", "missingness", "training_batches", "eval_batches", "PRESENT"]
 
-MISSING_HANDLING = ("mask", "complete_only")
 
 def make_datasets(config, start_step: int = 0):
   """`(train, eval)` datasets of `config.dataset`; train begins at batch `start_step`."""
