@@ -64,18 +64,18 @@ def _descriptions(config) -> Dict[str, Dict[str, str]]:
       "param_norm": "Global L2 norm of the trainable weights.",
       "steps_per_sec": "Training steps per second since the previous point (wall clock).",
   }
-  evaluation = {"bound": f"Test bound of the training objective L_{config.objective}, "
-                         f"{test}; {_NATS}."}
-  for name, what in _INTEGRATIONS.items():
-    evaluation[f"bound_{name}"] = (f"Test bound with the proposal of {what}, every source "
-                                   f"present, {test}; {_NATS}.")
-  rate = config.missing_rate
-  missing = {tag: text.replace("every source present", f"each source absent with "
-                               f"probability {rate} (at least one present)")
-             for tag, text in evaluation.items()}
-  missing["bound"] = missing["bound"].replace(f"; {_NATS}", f", each source absent with "
-                                              f"probability {rate}; {_NATS}")
-  return {"train": train, "eval": evaluation, "eval_missing": missing}
+
+  def test_bounds(sources: str, bound_note: str) -> Dict[str, str]:
+    bounds = {"bound": f"Test bound of the training objective L_{config.objective}, "
+                       f"{test}{bound_note}; {_NATS}."}
+    for name, what in _INTEGRATIONS.items():
+      bounds[f"bound_{name}"] = (f"Test bound with the proposal of {what}, {sources}, "
+                                 f"{test}; {_NATS}.")
+    return bounds
+
+  absent = f"each source absent with probability {config.missing_rate}"
+  return {"train": train, "eval": test_bounds("every source present", ""),
+          "eval_missing": test_bounds(f"{absent} (at least one present)", f", {absent}")}
 
 
 def _layout(config) -> layout_pb2.Layout:
