@@ -212,13 +212,12 @@ class _Loop:
   def _log_eval(self, results, current, summary=True):
     if summary:
       self.summaries.eval(results, current)
-    log.info("eval step %d%s | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
-             "" if summary else " (the initial model)", results["bound"], results["ind"],
-             results["moe"], results["poe"])
-    if "missing_bound" in results:
-      log.info("eval step %d, test sources missing as in training (bounds of the present "
-               "entries only) | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current, results["missing_bound"],
-               results["missing_ind"], results["missing_moe"], results["missing_poe"])
+    for prefix, note in (("", "" if summary else " (the initial model)"),
+                         ("missing_", ", test sources missing as in training (bounds of "
+                                      "the present entries only)")):
+      if f"{prefix}bound" in results:
+        log.info("eval step %d%s | bound %.4f | ind %.4f | moe %.4f | poe %.4f", current,
+                 note, *(results[prefix + k] for k in ("bound",) + objectives.INTEGRATED_BOUNDS))
 
   def run(self, step, manager, stop, initial_bound):
     """Trains from `step` to `config.num_steps`; returns the last evaluation (or None).
