@@ -15,9 +15,10 @@ import importlib
 
 from msnvi_tf.core import integration as _integration
 from msnvi_tf.core import robust as _robust
+from msnvi_tf.registry import Experiment
 from msnvi_tf.registry import register_dataset
 
-__all__ = ["register_dataset"]
+__all__ = ["Experiment", "register_dataset"]
 __version__ = "0.1.0"
 
 _integration.register("robust", _robust.robust)
@@ -28,8 +29,8 @@ def _config(module: str, *args):
   return lambda: importlib.import_module(f"configs.{module}").get_config(*args)
 
 
-# name: (data and architecture module, config module, argument of its
-# get_config, (train, test) split sizes of real data sets).
+# name: (data and architecture module, config module and experiment package,
+# argument of its get_config, (train, test) split sizes of real data sets).
 _BUILT_IN = {
     "toy": ("toy", "toy", (), None),
     "pendulum": ("pendulum", "pendulum", (), None),
@@ -39,10 +40,9 @@ _BUILT_IN = {
     "cub": ("cub", "cub", ("cub",), (3_000, 3_033)),  # CUB-200 2010.
     "shapes": ("shapes", "cub", ("shapes",), None),  # architecture: cub's.
 }
-for _name, (_module, _configs, _args, _sizes) in _BUILT_IN.items():
+for _name, (_module, _experiment, _args, _sizes) in _BUILT_IN.items():
   register_dataset(
       _name, data=f"msnvi_tf.data.{_module}:make_datasets",
-      architecture=f"msnvi_tf.architectures.{'cub' if _module == 'shapes' else _module}"
-      ":build_model",
-      config=_config(_configs, *_args), variants=f"configs.{_configs}:VARIANTS",
-      split_sizes=_sizes)
+      architecture=f"msnvi_tf.architectures.{_experiment}:build_model",
+      config=_config(_experiment, *_args), variants=f"configs.{_experiment}:VARIANTS",
+      split_sizes=_sizes, experiment=f"msnvi_tf.experiments.{_experiment}:EXPERIMENT")

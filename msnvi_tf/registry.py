@@ -1,6 +1,6 @@
 """Data sets by name: each one's data, architecture and config, registered by one call.
 
-A data set is three functions:
+A data set is three functions, and optionally its experiment:
   data(config, start_step=0) -> (train, eval)   `tf.data.Dataset`s of
       `{name: [B, ...]}` batches (`msnvi_tf.data` has the helpers that make
       them resumable: `training_batches`, `eval_batches`)
@@ -8,12 +8,20 @@ A data set is three functions:
       builds a dense one from source shapes and likelihood heads)
   config() -> Config                           the fields training reads
       (`msnvi_tf.runtime.config.FIELDS`); its `dataset` is the registered name
+  experiment: Experiment(evaluate, plot)       what `bin/evaluate` and `bin/plot`
+      run for its workdirs: `fn(runs, output_dir, **options) -> [written paths]`
+      (`runs`: `msnvi_tf.experiments.dispatch.Run`s; options are keyword
+      arguments with their defaults, e.g. `num_samples=16`, and an option a
+      function does not take is refused); either may be None, and without an
+      experiment a data set gets the generic report (the ind / MoE / PoE test
+      bounds, the learning curves)
 
 Register one from your own module, without editing msnvi_tf:
 
   import msnvi_tf
   msnvi_tf.register_dataset("mnist_rot", data=make_datasets,
-                            architecture=build_model, config=get_config)
+                            architecture=build_model, config=get_config,
+                            experiment=msnvi_tf.Experiment(evaluate=my_report))
 
 and train it with `bin/train --dataset=mnist_rot --dataset_module=my_module.py`
 (a module name or a file path): bin/train imports that module, and stores it
@@ -30,12 +38,28 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Any, Callable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-__all__ = ["DataSet", "register_dataset", "get", "for_config", "names",
+__all__ = ["DataSet", "Experiment", "register_dataset", "get", "for_config", "names",
            "import_dataset_module"]
 
 Reference = Union[str, Callable, Mapping, None]
+
+
+class Experiment(NamedTuple):
+  """What `bin/evaluate` and `bin/plot` run for a data set's workdirs.
+
+  Attributes:
+    evaluate: `fn(runs, output_dir, **options) -> [written paths]`: its tables
+      and reports (None: the generic ind / MoE / PoE test bounds).
+    plot: the same for its figures (None: the learning curves).
+    reference: `fn(config) -> nats or None`: the published test bound of a
+      run's model, drawn as a dotted line beside its learning curve (MNIST: the
+      paper's Table 1 PoE cell of its column).
+  """
+  evaluate: Optional[Callable[..., List[str]]] = None
+  plot: Optional[Callable[..., List[str]]] = None
+  reference: Optional[Callable[[Any], Optional[float]]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +78,7 @@ class DataSet:
   _config: Reference
   _variants: Reference = None
   split_sizes: Optional[Tuple[int, int]] = None
+  _experiment: Reference = None
 
   def make_datasets(self, config, start_step: int = 0):
     """`(train, eval)` datasets for `config`; train begins at batch `start_step`."""
@@ -75,6 +100,11 @@ class DataSet:
     return dict(zip(("train", "test"), self.split_sizes))
 
   @property
+  def experiment(self) -> Experiment:
+    """Its `Experiment` (an empty one, the generic report, if none was registered)."""
+    return _resolve(self._experiment) or Experiment()
+
+  @property
   def variants(self) -> Mapping[str, Mapping[str, Any]]:
     """`{variant: {field: value}}`: named changes of the config (e.g. "fast")."""
     return dict(_resolve(self._variants) or {})
@@ -94,7 +124,7 @@ def _resolve(reference: Reference):
 def register_dataset(name: str, *, data: Reference, architecture: Reference,
                      config: Reference, variants: Reference = None,
                      split_sizes: Optional[Tuple[int, int]] = None,
-                     replace: bool = False) -> DataSet:
+                     experiment: Reference = None, replace: bool = False) -> DataSet:
   """Registers data set `name` (see the module docstring); returns its entry.
 
   Args:
@@ -104,11 +134,14 @@ def register_dataset(name: str, *, data: Reference, architecture: Reference,
     config: `fn() -> Config`, or "module:attribute".
     variants: optional `{variant: {field: value}}` (or "module:attribute").
     split_sizes: `(train, test)` of a real data set; None for synthetic data.
+    experiment: optional `Experiment` (or "module:attribute"): its tables and
+      figures for `bin/evaluate` and `bin/plot`.
     replace: allow replacing an existing registration (else an error).
 
   Raises:
-    ValueError: `name` is taken (and not `replace`), or an argument is neither
-      callable nor a "module:attribute" string.
+    ValueError: `name` is taken (and not `replace`), an argument is neither
+      callable nor a "module:attribute" string, or `experiment` is neither an
+      `Experiment` nor such a string.
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f"A data set name must be a non-empty string, got {name!r}.")
@@ -119,8 +152,13 @@ def register_dataset(name: str, *, data: Reference, architecture: Reference,
     if not (callable(value) or (isinstance(value, str) and ":" in value)):
       raise ValueError(f"register_dataset({name!r}): {what} must be a function or a "
                        f"'module:attribute' string, got {value!r}.")
+  if not (experiment is None or isinstance(experiment, Experiment)
+          or (isinstance(experiment, str) and ":" in experiment)):
+    raise ValueError(f"register_dataset({name!r}): experiment must be an Experiment("
+                     f"evaluate, plot) or a 'module:attribute' string, got {experiment!r}.")
   entry = DataSet(name, data, architecture, config, variants,
-                  None if split_sizes is None else tuple(int(n) for n in split_sizes))
+                  None if split_sizes is None else tuple(int(n) for n in split_sizes),
+                  experiment)
   _REGISTRY[name] = entry
   return entry
 

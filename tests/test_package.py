@@ -30,7 +30,20 @@ def test_registering_a_taken_name_or_a_non_function_is_refused():
   with pytest.raises(ValueError, match="data must be a function"):
     msnvi_tf.register_dataset("new", data=3, architecture=lambda c: None,
                               config=lambda: None)
+  with pytest.raises(ValueError, match=r"experiment must be an Experiment\(evaluate, plot\)"):
+    msnvi_tf.register_dataset("new", data=mnist.make_datasets, architecture=lambda c: None,
+                              config=lambda: None, experiment=lambda runs, out: [])
   assert "new" not in registry.names()
+
+
+def test_every_built_in_data_set_has_its_paper_experiment():
+  experiments = {name: registry.get(name).experiment for name in registry.names()}
+  assert experiments["mnist_tb"] is experiments["mnist_no"]  # one package, three variants
+  assert experiments["cub"] is experiments["shapes"]
+  assert experiments["toy"].evaluate is None and experiments["toy"].plot is not None
+  assert all(e.evaluate and e.plot for n, e in experiments.items() if n != "toy")
+  assert experiments["mnist_qu"].reference(configs.get_config("mnist_qu")) == 108.07
+  assert experiments["pendulum"].reference is None
 
 
 def test_unknown_dataset_names_the_registered_ones_and_how_to_add_one():

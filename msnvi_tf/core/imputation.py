@@ -16,12 +16,7 @@ import tensorflow_probability as tfp
 
 from msnvi_tf.core import estimators
 
-__all__ = ["MISSING", "predictive_log_likelihood",
-           "markov_chain_imputation", "imputation_curves"]
-
-# The missing parts of Fig. 4: MNIST-TB without its bottom half, MNIST-QU without
-# its bottom-right quarter.
-MISSING = {"mnist_tb": ("bottom",), "mnist_qu": ("q3",)}
+__all__ = ["predictive_log_likelihood", "markov_chain_imputation", "imputation_curves"]
 
 
 def _missing_log_prob(model, x, z, missing: Sequence[str]):

@@ -1,16 +1,21 @@
-"""Code that reproduces the paper's experiments, one module per experiment.
+"""Code that reproduces the paper's experiments, one package per experiment.
 
-  toy_figures       Sec. 5.1: Figs. 2 and 6
-  table1            Sec. 5.2: the MNIST Table 1 grid, next to the paper's
-  large_k           large-K log-likelihood estimates per proposal (Table 1's last rows)
-  mnist_figures     Sec. 5.2: Figs. 3, 4 and 7
-  pendulum_sensors  Sec. 5.3: sensor failure (Fig. 5, the RMSE table, sensor health)
-  pendulum_report   its results.md: the RMSE, false-alarm and sensor-health tables
-  mnist_health      sensor health on MNIST-QU / -NO (beyond the paper)
-  table2            Sec. 5.4: CUB Table 2; cub_figures: Figs. 8 and 9
-  health_report     false alarms, detection and ROC shared by the sensor-health reports
-  curves            learning curves of any runs from their TensorBoard logs
-  figures           plotting helpers shared by the figures; Fig. 5 and ROC curves
-  dispatch          which of these `bin/evaluate` and `bin/plot` run for a data set
-  generic           what they run for a data set without an experiment of its own
+  toy        Sec. 5.1: Figs. 2 and 6
+  mnist      Sec. 5.2: the Table 1 grid next to the paper's, large-K estimates,
+             Figs. 3, 4 and 7, sensor health on MNIST-QU / -NO (beyond the paper)
+  pendulum   Sec. 5.3: sensor failure (Fig. 5, the RMSE table, sensor health)
+             and the latent filter over time (beyond the paper)
+  cub        Sec. 5.4: Table 2, Figs. 8 and 9 (CUB and the `shapes` stand-in)
+
+Each package's `EXPERIMENT` (`msnvi_tf.Experiment(evaluate, plot)`) is
+registered with its data sets in `msnvi_tf/__init__.py`; a user's data set
+passes its own to `register_dataset(..., experiment=...)`. Shared by them:
+
+  dispatch       runs the registered experiment of the workdirs' data set
+                 (`bin/evaluate`, `bin/plot`)
+  generic        the report of a data set without an experiment, and shared helpers
+  curves         learning curves of any runs from their TensorBoard logs
+  figures        plotting helpers shared by the figures; ROC curves
+  health_report  false alarms, detection and ROC shared by the sensor-health reports
+  reproduce      trains, evaluates and plots one of the paper's tables end to end
 """

@@ -1,9 +1,10 @@
-"""Plotting helpers shared by the figures, the pendulum's Fig. 5 and ROC curves.
+"""Plotting helpers shared by the experiments' figures, and ROC curves.
 
 Each figure is one function `fig*(..., path, ...)` that draws with matplotlib's
 Agg canvas (no pyplot, no display needed), saves a PNG to `path` and returns the
-path. The toy figures are in `toy_figures`; `msnvi_tf.experiments.dispatch`
-says which figures `bin/plot` draws for each data set.
+path. The figures of an experiment live in its package (`toy.figures`,
+`mnist.figures`, `pendulum.figures`, `cub.figures`); the experiment's `plot`
+says which ones `bin/plot` draws.
 """
 import os
 
@@ -12,7 +13,7 @@ from matplotlib import figure as mfigure
 from matplotlib.backends import backend_agg
 
 __all__ = ["new_figure", "save_png", "point_colours", "share_limits", "legend_below",
-           "fig5_pendulum", "roc_curves"]
+           "roc_curves"]
 
 
 def new_figure(nrows, ncols, title, panel_size=(5.2, 4.6)):
@@ -56,107 +57,12 @@ def legend_below(ax, handles):
             ncol=2, fontsize=7, frameon=False)
 
 
-def _camera_strips(fig, grid, run, degrees, num_thumbnails):
-  """Fig. 5's top rows: each camera's images at `num_thumbnails` frames."""
-  frames = np.linspace(0, len(degrees) - 1, num_thumbnails).round().astype(int)
-  for i, s in enumerate(run["sources"]):
-    ax = fig.add_subplot(grid[i, :])
-    images = run["images"][s][frames]  # [F, H, W]
-    size = images.shape[-1]
-    strip = np.concatenate([np.pad(im, ((0, 0), (0, 2)), constant_values=1.)
-                            for im in images], 1)
-    ax.imshow(strip, cmap="gray", vmin=0., vmax=1., interpolation="nearest")
-    ax.set_xticks((np.arange(len(frames)) * (size + 2) + size / 2.),
-                  [f"{degrees[f]:.0f} deg" for f in frames], fontsize=7)
-    ax.set_yticks([])
-    ax.set_ylabel(s, fontsize=8)
-
-
-def _conflict_panels(fig, grid, run, degrees, fail):
-  """Fig. 5's bottom rows: conflicts in units of their thresholds, robust weights."""
-  sources = run["sources"]
-  conflict_ax = fig.add_subplot(grid[-2, :])
-  weight_ax = fig.add_subplot(grid[-1, :], sharex=conflict_ax)
-  for i, a in enumerate(sources):
-    for j, b in enumerate(sources):
-      if i != j:
-        conflict = run["conflict"][:, i, j] / run["thresholds"][i, j]
-        conflict_ax.semilogy(degrees, np.maximum(conflict, 1e-3), lw=0.9,
-                             label=f"c({a} || {b}) / tau")
-    weight_ax.plot(degrees, run["weights"][i], lw=1., label=f"w of {a}")
-  conflict_ax.axhline(1., color="k", ls=":", lw=1., label="alarm level")
-  conflict_ax.set_title("conflict measure of Eq. (2) in units of its threshold", fontsize=9)
-  conflict_ax.legend(fontsize=7, ncol=4)
-  weight_ax.set_title("robust integration weights w_m", fontsize=9)
-  weight_ax.set_ylim(-0.05, 1.05)
-  weight_ax.legend(fontsize=7, ncol=3)
-  weight_ax.set_xlabel("angle (deg)")
-  for ax in (conflict_ax, weight_ax):
-    if fail is not None:
-      ax.axvline(fail, color="r", lw=1.)
-    ax.tick_params(labelsize=7)
-
-
-def fig5_pendulum(run, path: str, num_thumbnails: int = 9) -> str:
-  """Fig. 5: predictions from single cameras and PoE subsets, conflict over the angle.
-
-  Top: the three camera images at `num_thumbnails` frames. Middle: one panel
-  per prediction (each camera, each PoE subset, the robust integration) with
-  the predicted x and y over the angle: mean and bands of 1 and 2 std over the
-  latent samples, truth dashed. Bottom: the conflict measures c(m || m') of
-  Eq. (2) for every ordered pair in units of their thresholds tau_mm' (log
-  scale, the alarm level 1 dotted) and the robust weights. A red line marks
-  the failure of the faulty camera.
-
-  Args:
-    run: a dict of `msnvi_tf.experiments.pendulum_sensors.run_sequence`.
-    path: output PNG file.
-    num_thumbnails: frames shown in the image rows.
-
-  Returns:
-    `path`.
-  """
-  sources = run["sources"]
-  degrees = np.rad2deg(run["angles"] - run["angles"][0])  # [T]
-  fail = degrees[run["fault_start"]] if run["fault"] else None
-  predictions = run["predictions"]
-  pred_rows = (len(predictions) + 1) // 2
-  fig = mfigure.Figure(figsize=(10., 1.7 * pred_rows + 1.6 * len(sources) / 3. + 4.3),
-                       layout="constrained")
-  backend_agg.FigureCanvasAgg(fig)
-  fig.suptitle(
-      f"Fig. 5: pendulum seen by {len(sources)} cameras; "
-      + (f"{sources[run['fault_sensor']]} fails ({run['fault']}) at "
-         f"{fail:.0f} deg" if fail is not None else "all cameras healthy"))
-  grid = fig.add_gridspec(len(sources) + pred_rows + 2, 2,
-                          height_ratios=[0.9] * len(sources) + [1.] * pred_rows + [1.2, 0.8])
-  _camera_strips(fig, grid, run, degrees, num_thumbnails)
-  truth = run["truth"]
-  colours = ("#1f77b4", "#ff7f0e")
-  for k, (name, (mean, std)) in enumerate(predictions.items()):
-    ax = fig.add_subplot(grid[len(sources) + k // 2, k % 2])
-    for d, (axis, colour) in enumerate(zip("xy", colours)):
-      for n, alpha in ((2., 0.15), (1., 0.3)):
-        ax.fill_between(degrees, mean[:, d] - n * std[:, d], mean[:, d] + n * std[:, d],
-                        color=colour, alpha=alpha, lw=0)
-      ax.plot(degrees, mean[:, d], color=colour, lw=1., label=f"{axis}: mean, 1 and 2 std")
-      ax.plot(degrees, truth[:, d], color="k", lw=0.7, ls="--")
-    if fail is not None:
-      ax.axvline(fail, color="r", lw=1.)
-    ax.set_ylim(-1.8, 1.8)
-    ax.set_title(name, fontsize=9)
-    ax.tick_params(labelsize=7)
-  ax.legend(fontsize=7, loc="lower left", ncol=2)
-  _conflict_panels(fig, grid, run, degrees, fail)
-  return save_png(fig, path)
-
-
 def roc_curves(curves, path: str, title: str) -> str:
   """ROC curves of a conflict score, one panel per fault type; dots: the alarm level 1.
 
   Args:
     curves: `{fault: {name: ((fpr [U], tpr [U]), auc, (fpr, tpr) of the alarm
-      level)}}` (`msnvi_tf.experiments.pendulum_sensors.health_table` and the MNIST
+      level)}}` (`msnvi_tf.experiments.pendulum.sensors.health_table` and the MNIST
       report build them), e.g. names "calibrated" and "tau = 1".
     path: output PNG file.
     title: figure title.

@@ -2,14 +2,15 @@
 
 `generic_evaluation` writes the ind / MoE / PoE bounds of the test set,
 `learning_curves` the test bound against hours and steps; both take the
-`dispatch.Run`s of the workdirs (see `msnvi_tf.experiments.dispatch`).
+`dispatch.Run`s of the workdirs (see `msnvi_tf.experiments.dispatch`). Also the
+helpers the experiments share: `write_text`, `write_csv`, `run_dir`, `choose`.
 """
 import csv
 import io
 import json
 import logging
 import os
-from typing import List, Mapping, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from msnvi_tf import data as data_lib
 from msnvi_tf.core import objectives
@@ -17,7 +18,8 @@ from msnvi_tf.experiments import curves
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-__all__ = ["write_text", "write_csv", "generic_evaluation", "learning_curves"]
+__all__ = ["write_text", "write_csv", "run_dir", "choose", "generic_evaluation",
+           "learning_curves"]
 
 log = logging.getLogger("msnvi_tf")
 
@@ -41,13 +43,33 @@ def write_csv(output_dir: str, name: str, rows: Sequence[Mapping]) -> str:
   return write_text(output_dir, name, text.getvalue())
 
 
+def run_dir(output_dir: str, run, runs: Sequence) -> str:
+  """Where one run's own report goes: `output_dir`, or `output_dir/<workdir name>` of several."""
+  return output_dir if len(runs) == 1 else os.path.join(
+      output_dir, workdir_lib.run_name(run.workdir))
+
+
+def choose(option: str, chosen: Optional[Sequence[str]], known: Sequence[str]) -> List[str]:
+  """`chosen` (all of `known` if None), each checked to be one of `known`.
+
+  Raises:
+    ValueError: an unknown choice (the message names `option` and the choices).
+  """
+  unknown = [c for c in chosen or () if c not in known]
+  if unknown:
+    raise ValueError(f"{option}: choose from {list(known)}; got {unknown}.")
+  return list(chosen or known)
+
+
 def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
-                       eval_batch_size=None, **unused) -> List[str]:
+                       eval_batch_size=None) -> List[str]:
   """The ind / MoE / PoE bounds of the test set: bounds.md and bounds.json.
 
   Each model is named by its workdir and the step of the checkpoint evaluated.
+  `num_samples` (K) and `eval_batch_size` default to the run's config's
+  (`eval_num_samples`, `eval_batch_size`); `eval_size`: the first N test
+  examples (0: all).
   """
-  del unused
   results = []
   for run in runs:
     overrides = {"eval_size": eval_size} if eval_size else {}
@@ -80,14 +102,14 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
 
 
 def learning_curves(runs, output_dir, reference=None, tags=("bound_poe",),
-                    name="learning_curves.png", title="", **unused) -> List[str]:
+                    name="learning_curves.png", title="") -> List[str]:
   """Test bounds of every run against hours and steps: `<output_dir>/<name>`.
 
   `reference(config)`: the published PoE bound of a run's model, or None; drawn
-  as a dotted line in the run's colour (`dispatch.plot`: the paper's Table 1).
+  as a dotted line in the run's colour (`dispatch.plot`: its experiment's
+  `reference`, the paper's Table 1 for MNIST).
   `tags`: the eval scalars drawn per run (`curves.plot_learning_curves`).
   """
-  del unused
   named = {run.label or workdir_lib.run_name(run.workdir): run
            for run in runs}
   references = {label: reference(run.config) for label, run in named.items()} if reference else {}

@@ -1,7 +1,7 @@
 """Sensor-health report: false alarms, detection, delay and ROC of the conflict alarms.
 
 Generic over data sets with M >= 3 sources: the experiments
-(`msnvi_tf.experiments.pendulum_sensors`, `msnvi_tf.experiments.mnist_health`) compute the scores
+(`msnvi_tf.experiments.pendulum.sensors`, `msnvi_tf.experiments.mnist.health`) compute the scores
 s_m of `msnvi_tf.core.robust` (Eqs. R2-R3) on healthy examples and on examples with
 one faulty source, with and without calibrated thresholds, and this module
 turns them into the report's numbers:

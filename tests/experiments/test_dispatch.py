@@ -1,4 +1,5 @@
 """What bin/evaluate and bin/plot run for a workdir's data set (`experiments.dispatch`)."""
+import dataclasses
 import glob
 import json
 import math
@@ -7,6 +8,8 @@ import os
 import pytest
 
 import configs
+import msnvi_tf
+from msnvi_tf import registry
 from msnvi_tf.experiments import dispatch
 
 from conftest import config_only_workdir, copy_of
@@ -58,7 +61,7 @@ def test_dispatch_checks_every_workdir_before_running_anything(toy_run, tmp_path
 
 def test_table1_keeps_two_models_of_one_column_apart_and_labels_name_columns(
     tmp_path, monkeypatch):
-  from msnvi_tf.experiments import table1  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.experiments.mnist import table1  # pylint: disable=g-import-not-at-top
 
   seeds = [config_only_workdir(tmp_path / name, "mnist_tb") for name in ("s0", "s1")]
   bound = {seeds[0]: -102., seeds[1]: -103.}
@@ -107,18 +110,53 @@ def test_learning_curves_of_mnist_runs_draw_the_paper_cell_of_their_column(
   assert references == {"K=1": 94.49, "iwae1": 94.95}
 
 
-def test_registered_dataset_gets_its_functions_and_others_the_generic_ones(toy_run, tmp_path):
+def test_registered_experiment_gets_the_runs_and_others_the_generic_report(
+    toy_run, tmp_path, monkeypatch):
   calls = []
-  original = dispatch.EXPERIMENTS["toy"]
-  dispatch.register("toy", evaluate=lambda runs, output_dir, **options: calls.append(
-      (runs, output_dir, options)) or ["x"])
-  try:
-    assert dispatch.evaluate([f"mine={toy_run}"], str(tmp_path), eval_size=3) == ["x"]
-    (runs, output_dir, options), = calls
-    assert [(r.label, r.workdir, r.config.dataset) for r in runs] == [
-        ("mine", toy_run, "toy")]
-    assert output_dir == str(tmp_path) and options == {"eval_size": 3}
-    # No plot function: the learning curves.
-    assert dispatch.plot([toy_run], str(tmp_path)) == [str(tmp_path / "learning_curves.png")]
-  finally:
-    dispatch.EXPERIMENTS["toy"] = original
+  report = lambda runs, output_dir, **options: calls.append((runs, output_dir, options)) or ["x"]
+  monkeypatch.setitem(registry._REGISTRY, "toy", dataclasses.replace(  # pylint: disable=protected-access
+      registry.get("toy"), _experiment=msnvi_tf.Experiment(evaluate=report)))
+  assert dispatch.evaluate([f"mine={toy_run}"], str(tmp_path), eval_size=3) == ["x"]
+  (runs, output_dir, options), = calls
+  assert [(r.label, r.workdir, r.config.dataset) for r in runs] == [("mine", toy_run, "toy")]
+  assert output_dir == str(tmp_path) and options == {"eval_size": 3}
+  # No plot function: the learning curves.
+  assert dispatch.plot([toy_run], str(tmp_path)) == [str(tmp_path / "learning_curves.png")]
+
+
+def test_an_option_the_experiment_does_not_take_is_refused_before_anything_runs(
+    toy_run, tmp_path):
+  out = tmp_path / "out"
+  with pytest.raises(ValueError, match=r"^large_k: not an option for toy workdirs "
+                     r"\(msnvi_tf.experiments.generic.generic_evaluation\); its options: "
+                     r"num_samples, eval_size, eval_batch_size\.$"):
+    dispatch.evaluate([toy_run], str(out), large_k=5)
+  with pytest.raises(ValueError, match=r"^chain_steps, num_examples: not an option for toy "
+                     r"workdirs \(msnvi_tf.experiments.toy.plot\); its options: seed\.$"):
+    dispatch.plot([toy_run], str(out), num_examples=3, chain_steps=2)
+  with pytest.raises(ValueError, match="num_samples: not an option for toy"):
+    dispatch.plot([toy_run], str(out), curves=True, num_samples=3)
+  assert not out.exists()
+  # The experiments' defaults are their functions' keyword arguments.
+  assert dispatch.options_of(registry.get("mnist_tb").experiment.evaluate)[:3] == [
+      "num_samples", "eval_size", "eval_batch_size"]
+  assert dispatch.options_of(lambda runs, output_dir, **options: []) is None
+
+
+def test_pendulum_filter_option_adds_the_latent_filter_report_per_run(tmp_path, monkeypatch):
+  from msnvi_tf.experiments import pendulum  # pylint: disable=g-import-not-at-top
+
+  calls = []
+  monkeypatch.setattr(pendulum.sensors, "run_experiment",
+                      lambda workdir, out, faults, *args: calls.append(("sensors", out)) or [])
+  monkeypatch.setattr(pendulum.latent_filter, "run_filter_experiment",
+                      lambda workdir, out, **options: calls.append(("filter", out, options)))
+  runs = [config_only_workdir(tmp_path / name, "pendulum") for name in ("a", "b")]
+  out = str(tmp_path / "out")
+  assert dispatch.evaluate(runs, out, faults=["lag"]) == []
+  assert calls == [("sensors", os.path.join(out, "a")), ("sensors", os.path.join(out, "b"))]
+  calls.clear()
+  paths = dispatch.evaluate(runs[:1], out, filter=True, faults=["lag"], num_samples=7)
+  assert paths == [os.path.join(out, "filter", "results.md")]
+  assert calls == [("sensors", out), ("filter", os.path.join(out, "filter"), dict(
+      num_samples=7, seed=1, frames_per_rotation=120, faults=["lag"]))]

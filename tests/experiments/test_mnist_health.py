@@ -1,4 +1,4 @@
-"""MNIST-QU / -NO sensor health (`experiments.mnist_health`): corruptions and the report."""
+"""MNIST-QU / -NO sensor health (`experiments.mnist.health`): corruptions and the report."""
 import os
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import configs
 from msnvi_tf.experiments import dispatch
-from msnvi_tf.experiments import mnist_health
+from msnvi_tf.experiments.mnist import health as mnist_health
 from msnvi_tf.runtime import training
 
 

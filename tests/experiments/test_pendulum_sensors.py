@@ -87,7 +87,7 @@ def test_robust_integration_of_the_model_uses_its_thresholds(pendulum_run):
 
 @pytest.mark.slow
 def test_sensor_health_report_runs_on_a_trained_pendulum(pendulum_run, tmp_path):
-  from msnvi_tf.experiments import pendulum_sensors  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.experiments.pendulum import sensors as pendulum_sensors  # pylint: disable=g-import-not-at-top
   paths = pendulum_sensors.run_experiment(
       pendulum_run, str(tmp_path), faults=("noise", "shift"), frames_per_rotation=12,
       num_samples=4, num_healthy=2, calibration_size=100)
@@ -114,8 +114,11 @@ def test_bad_calibration_data_and_workdirs_are_clear_errors(pendulum_run, tmp_pa
   workdir = tmp_path / "toy"
   workdir.mkdir()
   (workdir / "config.json").write_text(configs.get_config("toy").to_json())
-  with pytest.raises(ValueError, match=r"sensor_health needs mnist_qu or mnist_no .*\(toy\)"):
+  with pytest.raises(ValueError, match=r"^sensor_health: not an option for toy workdirs"):
     dispatch.evaluate([str(workdir)], str(tmp_path / "out"), sensor_health=True)
+  with pytest.raises(ValueError, match=r"^sensor_health: not an option for pendulum "):
+    dispatch.evaluate([pendulum_run], str(tmp_path / "out"), sensor_health=True)
+  assert not (tmp_path / "out").exists()
 
 
 def test_roc_and_detection_numbers():
@@ -136,7 +139,7 @@ def test_roc_and_detection_numbers():
 
 @pytest.mark.slow
 def test_filter_experiment_writes_its_table_with_finite_numbers(pendulum_run, tmp_path):
-  from msnvi_tf.experiments import pendulum_filter  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.experiments.pendulum import latent_filter as pendulum_filter  # pylint: disable=g-import-not-at-top
   result = pendulum_filter.run_filter_experiment(
       pendulum_run, str(tmp_path), num_fit=2, num_calibration=2, num_healthy=1,
       num_samples=4, faults=("noise",), frames_per_rotation=20)

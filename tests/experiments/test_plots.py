@@ -9,7 +9,7 @@ from tensorflow.core.util import event_pb2
 
 from msnvi_tf import architectures
 from msnvi_tf.experiments import curves
-from msnvi_tf.experiments import toy_figures
+from msnvi_tf.experiments.toy import figures as toy_figures
 from msnvi_tf.runtime.config import Config
 from msnvi_tf.runtime import workdir as workdir_lib
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from msnvi_tf.experiments import reproduce
-from msnvi_tf.experiments import table1
+from msnvi_tf.experiments.mnist import table1
 
 from conftest import REPO, assert_png
 

@@ -1,4 +1,4 @@
-"""Table 1 (`experiments.table1`, `large_k`): a workdir's entries, the grid beside the
+"""Table 1 (`experiments.mnist.table1`, `.large_k`): a workdir's entries, the grid beside the
 paper, the large-K estimates per proposal, the summary of the committed runs."""
 import csv
 import json
@@ -11,8 +11,8 @@ import pytest
 import configs
 from msnvi_tf.architectures import toy
 from msnvi_tf.data import toy as toy_data
-from msnvi_tf.experiments import large_k
-from msnvi_tf.experiments import table1
+from msnvi_tf.experiments.mnist import large_k
+from msnvi_tf.experiments.mnist import table1
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 

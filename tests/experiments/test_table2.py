@@ -1,4 +1,4 @@
-"""Table 2 and Figs. 8, 9 (`experiments.table2`, `cub_figures`) on the tiny shapes model."""
+"""Table 2 and Figs. 8, 9 (`experiments.cub`) on the tiny shapes model."""
 import json
 import math
 import os
@@ -13,8 +13,8 @@ from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf.architectures import cub as cub_arch
 from msnvi_tf.core import estimators
-from msnvi_tf.experiments import cub_figures
-from msnvi_tf.experiments import table2
+from msnvi_tf.experiments.cub import figures as cub_figures
+from msnvi_tf.experiments.cub import table2
 from msnvi_tf.runtime.config import Config
 
 from conftest import make_shapes_config, shapes_batch

@@ -30,11 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 from msnvi_tf.core import calibration
-from msnvi_tf.experiments import health_report
 from msnvi_tf.core import integration
-from msnvi_tf.experiments import figures
 from msnvi_tf.data import mnist
 from msnvi_tf.data import mnist_files
+from msnvi_tf.experiments import figures
+from msnvi_tf.experiments import health_report
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["CORRUPTIONS", "corrupt", "run_experiment"]

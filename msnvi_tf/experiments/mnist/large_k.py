@@ -2,7 +2,7 @@
 
 Per example, ln (1/K) sum_k p(x, z_k) / q(z_k) with z_k ~ q (`MultiSourceVAE.
 log_likelihood`, drawn in chunks), with its standard error over the examples.
-Table 1 (`msnvi_tf.experiments.table1`) adds these to its grid and lists them
+Table 1 (`msnvi_tf.experiments.mnist.table1`) adds these to its grid and lists them
 by proposal (`proposal_rows`).
 """
 import logging

@@ -10,7 +10,7 @@ training objective). The grid is reported as negative ELBOs (nats, lower is
 better), like the paper. A large-K estimate of ln p(x) (`MultiSourceVAE.
 log_likelihood`, drawn in chunks) is added per model, with its standard error,
 for the PoE proposal and for each single source's belief as the proposal
-(`msnvi_tf.experiments.large_k`).
+(`msnvi_tf.experiments.mnist.large_k`).
 """
 import csv
 import json
@@ -23,7 +23,7 @@ import tensorflow as tf
 from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf.core import objectives
-from msnvi_tf.experiments import large_k as large_k_lib
+from msnvi_tf.experiments.mnist import large_k as large_k_lib
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 

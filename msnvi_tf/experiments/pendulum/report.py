@@ -1,7 +1,7 @@
 """results.md of the pendulum sensor experiment (`pendulum_sensors.run_experiment`).
 
 The RMSE of the predicted position before and after the failure (Eq. 1 of
-`pendulum_sensors`), the false alarms on healthy sequences and the per-fault
+`sensors`), the false alarms on healthy sequences and the per-fault
 sensor-health table.
 """
 from typing import Dict, Sequence

@@ -6,8 +6,8 @@ For a trained pendulum model (`msnvi_tf.core.filtering`):
   2. calibrates the thresholds of the prediction conflict on `num_calibration`
      further healthy sequences at `target_rate` (frames with any alarm);
   3. on the Fig. 5 sequence of every fault of `pendulum_faults.FAULTS` (camera 0
-     fails after 2 of 3 rotations; the sequences of `pendulum_sensors`) measures
-     the RMSE of the position after the failure (Eq. 1 of `pendulum_sensors`) for
+     fails after 2 of 3 rotations; the sequences of `sensors`) measures
+     the RMSE of the position after the failure (Eq. 1 of `sensors`) for
      the per-frame PoE of all cameras, the per-frame robust integration, the
      filter without weights, the filter with messages weighted by their
      conflict with the prediction ("prediction only") and the robust filter
@@ -34,7 +34,7 @@ from msnvi_tf.core import integration
 from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
 from msnvi_tf.data import pendulum_faults
-from msnvi_tf.experiments import pendulum_sensors
+from msnvi_tf.experiments.pendulum import sensors as pendulum_sensors
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["run_filter_experiment"]

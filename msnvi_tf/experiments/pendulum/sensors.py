@@ -28,8 +28,8 @@ healthy sequences). A model that is not calibrated (trained before calibration
 existed) is calibrated first on `calibration_size` healthy frames at random
 angles.
 
-`run_experiment` writes Fig. 5 per fault type (`figures.fig5_pendulum`), the ROC
-curves (`figures.roc_curves`) and results.md (`pendulum_report`).
+`run_experiment` writes Fig. 5 per fault type (`pendulum.figures.fig5_pendulum`), the ROC
+curves (`figures.roc_curves`) and results.md (`pendulum.report`).
 """
 import itertools
 import os
@@ -40,13 +40,14 @@ import tensorflow as tf
 
 from msnvi_tf.core import calibration
 from msnvi_tf.core import conflict as conflict_lib
-from msnvi_tf.experiments import health_report
-from msnvi_tf.experiments import pendulum_report
 from msnvi_tf.core import integration
 from msnvi_tf.core import monitor as monitor_lib
-from msnvi_tf.experiments import figures
 from msnvi_tf.data import pendulum
 from msnvi_tf.data import pendulum_faults
+from msnvi_tf.experiments import figures
+from msnvi_tf.experiments import health_report
+from msnvi_tf.experiments.pendulum import figures as pendulum_figures
+from msnvi_tf.experiments.pendulum import report as pendulum_report
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
@@ -268,7 +269,7 @@ def run_experiment(workdir: str, output_dir: str,
   rmse = pendulum_report.rmse_table(runs)
   health = health_table(runs, healthy, rmse, monitor)
   os.makedirs(output_dir, exist_ok=True)
-  paths = [figures.fig5_pendulum(run, os.path.join(output_dir, f"fig5_{f}.png"))
+  paths = [pendulum_figures.fig5_pendulum(run, os.path.join(output_dir, f"fig5_{f}.png"))
            for f, run in runs.items()]
   paths.append(figures.roc_curves(
       {f: {k: (e["roc"], e["auc"], e["point"]) for k, e in row.items()}
