@@ -15,7 +15,7 @@ and the targets the decoders model (often the same names). A batch may also hold
 sources only and model its present targets only (`presence`).
 """
 import functools
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -123,8 +123,13 @@ class MultiSourceVAE(queries.Queries, keras.Model):
           f"A batch must be a dict {{name: tensor}} with keys from {keys}; "
           f"got {type(x).__name__}.")
 
-  def _check_batch(self, x, keys):
-    """Clear errors for missing entries and wrong shapes (at trace time)."""
+  def check_batch(self, x, keys):
+    """Checks that batch `x` holds `keys` with the model's per-example shapes.
+
+    Raises (at trace time):
+      TypeError: `x` is not a dict; KeyError: an entry is missing;
+      ValueError: an entry's per-example shape is not the model's.
+    """
     self._check_is_dict(x)
     missing = [k for k in keys if k not in x]
     if missing:
@@ -142,7 +147,13 @@ class MultiSourceVAE(queries.Queries, keras.Model):
             f"Batch entry {k!r} has per-example shape {got}, expected "
             f"{shapes[k]} (full shape [batch, {', '.join(map(str, shapes[k]))}]).")
 
-  def _available_sources(self, x, sources):
+  def check_sources(self, x, sources: Optional[Sequence[str]]) -> List[str]:
+    """The sources to use of batch `x`: `sources`, or all whose inputs `x` holds.
+
+    Raises:
+      KeyError: `sources` is None and `x` holds none; ValueError: `sources` is
+      empty or names an unknown source; `check_batch`'s errors for their inputs.
+    """
     self._check_is_dict(x)
     if sources is None:
       sources = [s for s, keys in self.encoder_inputs.items()
@@ -157,7 +168,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
     unknown = [s for s in sources if s not in self.encoders]
     if unknown:
       raise ValueError(f"Unknown source(s) {unknown}; the model has {self.sources}.")
-    self._check_batch(x, sorted({k for s in sources for k in self.encoder_inputs[s]}))
+    self.check_batch(x, sorted({k for s in sources for k in self.encoder_inputs[s]}))
     return sources
 
   # ------------------------------------------------------------ inference
@@ -189,7 +200,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
 
   def call(self, x, training=False):
     """Belief parameters of every source present: `{source: (loc, scale)}`."""
-    sources = self._available_sources(x, None)
+    sources = self.check_sources(x, None)
     return {s: self.encoders[s](self._encoder_input(x, s), training=training)
             for s in sources}
 
@@ -199,7 +210,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
     Returns:
       `{source: tfd.MultivariateNormalDiag}` with batch shape `[B]`.
     """
-    sources = self._available_sources(x, sources)
+    sources = self.check_sources(x, sources)
     loc, scale = self.encode_stacked(x, sources)
     return {s: beliefs_lib.make_belief(loc[i], scale[i]) for i, s in enumerate(sources)}
 
@@ -211,7 +222,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
     """
     if method == "robust":
       sources = integration.check_subset(beliefs, sources)
-      return robust.robust(beliefs, sources, self._thresholds(sources))
+      return robust.robust(beliefs, sources, self.thresholds_of(sources))
     return integration.integrate(beliefs, method, sources)
 
   # ----------------------------------------------------------- generation
@@ -285,7 +296,7 @@ class MultiSourceVAE(queries.Queries, keras.Model):
 
   def _bounds(self, x, num_samples, extra_bounds=(), training=False):
     rng = self.rng if training else self.eval_rng
-    self._check_batch(x, sorted({k for keys in self.encoder_inputs.values()
+    self.check_batch(x, sorted({k for keys in self.encoder_inputs.values()
                                  for k in keys} | set(self.targets)))
     sources, targets = self.presence(x)
     loc, scale = self.encode_stacked(x, self.sources, training)  # [M, B, Dz]

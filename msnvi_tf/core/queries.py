@@ -27,8 +27,9 @@ __all__ = ["Queries"]
 class Queries:
   """Post-training queries of a `MultiSourceVAE`.
 
-  Uses the model's encoders, decoders, `encode`, `encode_stacked`, `integrate`,
-  `log_joint` and `conflict_thresholds`.
+  Uses the model's public API only: encoders, decoders, `encode`,
+  `encode_stacked`, `integrate`, `log_joint`, `check_sources`, `check_batch`
+  and `conflict_thresholds`; the model uses its `thresholds_of`.
   """
 
   def predict_targets(self, x, sources: Optional[Sequence[str]] = None,
@@ -69,7 +70,7 @@ class Queries:
     """Conflict measures of Eq. (2): `[B, M, M]`, `[b, i, j] = c(s_i || s_j)`."""
     return conflict_lib.conflict_matrix(self.encode(x, sources))
 
-  def _thresholds(self, sources):
+  def thresholds_of(self, sources):
     """`[M, M]` conflict thresholds of `sources`, in their order."""
     unknown = [s for s in sources if s not in self.encoders]
     if unknown:
@@ -96,7 +97,7 @@ class Queries:
     conflicts = []
     for batch in dataset:
       x = batch[0] if isinstance(batch, tuple) else batch
-      sources = self._available_sources(x, self.sources)
+      sources = self.check_sources(x, self.sources)
       conflicts.append(conflict_lib.conflict_stacked(
           *self.encode_stacked(x, sources)).numpy())  # [B, M, M]
     if not conflicts:
@@ -115,10 +116,10 @@ class Queries:
       `{"score": {source: [B]}, "alarm": {source: [B] bool},
       "weight": {source: [B]}}`.
     """
-    sources = self._available_sources(x, sources)
+    sources = self.check_sources(x, sources)
     loc, scale = self.encode_stacked(x, sources)  # [M, B, Dz]
     health = robust.sensor_health_stacked(loc, scale,
-                                          thresholds=self._thresholds(sources))
+                                          thresholds=self.thresholds_of(sources))
     return {k: {s: v[i] for i, s in enumerate(sources)} for k, v in health.items()}
 
   def pmi(self, x, sources: Optional[Sequence[str]] = None):
@@ -181,8 +182,8 @@ class Queries:
     if method not in integration.INTEGRATIONS:
       raise ValueError(f"Unknown integration method {method!r}; choose one of "
                        f"{sorted(integration.INTEGRATIONS)}.")
-    sources = self._available_sources(x, sources)
-    self._check_batch(x, self.targets)
+    sources = self.check_sources(x, sources)
+    self.check_batch(x, self.targets)
     loc, scale = self.encode_stacked(x, sources)  # [M, B, Dz]
     chunk_size = estimators.chunk_size_for(num_samples, loc.shape[1], chunk_size)
     targets = {t: tf.cast(x[t], tf.float32) for t in self.targets}
