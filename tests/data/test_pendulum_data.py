@@ -137,6 +137,63 @@ def test_fault_starts_at_requested_frame(fault):
     assert np.sum(moved) == pytest.approx(np.sum(clean), rel=0.05)  # same bob and rod
 
 
+def _healthy_cameras(num_frames=60, seed=5):
+  """`(noisy, clean)` `[3, T, H, W]` of a healthy one-rotation sequence."""
+  rig = pendulum.Rig()
+  batch, angles = pendulum.make_sequence(rig, num_frames, seed=seed, num_rotations=1.)
+  return np.stack([batch[s] for s in pendulum.SOURCES]), rig.render(angles)
+
+
+@pytest.mark.parametrize("fault", pendulum_faults.UNLISTED_FAULTS)
+def test_unlisted_fault_changes_only_the_faulty_camera_after_the_start(fault):
+  assert fault not in pendulum_faults.FAULTS
+  noisy, clean = _healthy_cameras()
+  start = 37
+  out = pendulum_faults.inject_unlisted_fault(noisy, clean, fault, 0, start, seed=3)
+  again = pendulum_faults.inject_unlisted_fault(noisy, clean, fault, 0, start, seed=3)
+  assert out.shape == noisy.shape and out.dtype == np.float32
+  np.testing.assert_array_equal(out, again)  # deterministic from the seed
+  np.testing.assert_array_equal(out[1:], noisy[1:])  # the other cameras
+  np.testing.assert_array_equal(out[0, :start], noisy[0, :start])
+  changed = np.any(out[0] != noisy[0], axis=(1, 2))  # [T]
+  assert changed[start:].mean() > 0.2
+  own, after, noise = noisy[0], out[0, start:], noisy[0, start:] - clean[0, start:]
+  steps = np.arange(60 - start)
+  if fault == "gain":
+    np.testing.assert_allclose(after, 0.5 * clean[0, start:] + 0.25 + noise, atol=1e-6)
+  elif fault == "blur":  # the bob spread out, its light kept
+    blurred = after - noise
+    assert blurred.max() < 0.6 * clean[0, start:].max()
+    assert np.sum(blurred) == pytest.approx(np.sum(clean[0, start:]), rel=0.05)
+  elif fault == "intermittent":  # each frame its own or the previous output again
+    for k in steps:
+      assert (np.array_equal(after[k], own[start + k])
+              or np.array_equal(after[k], out[0, start + k - 1]))
+    other = pendulum_faults.inject_unlisted_fault(noisy, clean, fault, 0, start, seed=4)
+    assert np.any(other != out)
+  elif fault == "smudge":
+    np.testing.assert_array_equal(after[:, 12:], own[start:, 12:])
+    assert np.mean(after[:, 2:12, 2:12]) == pytest.approx(0.5, abs=0.02)
+  elif fault == "swap":
+    np.testing.assert_array_equal(after, noisy[1, start:])
+  elif fault == "lag_growth":  # lag 0 for 12 frames, then one more every 12
+    np.testing.assert_array_equal(after, own[start + steps - steps // 12])
+    assert not changed[start:start + 12].any() and changed[start + 12:].all()
+  else:
+    assert fault == "mirror"
+    np.testing.assert_allclose(after, clean[0, start:, :, ::-1] + noise, atol=1e-6)
+
+
+def test_unlisted_fault_bad_arguments_raise():
+  noisy, clean = _healthy_cameras(10)
+  with pytest.raises(ValueError, match="Unknown unlisted fault"):
+    pendulum_faults.inject_unlisted_fault(noisy, clean, "noise", 0, 5, seed=0)
+  with pytest.raises(ValueError, match="outside"):
+    pendulum_faults.inject_unlisted_fault(noisy, clean, "blur", 0, 11, seed=0)
+  with pytest.raises(ValueError, match="itself"):
+    pendulum_faults.inject_unlisted_fault(noisy, clean, "swap", 1, 5, seed=0)
+
+
 def test_warp_moves_and_turns_images_like_integer_shifts_and_rot90():
   images = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
   shifted = pendulum_faults.warp(images, (1., -2.))
