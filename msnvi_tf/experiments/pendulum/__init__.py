@@ -29,8 +29,9 @@ def evaluate(runs, output_dir, faults=None, frames_per_rotation=120, num_samples
 
   `faults`: of `pendulum_faults.FAULTS` (default: all); `frames_per_rotation`:
   of the 3 rotations; `num_samples`: latent samples of each prediction (Eq. 6).
-  With `filter`, also the latent filter's report (`latent_filter`) in
-  `<run's output dir>/filter/`.
+  With `filter`, also the latent filter's report (`latent_filter`: those faults and
+  every one of `pendulum_faults.UNLISTED_FAULTS`; results.md, the returned path,
+  and `filter_<fault>.png` per sequence) in `<run's output dir>/filter/`.
   """
   faults = generic.choose("faults", faults, list(pendulum_faults.FAULTS))
   paths = []

@@ -51,7 +51,7 @@ from msnvi_tf.experiments.pendulum import report as pendulum_report
 from msnvi_tf.runtime import workdir as workdir_lib
 
 __all__ = ["ROBUST", "ROBUST_FIXED", "CALIBRATED", "FIXED", "MONITOR", "subsets", "label",
-           "ensure_calibrated", "run_sequence", "healthy_health", "health_table",
+           "ensure_calibrated", "faulty_sequence", "run_sequence", "healthy_health", "health_table",
            "run_experiment"]
 
 ROBUST = "robust"  # with the model's thresholds
@@ -79,10 +79,31 @@ def _predict(model, loc, scale, num_samples: int, seed: int):
   return samples.mean(0), samples.std(0)
 
 
+def faulty_sequence(rig, num_frames, seed, noise_std=0.1, num_rotations=3., fault=None,
+                    fault_sensor=0, fault_start=None, start_angle=0.):
+  """`pendulum.make_sequence`, also with a fault of `pendulum_faults.UNLISTED_FAULTS`.
+
+  An unlisted fault is injected into the healthy sequence of the same seed
+  (`pendulum_faults.inject_unlisted_fault`, its randomness from `seed`), so its
+  healthy cameras and frames are those of every other fault's sequence.
+  """
+  if fault not in pendulum_faults.UNLISTED_FAULTS:
+    return pendulum.make_sequence(rig, num_frames, seed, noise_std, num_rotations, fault,
+                                  fault_sensor, fault_start, start_angle)
+  batch, angles = pendulum.make_sequence(rig, num_frames, seed, noise_std, num_rotations,
+                                         start_angle=start_angle)
+  start = (2 * num_frames) // 3 if fault_start is None else fault_start
+  faulty = pendulum_faults.inject_unlisted_fault(
+      np.stack([batch[s] for s in pendulum.SOURCES]), rig.render(angles), fault,
+      fault_sensor, start, seed)
+  batch.update({s: faulty[i] for i, s in enumerate(pendulum.SOURCES)})
+  return batch, angles
+
+
 def _sequence(model, config, num_frames, seed, num_rotations, fault=None,
               fault_sensor=0, fault_start=None, start_angle=0.):
   """A rendered sequence and the stacked beliefs `[M, T, Dz]` of its frames."""
-  batch, angles = pendulum.make_sequence(
+  batch, angles = faulty_sequence(
       pendulum.Rig.from_config(config), num_frames, seed, config.noise_std,
       num_rotations, fault, fault_sensor, fault_start, start_angle)
   x = {k: tf.constant(v) for k, v in batch.items()}
@@ -98,7 +119,8 @@ def run_sequence(model, config, fault, num_rotations: int = 3,
   Args:
     model: trained pendulum `MultiSourceVAE` (its conflict thresholds are used).
     config: its config (the camera rig).
-    fault: a key of `pendulum_faults.FAULTS`, or None for healthy cameras.
+    fault: one of `pendulum_faults.FAULTS` or `UNLISTED_FAULTS`, or None for
+      healthy cameras.
     num_rotations: rotations in the sequence.
     frames_per_rotation: frames per rotation.
     fail_after: rotations before the camera fails.
