@@ -1,4 +1,4 @@
-"""results.md of the pendulum sensor experiment (`pendulum_sensors.run_experiment`).
+"""results.md of the pendulum sensor experiment (`sensors.run_experiment`).
 
 The RMSE of the predicted position before and after the failure (Eq. 1 of
 `sensors`), the false alarms on healthy sequences and the per-fault
@@ -22,7 +22,7 @@ def rmse_table(runs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
   """RMSE of the position from every prediction before and after the failure, Eq. (1).
 
   Args:
-    runs: `{fault: pendulum_sensors.run_sequence(...)}`; all runs share the frames before the
+    runs: `{fault: sensors.run_sequence(...)}`; all runs share the frames before the
       failure (same seed), whose RMSE is taken from the first run.
 
   Returns:
@@ -46,7 +46,7 @@ def results_markdown(rmse, health, false_alarms, num_frames: int, rows: Sequence
 
   Args:
     rmse: `rmse_table(runs)`.
-    health: `pendulum_sensors.health_table(...)`.
+    health: `sensors.health_table(...)`.
     false_alarms: `{detector: rate}` of the healthy sequences, in column order;
       the first two detectors (calibrated, tau = 1) also have robust RMSEs.
     num_frames: frames of the healthy sequences.
