@@ -142,11 +142,40 @@ def test_filter_experiment_writes_its_table_with_finite_numbers(pendulum_run, tm
   from msnvi_tf.experiments.pendulum import latent_filter as pendulum_filter  # pylint: disable=g-import-not-at-top
   result = pendulum_filter.run_filter_experiment(
       pendulum_run, str(tmp_path), num_fit=2, num_calibration=2, num_healthy=1,
-      num_samples=4, faults=("noise",), frames_per_rotation=20)
-  assert sorted(result["rows"]) == ["healthy", "noise"]
+      num_samples=4, faults=("noise",), unlisted_faults=("swap",), frames_per_rotation=20)
+  assert sorted(result["rows"]) == ["healthy", "noise", "swap"]
+  assert result["rows"]["swap"]["unlisted"] and not result["rows"]["noise"]["unlisted"]
   for row in result["rows"].values():
     assert all(np.isfinite(row[k]) for k in ("PoE", "robust", "filter", "robust filter"))
   assert 0. <= result["false_alarms"] <= 1.
   assert np.isfinite(result["dropout"]["filter"])
+  assert all(np.isfinite(v) for v in result["camera_dropout"].values())
+  assert 0. < result["camera_dropout_missing"] < 0.6
   text = open(os.path.join(str(tmp_path), "results.md")).read()
   assert "| noise |" in text and "Every camera missing" in text
+  assert text.index("| noise |") < text.index("not in the built-in list") < text.index(
+      "| swap |")
+  assert "Each camera missing on its own with probability 0.3" in text
+  for sequence in ("healthy", "noise", "swap"):
+    png = os.path.join(str(tmp_path), f"filter_{sequence}.png")
+    assert png in result["paths"]
+    with open(png, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unlisted_fault_is_injected_into_the_healthy_sequence_of_the_same_seed():
+  from msnvi_tf.data import pendulum_faults  # pylint: disable=g-import-not-at-top
+  from msnvi_tf.experiments.pendulum import sensors  # pylint: disable=g-import-not-at-top
+  rig = pendulum.Rig()
+  listed = sensors.faulty_sequence(rig, 30, 4, fault="lag", fault_start=20)
+  expected = pendulum.make_sequence(rig, 30, 4, fault="lag", fault_start=20)
+  for key in expected[0]:
+    np.testing.assert_array_equal(listed[0][key], expected[0][key])
+  healthy, angles = pendulum.make_sequence(rig, 30, 4)
+  batch, _ = sensors.faulty_sequence(rig, 30, 4, fault="mirror", fault_sensor=2)
+  faulty = pendulum_faults.inject_unlisted_fault(
+      np.stack([healthy[s] for s in pendulum.SOURCES]), rig.render(angles), "mirror", 2,
+      20, 4)  # the default start: after 2/3 of the frames
+  for i, s in enumerate(pendulum.SOURCES):
+    np.testing.assert_array_equal(batch[s], faulty[i])
+  np.testing.assert_array_equal(batch["position"], healthy["position"])
