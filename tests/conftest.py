@@ -168,6 +168,72 @@ def run_bin(script, *args):
                         capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
+_BIN_MODULES = {}
+
+
+def _bin_module(script):
+  """bin/<script> imported as a module, once per process, without its console setup's
+  effects on this process (no stderr filter, excepthook or second `console` module)."""
+  if script not in _BIN_MODULES:
+    import importlib.machinery  # pylint: disable=g-import-not-at-top
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    from msnvi_tf.runtime import console  # pylint: disable=g-import-not-at-top
+    name = f"_bin_{script}"
+    loader = importlib.machinery.SourceFileLoader(name, os.path.join(REPO, "bin", script))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setenv(console.VERBOSE_ENV, "1")  # console.setup: no filter on fd 2
+      patch.setattr(sys, "excepthook", sys.excepthook)
+      patch.setattr(sys, "path", list(sys.path))
+      patch.setitem(sys.modules, console.__name__, console)  # restored after the import
+      loader.exec_module(module)
+    module.console = console  # the package's (the one tests patch)
+    _BIN_MODULES[script] = module
+  return _BIN_MODULES[script]
+
+
+def run_bin_in_process(script, *args):
+  """`bin/<script> args` run by its `main` in this process: `(exit status, stdout,
+  stderr)` of what it printed. The exit status is what `console.exit_now` or absl
+  was given; any other exception propagates (a subprocess would show a traceback).
+  The console's part (the stderr filter, `os._exit`) is the subprocess tests'."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  module = _bin_module(script)
+  ours, theirs = logging.getLogger("msnvi_tf"), logging.getLogger("tensorflow")
+  saved = (list(ours.handlers), ours.level, ours.propagate, theirs.level)
+
+  def exit_now(status):
+    raise SystemExit(status)
+
+  stdout, stderr = io.StringIO(), io.StringIO()
+  flags.FLAGS.unparse_flags()
+  try:
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(
+        stdout), contextlib.redirect_stderr(stderr):
+      patch.chdir(REPO)
+      patch.setattr(module.console, "exit_now", exit_now)
+      theirs.setLevel(logging.ERROR)  # as console.quiet does
+      previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's
+      try:
+        module.main(module._parse_flags([f"bin/{script}", *args]))  # pylint: disable=protected-access
+      finally:
+        signal.signal(signal.SIGINT, previous)
+    raise AssertionError(f"bin/{script} returned without exiting")
+  except SystemExit as e:
+    status = e.code
+  finally:
+    ours.handlers[:] = saved[0]
+    ours.setLevel(saved[1])
+    ours.propagate = saved[2]
+    theirs.setLevel(saved[3])
+    flags.FLAGS.unparse_flags()
+  return status, stdout.getvalue(), stderr.getvalue()
+
+
 def last_line(stderr):
   return stderr.strip().splitlines()[-1]
 
