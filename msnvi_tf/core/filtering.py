@@ -20,7 +20,11 @@ place (a Kalman filter in the latent space):
 Covariances are full `[Dz, Dz]` (the transition mixes latent dimensions; the
 beliefs stay diagonal). A frame where no source is present is a pure
 prediction. `fit_transition` estimates A, b and Q by least squares from the
-integrated beliefs of healthy training sequences.
+integrated beliefs of healthy training sequences; `fit_filter` fits it and
+calibrates the prediction-conflict thresholds from the beliefs of healthy
+sequences in one call (what training stores with a model of a data set with
+sequences, `MultiSourceVAE.calibrate_filter`). `robust_filter_step` is one
+frame of `robust_filter_sequence` for streams (the export's `filter_step`).
 
 Shapes: T frames, M sources, B sequences, Dz latent dimensions.
 """
@@ -32,10 +36,12 @@ import tensorflow as tf
 
 from msnvi_tf.core import calibration
 from msnvi_tf.core import conflict as conflict_lib
+from msnvi_tf.core import integration
 
 __all__ = ["Transition", "fit_transition", "predict", "update", "filter_sequence",
-           "smooth", "prediction_conflict", "prediction_weights",
-           "robust_filter_sequence", "calibrate_prediction_thresholds"]
+           "smooth", "prediction_conflict", "prediction_weights", "prediction_health",
+           "robust_filter_sequence", "robust_filter_step",
+           "calibrate_prediction_thresholds", "FilterFit", "fit_filter"]
 
 
 class Transition(NamedTuple):
@@ -275,6 +281,95 @@ def prediction_weights(conflicts, thresholds, present=None, sharpness: float = 2
   return {"score": score, "weight": weight, "alarm": (score > 1.) & (present > 0.)}
 
 
+def prediction_health(loc, cov, source_loc, source_scale, thresholds, present=None,
+                      sharpness: float = 2., frame_weights=None, start=False):
+  """Scores, message weights and alarms of one frame's sources against its prediction.
+
+  The weights of the robust filter: `prediction_weights` of the sources'
+  `prediction_conflict` with the predicted belief N(loc, cov), the smaller of
+  that and `frame_weights` where given. Where the prediction is the prior (a
+  sequence's first frame, `start`), the conflict with it is undefined (0 / 0):
+  no score, no alarm, and the present sources keep weight 1 (before
+  `frame_weights`), so the first frame is the (robust) PoE.
+
+  Args:
+    loc: `[B, Dz]`; cov: `[B, Dz, Dz]` the predicted belief.
+    source_loc, source_scale: `[M, B, Dz]` the sources' beliefs.
+    thresholds: `[2, M]` tau of `prediction_weights`.
+    present: optional `[M, B]` presence.
+    sharpness: kappa.
+    frame_weights: optional `[M, B]` weights in [0, 1] from the frame alone.
+    start: True (every row), False, or a `[B]` bool tensor: rows at their first frame.
+
+  Returns:
+    `{"score": [M, B], "weight": [M, B], "alarm": [M, B] bool}`.
+  """
+  frame_present = None if present is None else tf.cast(present, tf.float32)
+  if start is True:
+    ones = tf.ones(tf.shape(source_loc)[:2])  # [M, B]
+    weight = ones if frame_present is None else frame_present
+    frame = {"score": tf.zeros_like(ones), "weight": weight,
+             "alarm": tf.zeros_like(ones, tf.bool)}
+  else:
+    conflicts = prediction_conflict(loc, cov, source_loc, source_scale)  # [2, M, B]
+    if start is not False:  # rows at their first frame: no conflict with the prior
+      conflicts = tf.where(tf.cast(start, tf.bool), 0., conflicts)
+    frame = prediction_weights(conflicts, thresholds, frame_present, sharpness)
+  if frame_weights is not None:
+    frame["weight"] = tf.minimum(frame["weight"], tf.cast(frame_weights, tf.float32))
+  return frame
+
+
+def robust_filter_step(loc, cov, source_loc, source_scale, transition: Transition,
+                       thresholds, present=None, sharpness: float = 2.,
+                       frame_weights=None, start=None):
+  """One frame of `robust_filter_sequence` for B streams: predict, weigh, update.
+
+  Streaming T frames through it, the filtered belief of each frame the state
+  of the next, with `start` true on the first, gives `robust_filter_sequence`
+  of the T frames (the same operations, frame by frame; but see Returns).
+
+  Args:
+    loc: `[B, Dz]`; cov: `[B, Dz, Dz]` the filtered belief of each stream's
+      previous frame (ignored where `start`).
+    source_loc, source_scale: `[M, B, Dz]` this frame's beliefs.
+    transition: the latent `Transition`.
+    thresholds: `[2, M]` tau of `prediction_weights`.
+    present: optional `[M, B]` presence.
+    sharpness: kappa.
+    frame_weights: optional `[M, B]` weights in [0, 1] from the frame alone.
+    start: optional `[B]` bool: streams at their first frame; their prediction
+      is the prior N(0, I) and their sources get no prediction-conflict weight.
+
+  Returns:
+    `(filtered, predicted, health)`: `(loc [B, Dz], cov [B, Dz, Dz])` each, and
+    `prediction_health`'s dict `[M, B]`. A stream without a message (no source
+    present, or every weight 0) is its prediction, exactly
+    (`robust_filter_sequence` updates it by no message, which rounds it).
+  """
+  source_loc = tf.convert_to_tensor(source_loc, tf.float32)
+  source_scale = tf.convert_to_tensor(source_scale, tf.float32)
+  pred_loc, pred_cov = predict(tf.convert_to_tensor(loc, tf.float32),
+                               tf.convert_to_tensor(cov, tf.float32), transition)
+  if start is None:
+    start = False
+  else:
+    start = tf.cast(start, tf.bool)  # [B]
+    pred_loc = tf.where(start[:, None], 0., pred_loc)  # the prior N(0, I)
+    pred_cov = tf.where(start[:, None, None],
+                        tf.eye(tf.shape(pred_loc)[-1], dtype=pred_cov.dtype), pred_cov)
+  # A starting row's conflicts with the prior (0 / 0) are replaced by `prediction_health`.
+  health = prediction_health(pred_loc, pred_cov, source_loc, source_scale, thresholds,
+                             present, sharpness, frame_weights, start)
+  new_loc, new_cov = update(pred_loc, pred_cov, source_loc, source_scale, health["weight"])
+  # No message: the prediction itself (the update's inverse and solve would round
+  # it, by a 1e-3 relative error for a nearly singular Q).
+  silent = tf.reduce_all(health["weight"] == 0., 0)  # [B]
+  new_loc = tf.where(silent[:, None], pred_loc, new_loc)
+  new_cov = tf.where(silent[:, None, None], pred_cov, new_cov)
+  return (new_loc, new_cov), (pred_loc, pred_cov), health
+
+
 def robust_filter_sequence(source_loc, source_scale, transition: Transition, thresholds,
                            present=None, sharpness: float = 2., frame_weights=None):
   """`filter_sequence` whose messages are weighted by their conflict with the prediction.
@@ -305,18 +400,10 @@ def robust_filter_sequence(source_loc, source_scale, transition: Transition, thr
   health = []
 
   def weigh(t, loc, cov):
-    frame_present = None if present is None else tf.cast(present[t], tf.float32)
-    if t:
-      frame = prediction_weights(
-          prediction_conflict(loc, cov, source_loc[t], source_scale[t]), thresholds,
-          frame_present, sharpness)
-    else:
-      ones = tf.ones(tf.shape(source_loc)[1:3])  # [M, B]
-      weight = ones if frame_present is None else frame_present
-      frame = {"score": tf.zeros_like(ones), "weight": weight,
-               "alarm": tf.zeros_like(ones, tf.bool)}
-    if frame_weights is not None:
-      frame["weight"] = tf.minimum(frame["weight"], tf.cast(frame_weights[t], tf.float32))
+    frame = prediction_health(
+        loc, cov, source_loc[t], source_scale[t], thresholds,
+        None if present is None else present[t], sharpness,
+        None if frame_weights is None else frame_weights[t], start=t == 0)
     health.append(frame)
     return frame["weight"]
 
@@ -343,3 +430,75 @@ def calibrate_prediction_thresholds(conflicts, target_rate: float = 0.005):
     return calibration.false_alarm_rate(alarm)
 
   return thresholds_at(calibration.smallest_level(rate_at, target_rate)).astype(np.float32)
+
+
+class FilterFit(NamedTuple):
+  """What `fit_filter` learned from healthy sequences.
+
+  Attributes:
+    transition: the fitted `Transition`.
+    thresholds: `[2, M]` float32 prediction-conflict thresholds tau.
+    false_alarm_rate: fraction of the calibration frames (after each
+      sequence's first) with any alarm at those thresholds.
+    num_fit_frames: frames the transition was fitted to.
+    num_calibration_frames: frames the thresholds were calibrated on.
+  """
+  transition: Transition
+  thresholds: np.ndarray
+  false_alarm_rate: float
+  num_fit_frames: int
+  num_calibration_frames: int
+
+
+def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[Tuple],
+               target_rate: float = calibration.FALSE_ALARM_RATE) -> FilterFit:
+  """The robust filter of a model from the beliefs of healthy sequences.
+
+  1. `fit_transition` to the per-frame PoE means (Eq. 3, every source) of the
+     `fit_sequences`;
+  2. `calibrate_prediction_thresholds` at `target_rate` on the conflicts
+     (`prediction_conflict`) of the `calibration_sequences`' sources with the
+     predictions of the plain filter (`filter_sequence`, no weights), frames
+     after each sequence's first.
+
+  Args:
+    fit_sequences: `(loc, scale)` pairs, each `[T, M, B, Dz]`: the beliefs of
+      B healthy sequences of T frames (every source present); T may differ
+      between pairs.
+    calibration_sequences: the same of other healthy sequences.
+    target_rate: accepted fraction of healthy frames with any alarm.
+
+  Returns:
+    A `FilterFit`.
+
+  Raises:
+    ValueError: no sequence of at least 2 frames in either.
+  """
+  means = []  # [T, Dz] PoE means, one per sequence
+  for loc, scale in fit_sequences:
+    loc = tf.convert_to_tensor(loc, tf.float32)
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    poe = tf.stack([integration.poe_stacked(loc[t], scale[t])[0]
+                    for t in range(loc.shape[0])]).numpy()  # [T, B, Dz]
+    means += [poe[:, b] for b in range(poe.shape[1])]
+  transition = fit_transition(means)
+  conflicts = []  # [2, M, frames]
+  for loc, scale in calibration_sequences:
+    loc = tf.convert_to_tensor(loc, tf.float32)
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    if loc.shape[0] < 2:
+      continue
+    _, (pred_loc, pred_cov) = filter_sequence(loc, scale, transition)
+    frames, num_sources, batch, dim = loc[1:].shape
+    rows = lambda v: tf.reshape(v, [frames * batch, *v.shape[2:]])  # [(T - 1) B, ...]
+    to_rows = lambda v: tf.reshape(tf.transpose(v[1:], [1, 0, 2, 3]),
+                                   [num_sources, frames * batch, dim])  # [M, (T - 1) B, Dz]
+    conflicts.append(prediction_conflict(rows(pred_loc[1:]), rows(pred_cov[1:]),
+                                         to_rows(loc), to_rows(scale)).numpy())
+  if not conflicts:
+    raise ValueError("fit_filter needs calibration sequences of at least 2 frames.")
+  conflicts = np.concatenate(conflicts, -1)  # [2, M, N]
+  thresholds = calibrate_prediction_thresholds(conflicts, target_rate)
+  alarm = (conflicts / thresholds[..., None]).max(0) > 1.  # [M, N]
+  return FilterFit(transition, thresholds, float(calibration.false_alarm_rate(alarm)),
+                   sum(len(m) for m in means), conflicts.shape[-1])

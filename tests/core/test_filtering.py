@@ -186,3 +186,67 @@ def test_prediction_conflict_is_eq_2_with_the_prediction_as_the_other_belief(seq
                              / tfd.kl_divergence(pred, prior), rtol=1e-4)
   np.testing.assert_allclose(got[1], tfd.kl_divergence(beliefs, pred)
                              / tfd.kl_divergence(beliefs, prior), rtol=1e-4)
+
+
+def test_streaming_robust_filter_step_is_robust_filter_sequence(sequence):
+  thresholds = np.full((2, NUM_SOURCES), 0.5, np.float32)
+  frame_weights = np.random.default_rng(5).uniform(
+      0.2, 1., (FRAMES, NUM_SOURCES, BATCH)).astype(np.float32)
+  args = (sequence["loc"], sequence["scale"], sequence["transition"], thresholds)
+  filtered, predicted, health = filtering.robust_filter_sequence(
+      *args, sequence["present"], frame_weights=frame_weights)
+  assert health["alarm"].numpy().any()  # the prediction weights take part
+  # Each stream's state before its first frame is ignored (start): here garbage.
+  state = (tf.fill([BATCH, LATENT], 7.), tf.fill([BATCH, LATENT, LATENT], 7.))
+  for t in range(FRAMES):
+    state, step_predicted, step_health = filtering.robust_filter_step(
+        *state, sequence["loc"][t], sequence["scale"][t], sequence["transition"],
+        thresholds, sequence["present"][t], frame_weights=frame_weights[t],
+        start=tf.fill([BATCH], t == 0))
+    for got, want, key in ((state, filtered, "filtered"), (step_predicted, predicted,
+                                                           "predicted")):
+      np.testing.assert_allclose(got[0], want[0][t], rtol=1e-5, atol=1e-6, err_msg=key)
+      np.testing.assert_allclose(got[1], want[1][t], rtol=1e-5, atol=1e-6, err_msg=key)
+    for key in ("weight", "score"):
+      np.testing.assert_allclose(step_health[key], health[key][t], rtol=1e-5, err_msg=key)
+    np.testing.assert_array_equal(step_health["alarm"], health["alarm"][t])
+  # Frame 2 has no source: the step returns the prediction itself.
+  (loc, cov), (pred_loc, pred_cov), _ = filtering.robust_filter_step(
+      filtered[0][1], filtered[1][1], sequence["loc"][2], sequence["scale"][2],
+      sequence["transition"], thresholds, sequence["present"][2])
+  np.testing.assert_array_equal(loc, pred_loc)
+  np.testing.assert_array_equal(cov, pred_cov)
+
+
+def test_fit_filter_is_the_transition_of_the_poe_means_and_thresholds_of_the_plain_filter(
+    sequence):
+  # What experiments/pendulum/latent_filter computed inline, one sequence at a time.
+  rng = np.random.default_rng(6)
+  pairs = [(sequence["loc"][:, :, b:b + 1] + rng.normal(0., 0.1, (FRAMES, NUM_SOURCES, 1,
+                                                                    LATENT)).astype(np.float32),
+            sequence["scale"][:, :, b:b + 1]) for b in range(BATCH)]
+  fit, calibration = pairs[:2], pairs[2:]
+  means = [tf.concat([integration.poe_stacked(loc[t], scale[t])[0]
+                      for t in range(FRAMES)], 0).numpy() for loc, scale in fit]
+  transition = filtering.fit_transition(means)
+  conflicts = []
+  for loc, scale in calibration:
+    _, (pred_loc, pred_cov) = filtering.filter_sequence(loc, scale, transition)
+    sources_first = lambda v: tf.transpose(v[1:, :, 0], [1, 0, 2])
+    conflicts.append(filtering.prediction_conflict(
+        pred_loc[1:, 0], pred_cov[1:, 0], sources_first(loc),
+        sources_first(scale)).numpy())
+  thresholds = filtering.calibrate_prediction_thresholds(np.concatenate(conflicts, -1), 0.1)
+  result = filtering.fit_filter(fit, calibration, 0.1)
+  for got, want in zip(result.transition, transition):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(result.thresholds, thresholds)
+  assert (result.num_fit_frames, result.num_calibration_frames) == (
+      2 * FRAMES, 2 * (FRAMES - 1))
+  assert 0. <= result.false_alarm_rate <= 0.1
+  # Sequences side by side (B = 2) are the same sequences (up to rounding).
+  side_by_side = filtering.fit_filter(
+      [tuple(np.concatenate(v, 2) for v in zip(*fit))],
+      [tuple(np.concatenate(v, 2) for v in zip(*calibration))], 0.1)
+  np.testing.assert_allclose(side_by_side.transition.matrix, transition.matrix, rtol=1e-5)
+  np.testing.assert_allclose(side_by_side.thresholds, thresholds, rtol=1e-4)
