@@ -40,9 +40,12 @@ _BUILT_IN = {
     "cub": ("cub", "cub", ("cub",), (3_000, 3_033)),  # CUB-200 2010.
     "shapes": ("shapes", "cub", ("shapes",), None),  # architecture: cub's.
 }
+# Data sets with healthy sequences (`registry`: a latent filter is fitted in training).
+_SEQUENCES = {"pendulum": "msnvi_tf.data.pendulum:healthy_sequences"}
 for _name, (_module, _experiment, _args, _sizes) in _BUILT_IN.items():
   register_dataset(
       _name, data=f"msnvi_tf.data.{_module}:make_datasets",
       architecture=f"msnvi_tf.architectures.{_experiment}:build_model",
       config=_config(_experiment, *_args), variants=f"configs.{_experiment}:VARIANTS",
-      split_sizes=_sizes, experiment=f"msnvi_tf.experiments.{_experiment}:EXPERIMENT")
+      split_sizes=_sizes, experiment=f"msnvi_tf.experiments.{_experiment}:EXPERIMENT",
+      sequences=_SEQUENCES.get(_name))

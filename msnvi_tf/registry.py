@@ -15,6 +15,10 @@ A data set is three functions, and optionally its experiment:
       function does not take is refused); either may be None, and without an
       experiment a data set gets the generic report (the ind / MoE / PoE test
       bounds, the learning curves)
+  sequences(config, num, seed) -> [{name: [T, ...]}]   optional: `num` healthy
+      sequences of frames (every source present), deterministic from `seed`;
+      a data set that has them gets a latent filter fitted at the end of
+      training, stored with the model and served (`filter_step`)
 
 Register one from your own module, without editing msnvi_tf:
 
@@ -79,6 +83,7 @@ class DataSet:
   _variants: Reference = None
   split_sizes: Optional[Tuple[int, int]] = None
   _experiment: Reference = None
+  _sequences: Reference = None
 
   def make_datasets(self, config, start_step: int = 0):
     """`(train, eval)` datasets for `config`; train begins at batch `start_step`."""
@@ -105,6 +110,14 @@ class DataSet:
     return _resolve(self._experiment) or Experiment()
 
   @property
+  def sequences(self) -> Optional[Callable[..., List[Mapping[str, Any]]]]:
+    """`fn(config, num, seed) -> [{name: [T, ...]}]`: healthy sequences, or None (none).
+
+    Training fits the model's latent filter on them (`msnvi_tf.core.filtering`).
+    """
+    return _resolve(self._sequences)
+
+  @property
   def variants(self) -> Mapping[str, Mapping[str, Any]]:
     """`{variant: {field: value}}`: named changes of the config (e.g. "fast")."""
     return dict(_resolve(self._variants) or {})
@@ -124,7 +137,8 @@ def _resolve(reference: Reference):
 def register_dataset(name: str, *, data: Reference, architecture: Reference,
                      config: Reference, variants: Reference = None,
                      split_sizes: Optional[Tuple[int, int]] = None,
-                     experiment: Reference = None, replace: bool = False) -> DataSet:
+                     experiment: Reference = None, sequences: Reference = None,
+                     replace: bool = False) -> DataSet:
   """Registers data set `name` (see the module docstring); returns its entry.
 
   Args:
@@ -136,6 +150,9 @@ def register_dataset(name: str, *, data: Reference, architecture: Reference,
     split_sizes: `(train, test)` of a real data set; None for synthetic data.
     experiment: optional `Experiment` (or "module:attribute"): its tables and
       figures for `bin/evaluate` and `bin/plot`.
+    sequences: optional `fn(config, num, seed) -> [{name: [T, ...]}]` (or
+      "module:attribute"): healthy sequences; training then fits the latent
+      filter (module docstring).
     replace: allow replacing an existing registration (else an error).
 
   Raises:
@@ -148,7 +165,10 @@ def register_dataset(name: str, *, data: Reference, architecture: Reference,
   if name in _REGISTRY and not replace:
     raise ValueError(f"Data set {name!r} is already registered; pass replace=True to "
                      "replace it, or choose another name.")
-  for what, value in (("data", data), ("architecture", architecture), ("config", config)):
+  for what, value in (("data", data), ("architecture", architecture), ("config", config),
+                      ("sequences", sequences)):
+    if what == "sequences" and value is None:
+      continue
     if not (callable(value) or (isinstance(value, str) and ":" in value)):
       raise ValueError(f"register_dataset({name!r}): {what} must be a function or a "
                        f"'module:attribute' string, got {value!r}.")
@@ -158,7 +178,7 @@ def register_dataset(name: str, *, data: Reference, architecture: Reference,
                      f"evaluate, plot) or a 'module:attribute' string, got {experiment!r}.")
   entry = DataSet(name, data, architecture, config, variants,
                   None if split_sizes is None else tuple(int(n) for n in split_sizes),
-                  experiment)
+                  experiment, sequences)
   _REGISTRY[name] = entry
   return entry
 

@@ -6,7 +6,8 @@ by name, trains any objective of `msnvi_tf.core.objectives` in a custom
 grid), encodes and integrates any subset of sources, and answers the
 post-training queries of `msnvi_tf.core.queries` (prediction, Eq. 6; conflict,
 Eq. 2; PMI, App. D; SIR, App. E; a chunked large-K log-likelihood estimate; the
-robust integration's calibrated conflict thresholds).
+robust integration's calibrated conflict thresholds; the latent filter of
+sequences fitted on healthy ones).
 
 Batches are dicts `{name: [B, ...] tensor}` holding the sources the encoders read
 and the targets the decoders model (often the same names). A batch may also hold
@@ -93,6 +94,19 @@ class MultiSourceVAE(queries.Queries, keras.Model):
     self.conflict_thresholds = self.add_weight(
         shape=(len(self.encoders),) * 2, initializer="ones", trainable=False,
         dtype="float32", name="conflict_thresholds")
+    # The latent filter of sequences (msnvi_tf.core.filtering): the transition
+    # z_t = A z_{t-1} + b + N(0, Q) and the thresholds tau `[2, M]` of the
+    # sources' conflicts with its prediction, set from healthy sequences by
+    # `calibrate_filter` (training does so for a data set with sequences); Q = 0
+    # until then (no filter). Checkpointed and exported with the weights; a
+    # checkpoint written before they existed restores without them.
+    dim, num_sources = self.latent_dim, len(self.encoders)
+    for name, shape, initializer in (
+        ("transition_matrix", (dim, dim), "zeros"), ("transition_offset", (dim,), "zeros"),
+        ("transition_noise_cov", (dim, dim), "zeros"),
+        ("prediction_thresholds", (2, num_sources), "ones")):
+      setattr(self, name, self.add_weight(shape=shape, initializer=initializer,
+                                          trainable=False, dtype="float32", name=name))
     self.built = True
 
   # ---------------------------------------------------------------- names

@@ -5,7 +5,8 @@ subset of sources (Eq. 6), conflict (Eq. 2), PMI (App. D), SIR (App. E), the
 chunked large-K log-likelihood estimate (Sec. 2), and beyond the paper the
 robust integration's conflict thresholds calibrated on healthy data
 (`calibrate_conflict`, `sensor_health`; `msnvi_tf.core.robust`,
-`msnvi_tf.core.calibration`). Sampling queries take an integer `seed` or None and
+`msnvi_tf.core.calibration`) and the latent filter of sequences fitted on
+healthy ones (`calibrate_filter`, `transition`; `msnvi_tf.core.filtering`). Sampling queries take an integer `seed` or None and
 follow the seeding convention of `msnvi_tf.core.estimators`.
 """
 from typing import Optional, Sequence
@@ -17,6 +18,7 @@ from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import calibration
 from msnvi_tf.core import conflict as conflict_lib
 from msnvi_tf.core import estimators
+from msnvi_tf.core import filtering
 from msnvi_tf.core import integration
 from msnvi_tf.core import kernels
 from msnvi_tf.core import robust
@@ -28,8 +30,10 @@ class Queries:
   """Post-training queries of a `MultiSourceVAE`.
 
   Uses the model's public API only: encoders, decoders, `encode`,
-  `encode_stacked`, `integrate`, `log_joint`, `check_sources`, `check_batch`
-  and `conflict_thresholds`; the model uses its `thresholds_of`.
+  `encode_stacked`, `integrate`, `log_joint`, `check_sources`, `check_batch`,
+  `conflict_thresholds` and the latent filter's variables (`transition_matrix`,
+  `transition_offset`, `transition_noise_cov`, `prediction_thresholds`); the
+  model uses its `thresholds_of`.
   """
 
   def predict_targets(self, x, sources: Optional[Sequence[str]] = None,
@@ -104,6 +108,70 @@ class Queries:
       raise ValueError("calibrate_conflict: the dataset is empty.")
     result = calibration.calibrate(np.concatenate(conflicts), target_rate)
     self.conflict_thresholds.assign(result.thresholds)
+    return result
+
+  # ------------------------------------------------------- the latent filter
+  @property
+  def transition(self) -> Optional[filtering.Transition]:
+    """The latent `filtering.Transition` set by `calibrate_filter`, or None (no filter).
+
+    A model has no filter until then (its Q is 0), as does one restored from a
+    checkpoint written before models kept one.
+    """
+    noise_cov = tf.convert_to_tensor(self.transition_noise_cov)
+    if not bool(tf.reduce_any(noise_cov != 0.)):
+      return None
+    return filtering.Transition(tf.convert_to_tensor(self.transition_matrix),
+                                tf.convert_to_tensor(self.transition_offset), noise_cov)
+
+  def sequence_beliefs(self, sequences):
+    """The sources' beliefs of whole sequences, as `filtering` takes them.
+
+    Args:
+      sequences: batch dicts `{name: [T_i, ...]}`, one sequence each (its T_i
+        frames as the batch), holding every source.
+
+    Returns:
+      `[(loc, scale)]`, each `[T, M, B, Dz]`: one pair per length T, its B
+      sequences side by side in the order given.
+    """
+    by_length = {}
+    for x in sequences:
+      sources = self.check_sources(x, self.sources)
+      loc, scale = self.encode_stacked(x, sources)  # [M, T, Dz]
+      frames = lambda v: tf.transpose(tf.cast(v, tf.float32), [1, 0, 2])[:, :, None]
+      by_length.setdefault(int(loc.shape[1]), []).append((frames(loc), frames(scale)))
+    return [tuple(tf.concat(parts, 2) for parts in zip(*pairs))  # [T, M, B, Dz]
+            for pairs in by_length.values()]
+
+  def calibrate_filter(self, fit_sequences, calibration_sequences,
+                       target_rate: float = calibration.FALSE_ALARM_RATE):
+    """Fits the latent filter on healthy sequences and stores it (`filtering.fit_filter`).
+
+    The transition is fitted to the per-frame PoE means of `fit_sequences`,
+    the prediction-conflict thresholds calibrated on `calibration_sequences`
+    at `target_rate` (frames with any alarm); both are kept in
+    `transition_matrix`, `transition_offset`, `transition_noise_cov` and
+    `prediction_thresholds` (checkpointed, exported: the `filter_step`
+    signature).
+
+    Args:
+      fit_sequences, calibration_sequences: healthy sequences, batch dicts
+        `{name: [T, ...]}` (`sequence_beliefs`); sequences of one length are
+        filtered side by side.
+      target_rate: accepted fraction of healthy frames with an alarm.
+
+    Returns:
+      The `filtering.FilterFit`.
+    """
+    result = filtering.fit_filter(self.sequence_beliefs(fit_sequences),
+                                  self.sequence_beliefs(calibration_sequences),
+                                  target_rate)
+    for variable, value in ((self.transition_matrix, result.transition.matrix),
+                            (self.transition_offset, result.transition.offset),
+                            (self.transition_noise_cov, result.transition.noise_cov),
+                            (self.prediction_thresholds, result.thresholds)):
+      variable.assign(value)
     return result
 
   def sensor_health(self, x, sources: Optional[Sequence[str]] = None):

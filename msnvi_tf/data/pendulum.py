@@ -30,7 +30,7 @@ rotate, drift, lag) are in `pendulum_faults`.
 """
 import dataclasses
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +48,7 @@ __all__ = [
     "add_noise",
     "make_sequence",
     "healthy_frames",
+    "healthy_sequences",
     "make_datasets",
 ]
 
@@ -219,6 +220,31 @@ def healthy_frames(config, num: int, seed: int) -> Dict[str, np.ndarray]:
   frames = {s: noisy[i] for i, s in enumerate(SOURCES)}
   frames[TARGET] = positions
   return frames
+
+
+def healthy_sequences(config, num: int, seed: int, first: int = 0,
+                      frames_per_rotation: int = 120,
+                      num_rotations: int = 3) -> List[Dict[str, np.ndarray]]:
+  """Healthy sequences `first`, ..., `first + num - 1` of `seed` (the data set's
+  `sequences`: training fits the latent filter on them).
+
+  Sequence i: the pendulum at constant speed, `frames_per_rotation` frames per
+  rotation (Fig. 5's speed) for `num_rotations` rotations, from a start angle
+  uniform in [0, 2 pi) drawn from `[seed, 7, i]`, with the pixel noise of
+  seed `seed + 5000 + i` (`make_sequence`); it does not depend on `num`.
+
+  Returns:
+    `[{camera_i: [T, H, W], "position": [T, 2]}]` float32, T =
+    `frames_per_rotation * num_rotations`.
+  """
+  rig = Rig.from_config(config)
+  sequences = []
+  for index in range(first, first + num):
+    angle = float(np.random.default_rng([seed, 7, index]).uniform(0., 2. * np.pi))
+    batch, _ = make_sequence(rig, frames_per_rotation * num_rotations, seed + 5000 + index,
+                             config.noise_std, num_rotations, start_angle=angle)
+    sequences.append(batch)
+  return sequences
 
 
 def make_datasets(config, start_step: int = 0):

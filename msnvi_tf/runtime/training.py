@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from msnvi_tf import data as data_lib
+from msnvi_tf import registry
 from msnvi_tf.core import objectives
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import summaries as summaries_lib
@@ -37,7 +38,7 @@ from msnvi_tf.runtime import workdir as workdir_lib
 from msnvi_tf.runtime.config import Config
 
 __all__ = ["train_and_evaluate", "evaluate", "check_divergence", "Interrupted",
-           "log_to_stdout", "format_time"]
+           "log_to_stdout", "format_time", "calibrate_filter", "FILTER_SEQUENCES"]
 
 log = hardware.log
 
@@ -77,6 +78,39 @@ def _calibrate_conflict(model, dataset, config):
   log.info("Conflict thresholds calibrated on %d held-out examples: quantile %.4f, "
            "alarms on %.2f %% of them.", result.num_examples, result.level,
            100. * result.false_alarm_rate)
+
+
+# Healthy sequences the latent filter is fitted on / calibrated on (data sets with
+# `sequences`): sequences 0..9 and 10..19 of the config's seed.
+FILTER_SEQUENCES = (10, 10)
+
+
+def calibrate_filter(model, config):
+  """Fits the latent filter of a data set with sequences and stores it in the model.
+
+  The data set's `sequences` (registry) of `config.seed`: the transition is
+  fitted on the first `FILTER_SEQUENCES[0]`, the prediction-conflict
+  thresholds calibrated on the next `FILTER_SEQUENCES[1]` at
+  `config.conflict_false_alarm_rate` (`MultiSourceVAE.calibrate_filter`).
+  Training calls it with the conflict calibration, before the final
+  checkpoint; for a model trained before (an old workdir), call it and export.
+  Every worker computes the same filter.
+
+  Returns:
+    The `filtering.FilterFit`, or None for a data set without sequences.
+  """
+  sequences = registry.for_config(config).sequences
+  if sequences is None:
+    return None
+  num_fit, num_calibration = FILTER_SEQUENCES
+  healthy = sequences(config, num_fit + num_calibration, config.seed)
+  result = model.calibrate_filter(healthy[:num_fit], healthy[num_fit:],
+                                  config.conflict_false_alarm_rate)
+  log.info("Latent filter fitted on %d frames of %d healthy sequences; prediction-"
+           "conflict thresholds calibrated on %d frames of %d others: alarms on %.2f %% "
+           "of them.", result.num_fit_frames, num_fit, result.num_calibration_frames,
+           num_calibration, 100. * result.false_alarm_rate)
+  return result
 
 
 def log_to_stdout(level=logging.INFO):
@@ -254,8 +288,9 @@ class _Loop:
         check(results["bound"], current, "eval bound")
       stopping = stop.signum is not None and current < total
       if current % config.checkpoint_every == 0 or current == total or stopping:
-        if current == total:  # The final checkpoint and the export hold the calibration.
+        if current == total:  # The final checkpoint and the export hold the calibrations.
           _calibrate_conflict(self.model, self.eval_ds, config)
+          calibrate_filter(self.model, config)
         manager.save(checkpoint_number=current)
         check.keywords["checkpoint"] = manager.latest_checkpoint
       if stopping:

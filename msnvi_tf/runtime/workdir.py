@@ -5,7 +5,10 @@
                      fields not declared `config.FIXED` may change, `runtime_fields`)
   checkpoints/       tf.train checkpoints; a re-run resumes from the latest; the
                      final one also holds the conflict thresholds calibrated on
-                     the evaluation data (`msnvi_tf.core.calibration`)
+                     the evaluation data (`msnvi_tf.core.calibration`) and, for
+                     a data set with sequences, the latent filter fitted on
+                     healthy ones (`training.calibrate_filter`; older
+                     checkpoints restore without one)
   train/, eval/      TensorBoard scalars
   metrics.json       the final evaluation
   export/<step>/     SavedModel for TF Serving (`msnvi_tf.runtime.export`)
