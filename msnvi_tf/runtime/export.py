@@ -23,6 +23,31 @@ call_endpoint=name)`: endpoints of the same names taking one dict of inputs;
   metadata         ignored -> contract: the JSON contract (a string)
   serving_default = predict
 
+and, for a model with a latent filter (`MultiSourceVAE.transition`: fitted in
+training for a data set with sequences, `msnvi_tf.core.filtering`):
+
+  filter_init      present -> state_loc [B, Dz], state_cov [B, Dz, Dz]: zeros,
+                   the state of streams before their first frame
+  filter_step      state_loc, state_cov, sources, present -> the new state
+                   (state_loc, state_cov: the filtered belief N(loc, cov) of
+                   this frame), predicted_loc, predicted_cov (the prediction
+                   it was updated from), per source weights, alarm (bool) and
+                   score [B, M], predict's outputs from the filtered belief,
+                   start (bool) [B], no_source [B]
+
+`filter_step` is one frame of `filtering.robust_filter_sequence` with the
+per-frame robust weights (`filtering.robust_filter_step`): the prediction
+N(A mu + b, A P A^T + Q) of the state is updated by the present sources'
+messages, each weighted by the smaller of its prediction-conflict weight (the
+model's `prediction_thresholds`) and its per-frame robust weight (its
+`conflict_thresholds`); `alarm` and `score` are the conflict with the
+prediction. A client streams frames by passing each answer's `state_loc` and
+`state_cov` back with the next frame. A row whose `state_cov` is all zero
+(`filter_init`'s) starts its stream: its prediction is the prior N(0, I) and
+its sources get no prediction-conflict weight, so its first frame is the
+robust PoE (`state_loc` is ignored there); zero a row's state to restart it.
+A row with no source present is the prediction alone (`no_source`).
+
 Inputs are float32 tensors named after the batch entries, plus `present`, a
 `[B, M]` mask with one column per source in the order of the contract's
 `sources` (`model.sources`): 1 where the source is sent, 0 where it is absent
@@ -38,9 +63,10 @@ dtype, shape and meaning) is `assets/contract.json` and the `metadata` signature
 without inputs; `loaded.metadata()` takes none).
 
 Requests are checked: a wrong shape, a batch size that differs between inputs,
-a NaN or infinite input, or a `present` entry other than 0 or 1 is answered
-with an InvalidArgument error naming the input. No output is NaN or infinite:
-the scores and conflicts of an absent source are 0 with `valid` false (its MoE
+a NaN or infinite input, a `present` entry other than 0 or 1, or a `state_cov`
+that is not a covariance (symmetric positive semi-definite, up to rounding) is
+answered with an InvalidArgument error naming the input. No output is NaN or
+infinite: the scores and conflicts of an absent source are 0 with `valid` false (its MoE
 weight is 0), and an infinite value (a conflict with a belief equal to the
 prior) is the largest float32. A batch
 of 0 rows gets 0 rows back. Requests run in chunks of `chunk_rows` rows, one at
@@ -67,13 +93,20 @@ import tensorflow_probability as tfp
 from msnvi_tf.core import beliefs as beliefs_lib
 from msnvi_tf.core import conflict as conflict_lib
 from msnvi_tf.core import estimators
+from msnvi_tf.core import filtering
 from msnvi_tf.core import integration
 from msnvi_tf.core import robust
 
-__all__ = ["ServingModule", "export", "SIGNATURES", "QUANTILES", "CONTRACT_FILE"]
+__all__ = ["ServingModule", "export", "SIGNATURES", "FILTER_SIGNATURES", "STATE_INPUTS",
+           "QUANTILES", "CONTRACT_FILE"]
+
+tfd = tfp.distributions
 
 SIGNATURES = ("encode", "integrate_poe", "integrate_moe", "integrate_robust",
               "predict", "sensor_health", "conflict", "log_likelihood", "metadata")
+# Also exported for a model with a latent filter (`model.transition`).
+FILTER_SIGNATURES = ("filter_init", "filter_step")
+STATE_INPUTS = ("state_loc", "state_cov")  # filter_step's state, in and out
 QUANTILES = (0.05, 0.5, 0.95)  # of the predictive outputs `<t>_q05`, `<t>_q50`, `<t>_q95`
 CONTRACT_FILE = "contract.json"  # in the SavedModel's assets/
 
@@ -121,11 +154,17 @@ class ServingModule:
     missing = [k for k in self.source_keys + model.targets if k not in shapes]
     if missing:
       raise ValueError(f"Cannot export: unknown per-example shape of {missing}.")
+    # The latent filter, if the model has one: filter_init and filter_step.
+    self.has_filter = model.transition is not None
+    dim = model.latent_dim
+    state = [("state_loc", tf.TensorSpec([None, dim], tf.float32, name="state_loc")),
+             ("state_cov", tf.TensorSpec([None, dim, dim], tf.float32, name="state_cov"))]
     self._specs = _unique(
         [(k, tf.TensorSpec([None, *shapes[k]], tf.float32, name=_safe(k)))
          for k in sorted(set(self.source_keys) | set(model.targets))]
         + [("present", tf.TensorSpec([None, len(model.sources)], tf.float32,
-                                     name="present"))], "inputs")
+                                     name="present"))]
+        + (state if self.has_filter else []), "inputs")
     _unique([(_safe(k), k) for k in self._specs], "inputs")
     self._outputs = self.outputs()  # checks that output names do not collide
     self._endpoints = None
@@ -153,9 +192,12 @@ class ServingModule:
 
   def _predictive_mean(self, loc, scale):
     """`estimators.predictive_mean` of every target from N(loc, scale) `[B, Dz]` (Eq. 6)."""
+    return self._predictive_of(beliefs_lib.make_belief(loc, scale))
+
+  def _predictive_of(self, belief):
+    """`estimators.predictive_mean` of every target from `belief` (batch `[B]`, Eq. 6)."""
     return estimators.predictive_mean(  # [B, ...], [K, B, ...]
-        beliefs_lib.make_belief(loc, scale), self.model.decoders, self.num_samples,
-        estimators.as_seed(self.seed))
+        belief, self.model.decoders, self.num_samples, estimators.as_seed(self.seed))
 
   def predict(self, inputs, present, method="poe"):
     """Predictive means `{target: [B, ...]}` of the present sources (Eq. 6).
@@ -168,6 +210,33 @@ class ServingModule:
     belief = self.poe(inputs, present) if method == "poe" else self.robust(
         inputs, present)[:2]
     return self._predictive_mean(*belief)[0]
+
+  def filter_step(self, inputs, present, state_loc, state_cov):
+    """One frame of the robust latent filter (module docstring): `robust_filter_step`.
+
+    Args:
+      inputs: the frame's batch `{key: [B, ...]}`.
+      present: `[B, M]` presence.
+      state_loc, state_cov: `[B, Dz]`, `[B, Dz, Dz]` the filtered belief of each
+        stream's previous frame; a row of zero `state_cov` starts its stream.
+
+    Returns:
+      `(filtered, predicted, health, start)`: `(loc, cov)` twice, the sources'
+      "score", "weight", "alarm" `[M, B]` and the starting rows `[B]` bool.
+    """
+    model = self.model
+    mask = tf.transpose(present)  # [M, B]
+    loc, scale = self._stacked_beliefs(inputs)  # [M, B, Dz]
+    frame_weights = robust.robust_weights(
+        loc, scale, mask, tf.convert_to_tensor(model.conflict_thresholds))  # [M, B]
+    transition = filtering.Transition(*(tf.convert_to_tensor(v) for v in (
+        model.transition_matrix, model.transition_offset, model.transition_noise_cov)))
+    start = tf.reduce_all(state_cov == 0., [-2, -1])  # [B]
+    filtered, predicted, health = filtering.robust_filter_step(
+        state_loc, state_cov, loc, scale, transition,
+        tf.convert_to_tensor(model.prediction_thresholds), mask, robust.SHARPNESS,
+        frame_weights, start)
+    return filtered, predicted, health, start
 
   def log_likelihood(self, inputs, present):
     """ln (1/K) sum_k p(x, z_k) / q(z_k), z_k ~ q the PoE of the present sources.
@@ -247,6 +316,32 @@ class ServingModule:
             ("no_source", no_source)],
         "metadata": [("contract", ("string", [], "this contract as JSON"))],
     }
+    if self.has_filter:
+      state = [("state_loc", ("float32", [None, dz], "mean of the filtered belief of "
+                              "this frame: the state to send with the next frame")),
+               ("state_cov", ("float32", [None, dz, dz], "covariance of the filtered "
+                              "belief: the state to send with the next frame"))]
+      table["filter_init"] = [
+          (name, (dtype, shape, "zeros: the state of a stream before its first frame"))
+          for name, (dtype, shape, _) in state]
+      table["filter_step"] = state + [
+          ("predicted_loc", ("float32", [None, dz], "mean of the prediction the frame "
+                             "updated: N(A mu + b, A P A^T + Q) of the state, the prior "
+                             "N(0, I) where the stream starts")),
+          ("predicted_cov", ("float32", [None, dz, dz], "covariance of that prediction")),
+          ("weights", ("float32", [None, m], "message weight of each source in [0, 1]: "
+                       "the smaller of its prediction-conflict weight and its per-frame "
+                       "robust weight (Eq. R5); 0 where absent")),
+          ("alarm", ("bool", [None, m], "true where the source conflicts with the "
+                     "prediction beyond its prediction thresholds (score > 1); never "
+                     "where the stream starts or the source is absent")),
+          ("score", ("float32", [None, m], "conflict score with the prediction, "
+                     "max over both directions of c / tau; 0 where absent or starting")),
+      ] + predictive("the filtered belief (full covariance)") + [
+          ("start", ("bool", [None], "true where state_cov was all zero: the stream "
+                     "starts here, from the prior N(0, I), without prediction weights")),
+          ("no_source", ("bool", [None], "true where present is all 0: the filtered "
+                         "belief is the prediction alone"))]
     return {name: _unique(pairs, f"outputs of {name}") for name, pairs in table.items()}
 
   def _inputs(self, name):
@@ -255,6 +350,10 @@ class ServingModule:
       return list(self.source_keys)
     if name == "log_likelihood":
       return sorted(set(self.source_keys) | set(self.model.targets)) + ["present"]
+    if name == "filter_init":
+      return ["present"]
+    if name == "filter_step":
+      return list(self.source_keys) + ["present"] + list(STATE_INPUTS)
     return list(self.source_keys) + ["present"]
 
   def contract(self) -> dict:
@@ -266,13 +365,23 @@ class ServingModule:
       if key == "present":
         meaning = (f"exactly 0 or 1 per source, columns in the order of sources "
                    f"{sources}: 1 = sent, 0 = absent (send zeros)")
+        if self.has_filter:
+          meaning += "; filter_init reads its number of rows only"
+      elif key == "state_loc":
+        meaning = ("filter_step: mean of the previous frame's filtered belief (its "
+                   "state_loc; ignored where state_cov is all zero)")
+      elif key == "state_cov":
+        meaning = ("filter_step: covariance of the previous frame's filtered belief (its "
+                   "state_cov), symmetric positive (semi-)definite; all zero where a "
+                   "stream starts (filter_init)")
       else:
         readers = [s for s, keys in model.encoder_inputs.items() if key in keys]
         meaning = "; ".join(
             ([f"read by source(s) {readers}"] if readers else [])
             + (["a target (log_likelihood's input)"] if key in model.targets else []))
-      inputs[_safe(key)] = {"batch_key": key, "dtype": "float32",
-                            "shape": spec.shape.as_list(), "meaning": meaning}
+      inputs[_safe(key)] = {"batch_key": None if key in STATE_INPUTS else key,
+                            "dtype": "float32", "shape": spec.shape.as_list(),
+                            "meaning": meaning}
     return {
         "format": "msnvi_tf export contract, version 1",
         "sources": sources,
@@ -286,6 +395,7 @@ class ServingModule:
             model.conflict_thresholds).numpy().tolist(),
         "conflict_thresholds_calibrated": model.conflict_calibrated,
         "robust_sharpness": robust.SHARPNESS,
+        "filter": self._filter_contract(),
         "inputs": inputs,
         "signatures": {
             name: {"inputs": ([_safe(k) for k in self._inputs(name)]
@@ -295,11 +405,32 @@ class ServingModule:
             for name, outputs in self._outputs.items()},
         "serving_default": "predict",
         "errors": ("InvalidArgument naming the input: a wrong shape, batch sizes that "
-                   "differ, a NaN or infinite input, present not 0 or 1"),
+                   "differ, a NaN or infinite input, present not 0 or 1, state_cov "
+                   "not symmetric positive semi-definite"),
         "no_nan": ("scores and conflicts of an absent source are 0 with valid false; "
                    "an infinite value saturates at the largest float32"),
         "chunks": (f"requests run {self.chunk_rows} rows at a time; a longer request is "
                    "answered as its chunks would be one by one"),
+    }
+
+  def _filter_contract(self):
+    """The latent filter's part of the contract (None: no filter_step)."""
+    if not self.has_filter:
+      return None
+    model = self.model
+    listed = lambda v: tf.convert_to_tensor(v).numpy().tolist()
+    return {
+        "transition": {"matrix": listed(model.transition_matrix),
+                       "offset": listed(model.transition_offset),
+                       "noise_cov": listed(model.transition_noise_cov),
+                       "meaning": "z_t = A z_{t-1} + b + N(0, Q): matrix A, offset b, "
+                                  "noise_cov Q (full covariances)"},
+        "prediction_thresholds": listed(model.prediction_thresholds),
+        "prediction_sharpness": robust.SHARPNESS,
+        "start_state": ("state_loc and state_cov all zero (filter_init): the stream "
+                        "starts from the prior N(0, I)"),
+        "weights": ("min(prediction-conflict weight with prediction_thresholds [2, M], "
+                    "per-frame robust weight with conflict_thresholds)"),
     }
 
   def contract_json(self) -> str:
@@ -360,10 +491,31 @@ class ServingModule:
       return {"log_likelihood": self.log_likelihood(inputs, inputs["present"]),
               "no_source": _no_source(inputs["present"])}
 
-    return {"encode": encode, "integrate_poe": integrate_poe,
-            "integrate_moe": integrate_moe, "integrate_robust": integrate_robust,
-            "predict": predict, "sensor_health": sensor_health, "conflict": conflict,
-            "log_likelihood": log_likelihood}
+    def filter_init(inputs):
+      rows = tf.shape(inputs["present"])[0]
+      dim = model.latent_dim
+      return {"state_loc": tf.zeros([rows, dim]), "state_cov": tf.zeros([rows, dim, dim])}
+
+    def filter_step(inputs):
+      present = inputs["present"]  # [n, M]
+      (loc, cov), (pred_loc, pred_cov), health, start = self.filter_step(
+          inputs, present, inputs["state_loc"], inputs["state_cov"])
+      belief = tfd.MultivariateNormalTriL(loc, tf.linalg.cholesky(cov))
+      valid = present > 0.
+      return {"state_loc": loc, "state_cov": cov, "predicted_loc": pred_loc,
+              "predicted_cov": pred_cov, "weights": tf.transpose(health["weight"]),
+              "alarm": tf.transpose(health["alarm"]),
+              "score": tf.where(valid, tf.transpose(health["score"]), 0.),
+              **_predictive(*self._predictive_of(belief)), "start": start,
+              "no_source": _no_source(present)}
+
+    functions = {"encode": encode, "integrate_poe": integrate_poe,
+                 "integrate_moe": integrate_moe, "integrate_robust": integrate_robust,
+                 "predict": predict, "sensor_health": sensor_health, "conflict": conflict,
+                 "log_likelihood": log_likelihood}
+    if self.has_filter:
+      functions.update(filter_init=filter_init, filter_step=filter_step)
+    return functions
 
   def endpoints(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """`{signature: function of one dict {input name: tensor}}` (Keras `TFSMLayer`).
@@ -478,10 +630,36 @@ def _checked(inputs, specs, sources):
       message = (f"input {key} must be finite (no NaN or inf); send an absent "
                  "source as zeros with present = 0")
     checks.append(tf.debugging.Assert(condition, [message]))
+    if key == "state_cov":
+      checks.append(tf.debugging.Assert(_covariances(value, expected), [
+          "input state_cov must hold covariances: symmetric positive semi-definite "
+          "(the state_cov filter_step returned), all zero where a stream starts "
+          "(filter_init)"]))
   # Every computation waits for the checks: a bad request fails with the
   # messages above, never first inside a layer.
   with tf.control_dependencies([c for c in checks if c is not None]):
     return {key: tf.identity(value) for key, value in inputs.items()}
+
+
+def _covariances(value, shape):
+  """Scalar bool: every `[Dz, Dz]` matrix of `value` is symmetric positive
+  semi-definite, up to float32 rounding (True when `value` is not `[B] + shape`:
+  the shape check reports that). The filter adds Q to the state's A P A^T, so a
+  singular state is fine; a negative eigenvalue is not a covariance."""
+  value = tf.where(tf.math.is_finite(value), value, 0.)  # the finite check reports those
+
+  def check():
+    transposed = tf.linalg.matrix_transpose(value)
+    symmetric = tf.reduce_all(
+        tf.abs(value - transposed) <= 1e-5 * (tf.abs(value) + tf.abs(transposed)))
+    eigenvalues = tf.linalg.eigvalsh(0.5 * (value + transposed))  # [B, Dz]
+    rounding = 1e-5 * tf.reduce_max(tf.abs(eigenvalues), -1)  # [B]
+    return symmetric & tf.reduce_all(tf.reduce_min(eigenvalues, -1) >= -rounding)
+
+  fits = tf.reduce_all(tf.equal(tf.shape(tf.shape(value)), 1 + len(shape)))
+  fits = tf.cond(fits, lambda: tf.reduce_all(tf.equal(tf.shape(value)[1:], shape)),
+                 lambda: tf.constant(False))
+  return tf.cond(fits, check, lambda: tf.constant(True))
 
 
 def _in_chunks(fn, inputs, rows):

@@ -1,7 +1,9 @@
 """The export describes itself, shows its spread, checks requests, serves Keras and TF
-Serving; it holds no XLA function and nothing half-written."""
+Serving, streams frames through the latent filter (filter_step); it holds no XLA
+function and nothing half-written."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,9 +11,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from tensorflow.core.protobuf import saved_model_pb2
 
 from msnvi_tf import architectures
+from msnvi_tf.core import estimators
+from msnvi_tf.core import filtering
+from msnvi_tf.core import robust
 from msnvi_tf.data import mnist
 from msnvi_tf.data import toy
 from msnvi_tf.runtime import export as export_lib
@@ -74,14 +80,23 @@ print(json.dumps(out))
 """
 
 
+def toy_sequence(index, frames=30):
+  """A toy sequence: x = y moving along 0.8 sin(0.15 t + index)."""
+  x = (0.8 * np.sin(0.15 * np.arange(frames) + index)).astype(np.float32)[:, None]
+  return {"x": x, "y": x.copy()}
+
+
 @pytest.fixture(scope="module")
 def model():
-  """A toy model trained 400 steps (fast learning rate): x = 0.7 has y = +-0.7."""
+  """A toy model trained 400 steps (fast learning rate): x = 0.7 has y = +-0.7; with a
+  latent filter fitted on toy sequences."""
   config = make_toy_config().override(["learning_rate=5e-3", "train_size=4096"])
   model = workdir_lib.build_model(config)
   train, evaluation = toy.make_datasets(config)
   model.fit(train, steps_per_epoch=400, epochs=1, verbose=0, shuffle=False)
   model.calibrate_conflict(evaluation)
+  model.calibrate_filter([toy_sequence(i) for i in range(4)],
+                         [toy_sequence(4 + i) for i in range(4)])
   return model
 
 
@@ -114,7 +129,13 @@ def test_contract_is_an_asset_and_a_signature_that_names_mask_order_and_outputs(
   assert contract["conflict_thresholds_calibrated"]
   np.testing.assert_array_equal(contract["conflict_thresholds"],
                                 model.conflict_thresholds.numpy())
-  assert sorted(fresh["signatures"]) == sorted(export_lib.SIGNATURES + ("serving_default",))
+  np.testing.assert_array_equal(contract["filter"]["transition"]["matrix"],
+                                model.transition_matrix.numpy())
+  np.testing.assert_array_equal(contract["filter"]["prediction_thresholds"],
+                                model.prediction_thresholds.numpy())
+  assert contract["inputs"]["state_cov"]["shape"] == [None, 2, 2]
+  assert sorted(fresh["signatures"]) == sorted(
+      export_lib.SIGNATURES + export_lib.FILTER_SIGNATURES + ("serving_default",))
   # Every output the signatures return is in the contract, with its dtype and shape.
   for name, described in contract["signatures"].items():
     assert {k: [v["dtype"], v["shape"]] for k, v in described["outputs"].items()} == {
@@ -257,3 +278,157 @@ def test_an_export_that_fails_or_is_interrupted_leaves_nothing_half_written(
     with pytest.raises(type(error)):
       export_lib.export(model, str(tmp_path), 20)
     assert os.listdir(tmp_path) == []  # neither 20/ nor 20.tmp/
+
+
+# The latent filter served: filter_init, filter_step.
+@pytest.fixture(scope="module")
+def loaded(exported):
+  return tf.saved_model.load(exported)
+
+
+def _state(rows, seed):
+  """Random filtered beliefs: loc `[rows, 2]`, cov `[rows, 2, 2]` positive definite."""
+  rng = np.random.default_rng(seed)
+  factor = rng.normal(0., 0.3, (rows, 2, 2))
+  cov = factor @ factor.transpose(0, 2, 1) + 0.01 * np.eye(2)
+  return {"state_loc": tf.constant(rng.normal(0., 1., (rows, 2)), tf.float32),
+          "state_cov": tf.constant(cov, tf.float32)}
+
+
+def _frames(rows, seed):
+  rng = np.random.default_rng(seed)
+  return {k: tf.constant(rng.uniform(-1., 1., (rows, 1)), tf.float32) for k in ("x", "y")}
+
+
+def test_filter_step_is_the_core_filters_predict_and_update_with_the_robust_weights(
+    model, loaded):
+  state, frames = _state(6, 0), _frames(6, 1)
+  present = tf.constant([[1., 1.]] * 4 + [[1., 0.], [0., 1.]])
+  out = loaded.signatures["filter_step"](present=present, **frames, **state)
+  # The same frame through msnvi_tf.core: predict, conflicts, weights, update.
+  loc, scale = model.encode_stacked(frames, model.sources)  # [M, B, Dz]
+  mask = tf.transpose(present)
+  pred_loc, pred_cov = filtering.predict(state["state_loc"], state["state_cov"],
+                                         model.transition)
+  health = filtering.prediction_weights(
+      filtering.prediction_conflict(pred_loc, pred_cov, loc, scale),
+      model.prediction_thresholds, mask)
+  weight = tf.minimum(health["weight"], robust.robust_weights(
+      loc, scale, mask, model.conflict_thresholds))
+  new_loc, new_cov = filtering.update(pred_loc, pred_cov, loc, scale, weight)
+  close = lambda a, b, key: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                                        err_msg=key)
+  close(out["predicted_loc"], pred_loc, "predicted_loc")
+  close(out["predicted_cov"], pred_cov, "predicted_cov")
+  close(out["state_loc"], new_loc, "state_loc")
+  close(out["state_cov"], new_cov, "state_cov")
+  close(out["weights"], tf.transpose(weight), "weights")
+  close(out["score"], tf.transpose(health["score"]), "score")
+  np.testing.assert_array_equal(out["alarm"], tf.transpose(health["alarm"]))
+  # Frames far from confident predictions: muted and flagged, while others agree.
+  assert out["alarm"].numpy().any() and not out["alarm"].numpy().all()
+  assert 0. < out["weights"].numpy()[present.numpy() > 0.].min() < 1.
+  assert not out["start"].numpy().any() and not out["no_source"].numpy().any()
+  # The prediction of y is from the filtered belief with its full covariance.
+  means, _ = estimators.predictive_mean(
+      tfp.distributions.MultivariateNormalTriL(new_loc, tf.linalg.cholesky(new_cov)),
+      model.decoders, NUM_SAMPLES, estimators.as_seed(SEED))
+  close(out["y"], means["y"], "y")
+  assert np.all(out["y_q05"].numpy() <= out["y_q95"].numpy())
+
+
+def test_streaming_frames_through_filter_step_is_the_robust_filter_of_the_sequence(
+    model, exported, loaded):
+  step = keras.layers.TFSMLayer(exported, call_endpoint="filter_step")  # Keras's way
+  frames = 8
+  sequence = [toy_sequence(10), toy_sequence(11)]  # two streams side by side
+  x = {k: np.stack([s[k][:frames] for s in sequence], 1) for k in ("x", "y")}  # [T, 2, 1]
+  x["x"][5, 0] = -x["x"][5, 0] + 0.5  # a frame that contradicts the motion
+  present = np.ones((frames, 2, 2), np.float32)  # [T, B, M]
+  present[3, 0, 1] = present[4, 1, 0] = 0.  # y absent in stream 0, x in stream 1
+  present[7, 1] = 0.  # no source in stream 1 (last: see below)
+  state = loaded.signatures["filter_init"](present=tf.constant(present[0]))  # TF Serving's
+  for value in state.values():
+    np.testing.assert_array_equal(value, 0.)
+  served = []
+  for t in range(frames):
+    out = step({"present": present[t], "x": x["x"][t], "y": x["y"][t], **state})
+    state = {k: out[k] for k in ("state_loc", "state_cov")}
+    served.append(out)
+  # The whole sequence through msnvi_tf.core.
+  loc, scale = zip(*[model.encode_stacked({k: v[t] for k, v in x.items()}, model.sources)
+                     for t in range(frames)])
+  loc, scale = tf.stack(loc), tf.stack(scale)  # [T, M, B, Dz]
+  mask = np.transpose(present, [0, 2, 1])  # [T, M, B]
+  frame_weights = tf.stack([robust.robust_weights(loc[t], scale[t], mask[t],
+                                                  model.conflict_thresholds)
+                            for t in range(frames)])
+  (f_loc, f_cov), (p_loc, p_cov), health = filtering.robust_filter_sequence(
+      loc, scale, model.transition, model.prediction_thresholds, mask,
+      frame_weights=frame_weights)
+  # Without a message filter_step returns the prediction itself, which
+  # robust_filter_sequence rounds through its update (relative error up to 1e-3
+  # with this model's nearly singular Q): compared on the last frame, it does
+  # not propagate.
+  silent = present.sum(-1) == 0.  # [T, B]
+  f_loc = tf.where(silent[..., None], p_loc, f_loc)
+  f_cov = tf.where(silent[..., None, None], p_cov, f_cov)
+  for t, out in enumerate(served):
+    for key, value in (("state_loc", f_loc[t]), ("state_cov", f_cov[t]),
+                       ("predicted_loc", p_loc[t]), ("predicted_cov", p_cov[t]),
+                       ("weights", tf.transpose(health["weight"][t]))):
+      np.testing.assert_allclose(out[key], value, rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{key}, frame {t}")
+    np.testing.assert_array_equal(out["alarm"], tf.transpose(health["alarm"][t]))
+    np.testing.assert_array_equal(out["start"], [t == 0] * 2)
+    np.testing.assert_array_equal(out["no_source"], [False, t == 7])
+  assert served[5]["alarm"].numpy()[0, 0]  # the contradicting frame is flagged
+
+
+def test_a_row_without_sources_is_the_prediction_and_a_zero_state_starts_the_stream(
+    model, loaded):
+  state = _state(3, 2)
+  zero = tf.zeros([2, 2])
+  state = {"state_loc": state["state_loc"],
+           "state_cov": tf.stack([state["state_cov"][0], zero, zero])}
+  present = tf.constant([[0., 0.], [0., 0.], [1., 1.]])
+  out = loaded.signatures["filter_step"](present=present, **_frames(3, 3), **state)
+  np.testing.assert_array_equal(out["no_source"], [True, True, False])
+  np.testing.assert_array_equal(out["start"], [False, True, True])
+  pred_loc, pred_cov = filtering.predict(state["state_loc"][:1], state["state_cov"][:1],
+                                         model.transition)
+  np.testing.assert_allclose(out["predicted_loc"][0], pred_loc[0], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(out["predicted_cov"][0], pred_cov[0], rtol=1e-6, atol=1e-7)
+  # No source: the new state is the prediction itself, no weight, no alarm.
+  for key in ("loc", "cov"):
+    np.testing.assert_array_equal(out[f"state_{key}"][:2], out[f"predicted_{key}"][:2])
+  np.testing.assert_array_equal(out["weights"][:2], 0.)
+  assert not out["alarm"].numpy().any()
+  # A zero state is the start: the prior N(0, I), then the frame's robust PoE.
+  np.testing.assert_array_equal(out["predicted_loc"][1:], 0.)
+  np.testing.assert_array_equal(out["predicted_cov"][1:], [np.eye(2)] * 2)
+  np.testing.assert_array_equal(out["state_cov"][1], np.eye(2))
+  np.testing.assert_array_equal(out["score"][2], 0.)
+  robust_loc, _, _ = robust.robust_stacked(
+      *model.encode_stacked({k: v[2:] for k, v in _frames(3, 3).items()}, model.sources),
+      None, model.conflict_thresholds)
+  np.testing.assert_allclose(out["state_loc"][2:], robust_loc, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_filter_requests_are_invalid_argument_errors_naming_the_input(loaded):
+  good = {"present": tf.ones([1, 2]), **_frames(1, 4), **_state(1, 5)}
+  bad = {
+      "input state_cov must have shape [batch, 2, 2]": {"state_cov": tf.eye(3)[None]},
+      "input state_loc must have shape [batch, 2]": {"state_loc": tf.zeros([2, 2])},
+      "input state_cov must hold covariances": {
+          "state_cov": tf.constant([[[1., 0.5], [0., 1.]]])},  # not symmetric
+      "input state_cov must hold covariances: symmetric positive semi-definite": {
+          "state_cov": tf.constant([[[1., 2.], [2., 1.]]])},  # an eigenvalue -1
+      "input state_cov must be finite": {"state_cov": tf.constant([[[np.nan, 0.], [0., 1.]]])},
+      "input present must be 0 (absent) or 1 (sent)": {"present": tf.constant([[0.5, 1.]])},
+      "input x must be finite": {"x": tf.constant([[np.nan]])},
+  }
+  for message, change in bad.items():
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+      loaded.signatures["filter_step"](**{**good, **change})
+  loaded.signatures["filter_step"](**good)  # the good request passes
