@@ -28,6 +28,7 @@ import ml_collections
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional
 
 from msnvi_tf.core import calibration
+from msnvi_tf.core import objectives
 from msnvi_tf.runtime.hardware import PRECISIONS
 
 __all__ = ["Config", "Field", "Rule", "FIELDS", "REQUIRED", "FIXED", "MAY_CHANGE", "NUMERICS",
@@ -209,7 +210,8 @@ FIELDS = {
     "dataset": Field(REQUIRED, "registered data set name (msnvi_tf.registry)"),
     "dataset_module": Field("", "module or .py file that registers `dataset` (user data "
                             "sets)", resume=MAY_CHANGE),
-    "objective": Field(REQUIRED, "ind, moe, poe, hybrid or iwae (msnvi_tf.core.objectives)"),
+    "objective": Field(REQUIRED, "training objective (msnvi_tf.core.objectives.OBJECTIVES)",
+                       choice(sorted(objectives.OBJECTIVES))),
     "iwae_sources": Field(None, "IWAE encoder input: None = all sources hard-wired, or names"),
     "hybrid_weight": Field(0.5, "lambda of L_hybrid, Eq. (5)", UNIT),
     # Model.

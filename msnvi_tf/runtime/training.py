@@ -32,6 +32,7 @@ import tensorflow as tf
 from msnvi_tf import data as data_lib
 from msnvi_tf import registry
 from msnvi_tf.core import objectives
+from msnvi_tf.runtime import config as config_lib
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import summaries as summaries_lib
 from msnvi_tf.runtime import workdir as workdir_lib
@@ -397,11 +398,13 @@ def train_and_evaluate(config: Config, workdir: str) -> Dict[str, float]:
     "param_norm" (global norm of the trainable weights).
 
   Raises:
+    ValueError: a field's value breaks its rule (`config.validate`); nothing
+      was written.
     workdir.WorkdirBusy: another process is training in `workdir` (the chief
       holds `<workdir>/.lock` for the whole run); nothing was written.
   """
   config = Config(config)
-  objectives.check_objective(config.objective)
+  config_lib.validate(config, registry.for_config(config).splits)  # before anything is written
   workdir_lib.resolve_numerics(config, workdir)  # a resume keeps the first start's
   strategy, policy, jit = _setup_machine(config)
   chief = hardware.is_chief(strategy)

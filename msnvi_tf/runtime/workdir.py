@@ -50,7 +50,6 @@ import tensorflow as tf
 
 from msnvi_tf import architectures
 from msnvi_tf import registry
-from msnvi_tf.core import objectives
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import optimizers
@@ -258,7 +257,6 @@ def log_run(workdir: str, event: str, **fields):
 
 def build_model(config: Config):
   """Model with a compiled and built Adam optimizer (Adam as in App. H)."""
-  objectives.check_objective(config.objective)
   model = architectures.build_model(config)
   model.compile(optimizer=optimizers.Adam(
       optimizers.learning_rate(config), beta_1=config.beta1, beta_2=config.beta2))

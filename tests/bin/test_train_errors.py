@@ -140,7 +140,7 @@ def test_unknown_dataset_and_objective_are_usage_errors(tmp_path):
   status, _, stderr = run_bin_in_process("train", "--objective=elbo",
                                          f"--workdir={tmp_path}/b")
   assert status != 0
-  assert "Unknown objective 'elbo'" in stderr
+  assert "objective must be one of 'hybrid', 'ind', 'iwae', 'moe', 'poe', got 'elbo'" in stderr
   _, _, stderr = run_bin_in_process("train", "--set=num_sampels=3", f"--workdir={tmp_path}/c")
   assert "Unknown config field 'num_sampels'" in stderr
 
