@@ -1,5 +1,14 @@
-"""bin/train end to end: a run, its resume, and its export served from a fresh process."""
+"""bin/train end to end: a run, its resume, and its export served from a fresh process.
+
+The first run is started as from a shell (no TF_CPP_MIN_LOG_LEVEL) with a
+--dataset_module that writes lines of each kind (tests/console_lines.py): its console
+shows the progress and nothing of TensorFlow's log (the other console cases:
+tests/bin/test_console_output.py). saved_model_cli reads the export here through its
+own functions, in this process (the command itself: tests/runtime/test_export.py).
+"""
+import contextlib
 import glob
+import io
 import json
 import os
 import subprocess
@@ -14,9 +23,10 @@ from msnvi_tf.experiments import curves
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import run_bin
+from conftest import REPO, run_bin
+from console_lines import KEPT, LINES_MODULE, env, module_flag, noise
 
-pytestmark = pytest.mark.slow  # each test runs bin/ scripts in subprocesses
+pytestmark = pytest.mark.slow  # bin/train runs in subprocesses
 
 SMALL = ["--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=20",
          "--set=checkpoint_every=10", "--set=train_size=512", "--set=eval_size=64",
@@ -25,13 +35,27 @@ SMALL = ["--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=20",
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """A workdir trained 20 steps, then resumed to 40."""
-  workdir = str(tmp_path_factory.mktemp("toy") / "run")
-  first = run_bin("train", f"--workdir={workdir}", "--num_steps=20", *SMALL)
+  """A workdir trained 20 steps (with `LINES_MODULE`, as from a shell), then resumed to 40."""
+  tmp = tmp_path_factory.mktemp("toy")
+  workdir = str(tmp / "run")
+  first = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={workdir}",
+       "--num_steps=20", *SMALL, module_flag(tmp, "console_lines", LINES_MODULE)],
+      capture_output=True, text=True, cwd=REPO, env=env(), timeout=600)
   assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
   second = run_bin("train", f"--workdir={workdir}", "--num_steps=40", *SMALL)
   assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
   return workdir, first, second
+
+
+def test_train_prints_its_progress_and_not_tensorflows_log(trained):
+  _, first, _ = trained
+  for expected in ("step 20/20", "Finished toy / L_ind: step 20", "Results in", "SavedModel:"):
+    assert expected in first.stdout
+  assert noise(first.stdout + first.stderr) == []
+  # Everything else on stderr passes: our logger's warning, prints, Python warnings.
+  for kept in KEPT:
+    assert kept in first.stderr
 
 
 def test_train_writes_tensorboard_checkpoints_metrics_and_export(trained):
@@ -130,19 +154,26 @@ print(json.dumps(out))
   assert "input x must have shape [batch, 1]" in served["wrong_shape_error"]
 
 
+def saved_model_cli(*args):
+  """What `saved_model_cli <args>` prints, run by its own functions in this process
+  (its parser and the function of its command, as its `main` does)."""
+  from tensorflow.python.tools import saved_model_cli as cli  # pylint: disable=g-import-not-at-top
+  command = cli.create_parser().parse_args(list(args))
+  with contextlib.redirect_stdout(io.StringIO()) as printed:
+    command.func()
+  return printed.getvalue()
+
+
 def test_saved_model_cli_runs_a_signature(trained):
   workdir, _, _ = trained
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  result = subprocess.run(
-      [cli, "run", "--dir", os.path.join(workdir, "export", "40"), "--tag_set", "serve",
-       "--signature_def", "integrate_poe",
-       "--input_exprs", "x=[[0.7]];y=[[0.0]];present=[[1.0, 0.0]]"],
-      capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr
+  printed = saved_model_cli(
+      "run", "--dir", os.path.join(workdir, "export", "40"), "--tag_set", "serve",
+      "--signature_def", "integrate_poe",
+      "--input_exprs", "x=[[0.7]];y=[[0.0]];present=[[1.0, 0.0]]")
   model, _ = workdir_lib.load_trained(workdir)
   loc = model.encode({"x": np.array([[0.7]], np.float32)}, ["x"])["x"].mean()
-  assert "Result for output key loc" in result.stdout
-  printed = result.stdout.split("Result for output key loc:")[1].split("Result")[0]
+  assert "Result for output key loc" in printed
+  printed = printed.split("Result for output key loc:")[1].split("Result")[0]
   np.testing.assert_allclose(
       np.array(printed.replace("[", " ").replace("]", " ").split(), float),
       np.ravel(loc), rtol=1e-4)
@@ -150,9 +181,6 @@ def test_saved_model_cli_runs_a_signature(trained):
 
 def test_saved_model_cli_lists_every_signature(trained):
   workdir, _, _ = trained
-  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  result = subprocess.run([cli, "show", "--dir", os.path.join(workdir, "export", "40"),
-                           "--all"], capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr
+  printed = saved_model_cli("show", "--dir", os.path.join(workdir, "export", "40"), "--all")
   for name in export_lib.SIGNATURES + ("serving_default",):
-    assert f"signature_def['{name}']" in result.stdout
+    assert f"signature_def['{name}']" in printed
