@@ -10,6 +10,20 @@ from msnvi_tf.runtime import workdir as workdir_lib
 
 from conftest import REPO
 
+# The first run's --dataset_module: it trains, then holds the workdir without using the
+# CPU (the second run's start-up needs it) until it is killed.
+PAUSE_AFTER_STEP_10 = '''
+"""Training pauses once the progress of step 10 is out, at the next progress write."""
+import time
+from msnvi_tf.runtime import summaries
+_train = summaries.RunSummaries.train
+def train(self, scalars, step):
+  _train(self, scalars, step)
+  if step > 10:
+    time.sleep(300)
+summaries.RunSummaries.train = train
+'''
+
 
 def test_a_held_lock_refuses_a_second_writer_and_names_the_holder(tmp_path):
   workdir = str(tmp_path / "run")
@@ -25,11 +39,13 @@ def test_a_held_lock_refuses_a_second_writer_and_names_the_holder(tmp_path):
 @pytest.mark.slow
 def test_a_second_bin_train_stops_at_once_and_a_killed_run_leaves_no_lock(tmp_path):
   workdir = str(tmp_path / "toy")
+  (tmp_path / "pause.py").write_text(PAUSE_AFTER_STEP_10)
   train = [sys.executable, os.path.join(REPO, "bin", "train"), f"--workdir={workdir}",
            "--num_steps=1000000", "--set=train_size=256", "--set=eval_size=64",
            "--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=100000",
            "--set=checkpoint_every=100000"]
-  first = subprocess.Popen(train, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+  first = subprocess.Popen(train + [f"--dataset_module={tmp_path / 'pause.py'}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, cwd=REPO)
   try:
     for line in first.stdout:  # until it trains
