@@ -143,7 +143,7 @@ def test_filter_experiment_writes_its_table_with_finite_numbers(pendulum_run, tm
   result = pendulum_filter.run_filter_experiment(
       pendulum_run, str(tmp_path), num_fit=2, num_calibration=2, num_healthy=1,
       num_samples=4, faults=("noise",), unlisted_faults=("swap",), frames_per_rotation=20)
-  assert sorted(result["rows"]) == ["healthy", "noise", "swap"]
+  assert sorted(result["rows"]) == ["healthy", "healthy, after", "noise", "swap"]
   assert result["rows"]["swap"]["unlisted"] and not result["rows"]["noise"]["unlisted"]
   for row in result["rows"].values():
     assert all(np.isfinite(row[k]) for k in ("PoE", "robust", "filter", "robust filter"))
@@ -155,6 +155,7 @@ def test_filter_experiment_writes_its_table_with_finite_numbers(pendulum_run, tm
   assert "| noise |" in text and "Every camera missing" in text
   assert text.index("| noise |") < text.index("not in the built-in list") < text.index(
       "| swap |")
+  assert text.count("| healthy, after |") == 2  # the reference row of both tables
   assert "Each camera missing on its own with probability 0.3" in text
   for sequence in ("healthy", "noise", "swap"):
     png = os.path.join(str(tmp_path), f"filter_{sequence}.png")
