@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_toy_config
+from conftest import copy_of, make_toy_config
 from msnvi_tf import data as data_lib
 from msnvi_tf.runtime import config as config_lib
 from msnvi_tf.runtime import training
@@ -134,17 +134,16 @@ def test_masked_training_reports_both_test_bounds_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.usefixtures("no_export")
-def test_a_workdir_written_before_the_missing_fields_existed_resumes(tmp_path):
-  config = make_toy_config().override(["num_steps=10", "eval_every=10"])
-  workdir = str(tmp_path / "old")
-  training.train_and_evaluate(config, workdir)
+def test_a_workdir_written_before_the_missing_fields_existed_resumes(toy_run, tmp_path):
+  config = make_toy_config()  # toy_run's, trained to step 20
+  workdir = copy_of(toy_run, tmp_path, "old")
   path = os.path.join(workdir, "config.json")
   with open(path) as f:
     saved = json.load(f)
   del saved["missing_rate"], saved["missing_handling"]
   with open(path, "w") as f:
     json.dump(saved, f)
-  assert training.train_and_evaluate(config.override(["num_steps=20"]), workdir)["step"] == 20
+  assert training.train_and_evaluate(config.override(["num_steps=30"]), workdir)["step"] == 30
   with pytest.raises(ValueError, match="missing_rate: 0.0 -> 0.5"):
     training.train_and_evaluate(config.override(["missing_rate=0.5"]), workdir)
 

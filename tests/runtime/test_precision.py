@@ -16,7 +16,7 @@ from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO, make_mnist_config
+from conftest import REPO, make_mnist_config, skip_export
 
 
 def test_auto_precision_follows_the_hardware():
@@ -79,23 +79,29 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @pytest.mark.slow
-def test_every_policy_trains_a_few_steps_to_finite_bounds(toy_config, tmp_path):
+def test_every_policy_trains_a_few_steps_to_finite_bounds_and_exports(
+    toy_config, tmp_path, monkeypatch):
   for policy in POLICIES:
     config = toy_config.override([f"precision={policy}", "num_steps=20"])
-    result = training.train_and_evaluate(config, str(tmp_path / policy))
+    with monkeypatch.context() as patch:
+      if policy == "float32":  # the float32 export: every other test's
+        skip_export(patch)
+      result = training.train_and_evaluate(config, str(tmp_path / policy))
     assert all(np.isfinite(result[k]) for k in ("bound", "ind", "moe", "poe")), policy
+    if policy != "float32":
+      assert os.path.exists(tmp_path / policy / "export" / "20" / "saved_model.pb"), policy
 
 
-@pytest.mark.usefixtures("no_export")
-def test_same_weights_give_close_bounds_under_every_policy(toy_config, tmp_path):
-  config = toy_config.override(["precision=float32", "eval_size=256",
-                                "eval_num_samples=32"])
-  workdir = str(tmp_path / "run")
-  training.train_and_evaluate(config, workdir)
+def test_same_weights_give_close_bounds_under_every_policy(toy_run, toy_config):
+  # toy_run: toy_config trained (its precision whatever "auto" chose; the weights are
+  # float32 variables under every policy).
+  config = toy_config.override(["eval_size=256", "eval_num_samples=32"])
   _, eval_ds = data.make_datasets(config)
   results = {}
   for policy in POLICIES:
-    model, _ = workdir_lib.load_trained(workdir, precision=policy)
+    model, _ = workdir_lib.load_trained(toy_run, precision=policy, eval_size=256,
+                                        eval_num_samples=32)
+    assert model.eval_num_samples == 32
     assert model.encoders["x"].compute_dtype == policy.replace("mixed_", "")
     results[policy] = training.evaluate(model, eval_ds)
   for policy, result in results.items():

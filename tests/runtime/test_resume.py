@@ -160,6 +160,25 @@ def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(
   assert os.path.exists(os.path.join(workdir, "export", "3000", "saved_model.pb"))
 
 
+# 60 steps, evaluated at 30 and 60: the runs that are stopped and resumed midway.
+MIDWAY = ["num_steps=60", "checkpoint_every=20", "eval_every=30", "log_every=10"]
+
+
+def _train_without_export(config, workdir):
+  with pytest.MonkeyPatch.context() as patch:
+    skip_export(patch)
+    return training.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def hybrid_uninterrupted(tmp_path_factory):
+  """`(results, workdir)` of L_hybrid trained `MIDWAY` without a stop (no export): what
+  its runs stopped midway must end as."""
+  workdir = str(tmp_path_factory.mktemp("hybrid") / "once")
+  return _train_without_export(make_toy_config().override(["objective=hybrid", *MIDWAY]),
+                               workdir), workdir
+
+
 # Every objective draws its samples from one sampler (objectives.importance_bounds):
 # L_hybrid draws both the experts' samples (those of L_ind and L_MoE) and the PoE's
 # (L_PoE), the IWAE its single encoder's; the other three draw subsets of L_hybrid's.
@@ -167,23 +186,27 @@ def test_killed_runs_resume_to_the_weights_and_metrics_of_an_uninterrupted_run(
 @pytest.mark.usefixtures("no_export")
 @pytest.mark.parametrize("objective", ["hybrid", "iwae"])
 def test_every_sampling_path_resumed_midway_ends_with_the_uninterrupted_weights(
-    objective, toy_config, tmp_path):
-  config = toy_config.override([f"objective={objective}", "num_steps=60",
-                                "checkpoint_every=20", "eval_every=30", "log_every=30"])
-  expected = training.train_and_evaluate(config, str(tmp_path / "once"))
+    objective, toy_config, tmp_path, request):
+  config = toy_config.override([f"objective={objective}", *MIDWAY])
+  if objective == "hybrid":
+    expected, once = request.getfixturevalue("hybrid_uninterrupted")
+  else:
+    once = str(tmp_path / "once")
+    expected = training.train_and_evaluate(config, once)
   training.train_and_evaluate(config.override(["num_steps=40"]), str(tmp_path / "twice"))
   got = training.train_and_evaluate(config, str(tmp_path / "twice"))
   assert got == expected
-  _assert_same_state(str(tmp_path / "twice"), str(tmp_path / "once"))
+  _assert_same_state(str(tmp_path / "twice"), once)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_export")
 def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted(
-    toy_config, tmp_path, monkeypatch):
-  config = toy_config.override(["num_steps=60", "checkpoint_every=50", "eval_every=30",
-                                "log_every=10", "steps_per_call=10"])
-  expected = training.train_and_evaluate(config, str(tmp_path / "once"))
+    hybrid_uninterrupted, toy_config, tmp_path, monkeypatch):
+  # Checkpoints every 50 steps: the one of step 20 is off the grid. (How often a run
+  # checkpoints leaves its training untouched.)
+  expected, once = hybrid_uninterrupted
+  config = toy_config.override(["objective=hybrid", *MIDWAY, "checkpoint_every=50"])
   handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
   train = summaries.RunSummaries.train
 
@@ -200,7 +223,7 @@ def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-20")
   monkeypatch.setattr(summaries.RunSummaries, "train", train)
   assert training.train_and_evaluate(config, workdir) == expected
-  _assert_same_state(workdir, str(tmp_path / "once"))
+  _assert_same_state(workdir, once)
 
 
 @pytest.fixture(scope="module")
