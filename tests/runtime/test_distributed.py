@@ -9,9 +9,11 @@ import types
 import pytest
 import tensorflow as tf
 
+import configs
 from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import training
 
-from conftest import REPO
+from conftest import REPO, skip_export
 
 OVERRIDES = ["num_steps=20", "steps_per_call=10", "log_every=10", "eval_every=20",
              "checkpoint_every=20", "train_size=512", "eval_size=256",
@@ -80,21 +82,24 @@ def _two_workers(workdir, extra=(), logs=None, export=False):
 
 
 @pytest.fixture(scope="module")
-def single_and_mirrored(tmp_path_factory):
-  """The single-device and the mirrored run, started together (one core each)."""
-  procs = {"single": _start(str(tmp_path_factory.mktemp("single")), "none"),
-           "mirrored": _start(str(tmp_path_factory.mktemp("mirrored")), "mirrored",
-                              logical=2)}
-  yield procs
-  for proc in procs.values():  # A test failed before collecting it.
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
+def mirrored_process(tmp_path_factory):
+  """The mirrored run (two logical CPUs: a process of its own), started first."""
+  proc = _start(str(tmp_path_factory.mktemp("mirrored")), "mirrored", logical=2)
+  yield proc
+  if proc.poll() is None:  # A test failed before collecting it.
+    proc.kill()
+    proc.communicate()
 
 
 @pytest.fixture(scope="module")
-def single(single_and_mirrored):
-  return _results(single_and_mirrored["single"])
+def single(mirrored_process, tmp_path_factory):
+  """The single-device run's results, trained in this process (one core) while the
+  mirrored run trains beside it (the other); no export."""
+  del mirrored_process  # started first
+  config = configs.get_config("toy").override(OVERRIDES + ["distribute=none"])
+  with pytest.MonkeyPatch.context() as patch:
+    skip_export(patch)
+    return training.train_and_evaluate(config, str(tmp_path_factory.mktemp("single")))
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +127,8 @@ def test_two_workers_stay_in_sync_and_match_one_worker(single, pair):
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
-    single, single_and_mirrored):
-  mirrored = _results(single_and_mirrored["mirrored"])
+    single, mirrored_process):
+  mirrored = _results(mirrored_process)
   for key in ("bound", "ind", "moe", "poe"):
     assert mirrored[key] == pytest.approx(single[key], abs=0.05 * abs(single[key]))
   assert mirrored["param_norm"] == pytest.approx(single["param_norm"], rel=0.01)
