@@ -1,10 +1,11 @@
 """bin/train end to end: a run, its resume, and its export served from a fresh process.
 
-The first run is started as from a shell (no TF_CPP_MIN_LOG_LEVEL) with a
---dataset_module that writes lines of each kind (tests/console_lines.py): its console
-shows the progress and nothing of TensorFlow's log (the other console cases:
-tests/bin/test_console_output.py). saved_model_cli reads the export here through its
-own functions, in this process (the command itself: tests/runtime/test_export.py).
+The first run is a bin/train process started as from a shell (no TF_CPP_MIN_LOG_LEVEL)
+with a --dataset_module that writes lines of each kind (tests/console_lines.py): its
+console shows the progress and nothing of TensorFlow's log (the other console cases:
+tests/bin/test_console_output.py). The resume runs bin/train's main in this process,
+and saved_model_cli reads the export through its own functions here too (the command
+itself: tests/runtime/test_export.py).
 """
 import contextlib
 import glob
@@ -23,10 +24,10 @@ from msnvi_tf.experiments import curves
 from msnvi_tf.runtime import export as export_lib
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO, run_bin
+from conftest import REPO, run_bin_in_process
 from console_lines import KEPT, LINES_MODULE, env, module_flag, noise
 
-pytestmark = pytest.mark.slow  # bin/train runs in subprocesses
+pytestmark = pytest.mark.slow  # bin/train runs, one of them in a subprocess
 
 SMALL = ["--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=20",
          "--set=checkpoint_every=10", "--set=train_size=512", "--set=eval_size=64",
@@ -35,7 +36,8 @@ SMALL = ["--set=steps_per_call=10", "--set=log_every=10", "--set=eval_every=20",
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """A workdir trained 20 steps (with `LINES_MODULE`, as from a shell), then resumed to 40."""
+  """A workdir trained 20 steps by bin/train (with `LINES_MODULE`, as from a shell), then
+  resumed to 40."""
   tmp = tmp_path_factory.mktemp("toy")
   workdir = str(tmp / "run")
   first = subprocess.run(
@@ -43,8 +45,12 @@ def trained(tmp_path_factory):
        "--num_steps=20", *SMALL, module_flag(tmp, "console_lines", LINES_MODULE)],
       capture_output=True, text=True, cwd=REPO, env=env(), timeout=600)
   assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-  second = run_bin("train", f"--workdir={workdir}", "--num_steps=40", *SMALL)
-  assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+  # The resume: bin/train's main in this process (resumes of bin/train processes:
+  # tests/runtime/test_resume.py).
+  status, stdout, stderr = run_bin_in_process("train", f"--workdir={workdir}",
+                                              "--num_steps=40", *SMALL)
+  assert status == 0, stdout[-2000:] + stderr[-2000:]
+  second = subprocess.CompletedProcess("bin/train", status, stdout, stderr)
   return workdir, first, second
 
 

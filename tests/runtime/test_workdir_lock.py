@@ -8,7 +8,7 @@ import pytest
 
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO
+from conftest import REPO, run_bin_in_process
 
 # The first run's --dataset_module: it trains, then holds the workdir without using the
 # CPU (the second run's start-up needs it) until it is killed.
@@ -53,12 +53,13 @@ def test_a_second_bin_train_stops_at_once_and_a_killed_run_leaves_no_lock(tmp_pa
         break
     with open(os.path.join(workdir, "config.json")) as f:
       config = f.read()
-    second = subprocess.run(train[:-6] + ["--set=learning_rate=0.5"], capture_output=True,
-                            text=True, cwd=REPO, timeout=300)
-    assert second.returncode == 2  # a user's input: another --workdir
-    message = second.stderr.strip().splitlines()[-1]
+    # The second run: bin/train's main in this process (second bin/train processes:
+    # the chaos test of test_resume.py).
+    status, _, stderr = run_bin_in_process("train", *train[2:-6], "--set=learning_rate=0.5")
+    assert status == 2  # a user's input: another --workdir
+    message = stderr.strip().splitlines()[-1]
     assert f"is being written by pid {first.pid} on " in message and "Traceback" not in (
-        second.stderr)
+        stderr)
     with open(os.path.join(workdir, "config.json")) as f:
       assert f.read() == config  # the second run wrote nothing
   finally:
