@@ -150,7 +150,8 @@ def test_pendulum_filter_option_adds_the_latent_filter_report_per_run(tmp_path, 
   monkeypatch.setattr(pendulum.sensors, "run_experiment",
                       lambda workdir, out, faults, *args: calls.append(("sensors", out)) or [])
   monkeypatch.setattr(pendulum.latent_filter, "run_filter_experiment",
-                      lambda workdir, out, **options: calls.append(("filter", out, options)))
+                      lambda workdir, out, **options: calls.append(("filter", out, options))
+                      or {"paths": [os.path.join(out, "results.md")]})
   runs = [config_only_workdir(tmp_path / name, "pendulum") for name in ("a", "b")]
   out = str(tmp_path / "out")
   assert dispatch.evaluate(runs, out, faults=["lag"]) == []

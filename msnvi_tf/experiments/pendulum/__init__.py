@@ -30,8 +30,8 @@ def evaluate(runs, output_dir, faults=None, frames_per_rotation=120, num_samples
   `faults`: of `pendulum_faults.FAULTS` (default: all); `frames_per_rotation`:
   of the 3 rotations; `num_samples`: latent samples of each prediction (Eq. 6).
   With `filter`, also the latent filter's report (`latent_filter`: those faults and
-  every one of `pendulum_faults.UNLISTED_FAULTS`; results.md, the returned path,
-  and `filter_<fault>.png` per sequence) in `<run's output dir>/filter/`.
+  every one of `pendulum_faults.UNLISTED_FAULTS`: `filter_<fault>.png` per
+  sequence and results.md) in `<run's output dir>/filter/`.
   """
   faults = generic.choose("faults", faults, list(pendulum_faults.FAULTS))
   paths = []
@@ -40,10 +40,9 @@ def evaluate(runs, output_dir, faults=None, frames_per_rotation=120, num_samples
     paths += sensors.run_experiment(run.workdir, out, faults, frames_per_rotation,
                                     num_samples, seed)
     if filter:
-      latent_filter.run_filter_experiment(
+      paths += latent_filter.run_filter_experiment(
           run.workdir, os.path.join(out, "filter"), num_samples=num_samples, seed=seed,
-          frames_per_rotation=frames_per_rotation, faults=faults)
-      paths.append(os.path.join(out, "filter", "results.md"))
+          frames_per_rotation=frames_per_rotation, faults=faults)["paths"]
   return paths
 
 

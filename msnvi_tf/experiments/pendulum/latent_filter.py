@@ -4,7 +4,9 @@ For a trained pendulum model (`msnvi_tf.core.filtering`):
   1. fits the latent transition to the per-frame PoE means of `num_fit` healthy
      sequences (random start angles, their own noise);
   2. calibrates the thresholds of the prediction conflict on `num_calibration`
-     further healthy sequences at `target_rate` (frames with any alarm);
+     further healthy sequences at `target_rate` (frames with any alarm) --
+     steps 1 and 2 are `filtering.fit_filter`, as training's stored filter
+     (`training.calibrate_filter`), here on sequences of the experiment's seed;
   3. on the Fig. 5 sequence of every fault of `pendulum_faults.FAULTS` and of
      `pendulum_faults.UNLISTED_FAULTS` (faults the filter and its thresholds
      were never tuned on; camera 0 fails after 2 of 3 rotations; the sequences
@@ -129,18 +131,11 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
   PNG of every sequence) and returns the numbers."""
   model, config = workdir_lib.load_trained(workdir)
   name = workdir_lib.run_name(workdir)
-  fit = [_healthy(model, config, seed, frames_per_rotation, i) for i in range(num_fit)]
-  transition = filtering.fit_transition(
-      [_poe(loc, scale)[0].numpy() for _, loc, scale in fit])
-  conflicts = []  # [2, M, frames] of the plain filter on healthy sequences
-  for i in range(num_calibration):
-    _, loc, scale = _healthy(model, config, seed, frames_per_rotation, num_fit + i)
-    _, (pred_loc, pred_cov) = filtering.filter_sequence(loc, scale, transition)
-    conflicts.append(filtering.prediction_conflict(
-        pred_loc[1:, 0], pred_cov[1:, 0], _sources_first(loc[1:]),
-        _sources_first(scale[1:])).numpy())  # [2, M, T - 1]
-  thresholds = filtering.calibrate_prediction_thresholds(
-      np.concatenate(conflicts, -1), target_rate)
+  fitted = filtering.fit_filter(
+      [_healthy(model, config, seed, frames_per_rotation, i)[1:] for i in range(num_fit)],
+      [_healthy(model, config, seed, frames_per_rotation, num_fit + i)[1:]
+       for i in range(num_calibration)], target_rate)
+  transition, thresholds = fitted.transition, fitted.thresholds
   rows, healthy_alarms = {}, []
   for i in range(num_healthy):
     _, loc, scale = _healthy(model, config, seed, frames_per_rotation,
