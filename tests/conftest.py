@@ -2,8 +2,10 @@
 
 TensorFlow quiet and on the CPU, the float32 policy and a fixed seed for every test;
 configs of each data set small enough for unit tests; one toy run trained per test
-worker (`toy_run`); the bin/ scripts in a subprocess (`run_bin`); PNG checks. The
-markers (`slow`, `smoke`) are declared in pytest.ini; files with slow tests run first.
+worker (`toy_run`); the bin/ scripts in a subprocess (`run_bin`), or their `main` in
+this process (`run_bin_in_process`: a process start, TensorFlow's import, saved); PNG
+checks. The markers (`slow`, `smoke`) are declared in pytest.ini; files with slow tests
+run first.
 """
 import os
 import shutil
