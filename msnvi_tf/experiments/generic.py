@@ -77,7 +77,7 @@ def generic_evaluation(runs, output_dir, num_samples=None, eval_size=0,
         run.workdir, precision="float32", eval_batch_size=eval_batch_size or
         run.config.eval_batch_size, eval_num_samples=num_samples or
         run.config.eval_num_samples, **overrides)
-    metrics = training.evaluate(model, data_lib.test_batches(config))
+    metrics = training.evaluate_bounds(model, data_lib.test_batches(config))
     results.append({"label": run.label or workdir_lib.run_name(run.workdir),
                     "workdir": workdir_lib.run_name(run.workdir), "step": model.trained_steps,
                     "dataset": config.dataset, "objective": config.objective,

@@ -16,7 +16,7 @@ AMSGrad and non-TensorFlow backends use Keras' own update.
 import keras
 import tensorflow as tf
 
-__all__ = ["Adam", "learning_rate", "SCHEDULES"]
+__all__ = ["Adam", "learning_rate", "compile_model", "SCHEDULES"]
 
 SCHEDULES = ("constant", "warmup_cosine")
 
@@ -67,3 +67,14 @@ def learning_rate(config):
         alpha=config.final_lr_fraction, warmup_target=config.learning_rate,
         warmup_steps=config.warmup_steps)
   raise ValueError(f"Unknown lr_schedule {kind!r}; choose one of {list(SCHEDULES)}.")
+
+
+def compile_model(model, config):
+  """Compiles `model` with Adam (App. H) at `config`'s learning rate; returns it.
+
+  Also builds the optimizer's slots, so a checkpoint restores into them.
+  """
+  model.compile(optimizer=Adam(learning_rate(config), beta_1=config.beta1,
+                               beta_2=config.beta2))
+  model.optimizer.build(model.trainable_variables)
+  return model

@@ -29,22 +29,24 @@ import logging
 import keras
 import tensorflow as tf
 
+from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf import registry
 from msnvi_tf.core import objectives
 from msnvi_tf.runtime import config as config_lib
 from msnvi_tf.runtime import hardware
+from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import summaries as summaries_lib
 from msnvi_tf.runtime import workdir as workdir_lib
 from msnvi_tf.runtime.config import Config
 
-__all__ = ["train_and_evaluate", "evaluate", "check_divergence", "Interrupted",
+__all__ = ["train_and_evaluate", "evaluate_bounds", "check_divergence", "Interrupted",
            "log_to_stdout", "format_time", "calibrate_filter", "FILTER_SEQUENCES"]
 
 log = hardware.log
 
 
-def evaluate(model, dataset, test_fn=None, strategy=None) -> Dict[str, float]:
+def evaluate_bounds(model, dataset, test_fn=None, strategy=None) -> Dict[str, float]:
   """Mean of `test_step` metrics over one pass of `dataset` (on every replica).
 
   The model's evaluation noise restarts from its seed, so the result depends on
@@ -220,11 +222,11 @@ class _Loop:
 
     self.train_chunk = train_chunk
 
-  def evaluate(self):
+  def evaluate_bounds(self):
     """The test bounds; with masked test batches also `missing_<bound>` on those."""
-    results = evaluate(self.model, self.eval_ds, self.test_fn, self.strategy)
+    results = evaluate_bounds(self.model, self.eval_ds, self.test_fn, self.strategy)
     if self.missing_eval_ds is not None:
-      missing = evaluate(self.model, self.missing_eval_ds, self.test_fn, self.strategy)
+      missing = evaluate_bounds(self.model, self.missing_eval_ds, self.test_fn, self.strategy)
       results.update({f"missing_{k}": missing[k]
                       for k in ("bound",) + objectives.INTEGRATED_BOUNDS})
     return results
@@ -267,7 +269,7 @@ class _Loop:
     intervals = (config.log_every, config.eval_every, config.checkpoint_every)
     current = int(step.numpy())
     if current == 0:
-      initial = self.evaluate()
+      initial = self.evaluate_bounds()
       # Not in TensorBoard: tens to hundreds of nats below, it would flatten the curves.
       self._log_eval(initial, 0, summary=False)
       initial_bound.assign(initial["bound"])
@@ -284,7 +286,7 @@ class _Loop:
       if current % config.log_every == 0 or current == total:
         self._log_progress(logs, current, clock)
       if current % config.eval_every == 0 or current == total:
-        results = self.evaluate()
+        results = self.evaluate_bounds()
         self._log_eval(results, current)
         check(results["bound"], current, "eval bound")
       stopping = stop.signum is not None and current < total
@@ -439,7 +441,7 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run=None)
       workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
   keras.utils.set_random_seed(config.seed)
   with hardware.policy(policy), strategy.scope():
-    model = workdir_lib.build_model(config)
+    model = optimizers.compile_model(architectures.build_model(config), config)
     step = tf.Variable(0, dtype=tf.int64, name="step")
     initial_bound = tf.Variable(math.nan, dtype=tf.float32, name="initial_bound")
   checkpoint = workdir_lib.checkpoint(model, step, initial_bound)
@@ -475,7 +477,7 @@ def _train_and_evaluate(config, workdir, strategy, policy, jit, chief, run=None)
   t_start = time.time()
   with _StopOnSignal(enabled=hardware.num_workers(strategy) == 1) as stop:
     # None: nothing left to train.
-    results = loop.run(step, manager, stop, initial_bound) or loop.evaluate()
+    results = loop.run(step, manager, stop, initial_bound) or loop.evaluate_bounds()
   results["step"] = int(step.numpy())
   # Identical on every worker when replicas stay in sync.
   results["param_norm"] = _param_norm(model)

@@ -58,7 +58,7 @@ from msnvi_tf.runtime.config import Config
 
 __all__ = ["runtime_fields", "NUMERICS_FIELDS", "WorkdirBusy", "lock", "prepare",
            "resolve_numerics", "write_config", "log_run", "machine", "code_version",
-           "build_model", "checkpoint", "restore", "clean_interrupted", "write_json",
+           "checkpoint", "restore", "clean_interrupted", "write_json",
            "export_once", "load_config", "load_trained"]
 
 # Runtime fields that change the numbers: fixed at the first start (config.json
@@ -253,15 +253,6 @@ def log_run(workdir: str, event: str, **fields):
       f.write(json.dumps(record) + "\n")
   except OSError as e:  # a log line is not worth failing a run
     log.warning("Could not append to %s/runs.jsonl: %s", workdir, e)
-
-
-def build_model(config: Config):
-  """Model with a compiled and built Adam optimizer (Adam as in App. H)."""
-  model = architectures.build_model(config)
-  model.compile(optimizer=optimizers.Adam(
-      optimizers.learning_rate(config), beta_1=config.beta1, beta_2=config.beta2))
-  model.optimizer.build(model.trainable_variables)
-  return model
 
 
 def checkpoint(model, step, initial_bound=None):
@@ -459,7 +450,7 @@ def load_trained(workdir: str, *, trust_workdir: bool = False, **overrides):
         "model; train a new workdir instead.")
   config.update(overrides)
   with hardware.policy(config.precision):
-    model = build_model(config)
+    model = optimizers.compile_model(architectures.build_model(config), config)
   step = tf.Variable(0, dtype=tf.int64)
   path = restore(checkpoint(model, step), workdir)
   if path is None:

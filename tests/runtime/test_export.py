@@ -21,6 +21,7 @@ from msnvi_tf.core import robust
 from msnvi_tf.data import mnist
 from msnvi_tf.data import toy
 from msnvi_tf.runtime import export as export_lib
+from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import workdir as workdir_lib
 
 from conftest import make_mnist_config, make_toy_config
@@ -91,7 +92,7 @@ def model():
   """A toy model trained 400 steps (fast learning rate): x = 0.7 has y = +-0.7; with a
   latent filter fitted on toy sequences."""
   config = make_toy_config().override(["learning_rate=5e-3", "train_size=4096"])
-  model = workdir_lib.build_model(config)
+  model = optimizers.compile_model(architectures.build_model(config), config)
   train, evaluation = toy.make_datasets(config)
   model.fit(train, steps_per_epoch=400, epochs=1, verbose=0, shuffle=False)
   model.calibrate_conflict(evaluation)
@@ -262,7 +263,8 @@ def test_training_step_uses_fused_kernels_but_the_export_has_no_xla(tmp_path):
 
 def test_an_export_that_fails_or_is_interrupted_leaves_nothing_half_written(
     tmp_path, monkeypatch):
-  model = workdir_lib.build_model(make_toy_config())
+  config = make_toy_config()
+  model = optimizers.compile_model(architectures.build_model(config), config)
   # What is saved does not matter here: nothing is traced (seconds per export).
   monkeypatch.setattr(export_lib, "_SavedRoot", lambda module, contract_path: None)
   monkeypatch.setattr(export_lib.ServingModule, "signatures", lambda self: {})

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from msnvi_tf import architectures
 from msnvi_tf import registry
 from msnvi_tf.core import filtering
 from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
 from msnvi_tf.runtime import export as export_lib
+from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
@@ -47,7 +49,7 @@ def _filter_values(model):
 
 def test_the_filter_survives_saving_and_loading_the_workdir(tmp_path):
   config = make_toy_config()
-  model = workdir_lib.build_model(config)
+  model = optimizers.compile_model(architectures.build_model(config), config)
   assert model.transition is None  # none until fitted
   model.calibrate_filter(toy_sequences(config, 3, 0), toy_sequences(config, 3, 3))
   assert model.transition is not None
@@ -64,7 +66,7 @@ def test_the_filter_survives_saving_and_loading_the_workdir(tmp_path):
 def test_a_checkpoint_from_before_the_filter_loads_and_exports_without_filter_step(
     tmp_path):
   config = make_toy_config()
-  old = workdir_lib.build_model(config)
+  old = optimizers.compile_model(architectures.build_model(config), config)
   for name in FILTER_VARIABLES:  # what a checkpoint written before them holds
     delattr(old, name)
   _save(old, str(tmp_path / "old"), config)
@@ -107,7 +109,8 @@ def test_training_fits_the_filter_of_a_data_set_with_sequences_into_the_last_che
 
 def test_filter_step_weights_are_the_smaller_of_prediction_and_per_frame_robust_weights():
   # Three cameras (with two sources the per-frame robust weights are always 1).
-  model = workdir_lib.build_model(make_pendulum_config())
+  config = make_pendulum_config()
+  model = optimizers.compile_model(architectures.build_model(config), config)
   batch, _ = pendulum.make_sequence(pendulum.Rig.from_config(make_pendulum_config()), 6, 3)
   x = {s: tf.constant(batch[s]) for s in model.sources}
   model.transition_matrix.assign([[0.9, -0.4], [0.4, 0.9]])

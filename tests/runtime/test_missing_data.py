@@ -7,8 +7,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import copy_of, make_toy_config
+from msnvi_tf import architectures
 from msnvi_tf import data as data_lib
 from msnvi_tf.runtime import config as config_lib
+from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
@@ -82,7 +84,8 @@ def test_iwae_on_masked_data_and_bad_missing_fields_are_refused():
 
 @pytest.fixture(scope="module")
 def toy_model():
-  return workdir_lib.build_model(make_toy_config())
+  config = make_toy_config()
+  return optimizers.compile_model(architectures.build_model(config), config)
 
 
 def _weights(model, prefix):
@@ -156,7 +159,7 @@ def test_every_built_in_data_set_hides_its_sources_and_only_those(name):
             "shapes": conftest.make_shapes_config}.get(
                 name, lambda: conftest.make_mnist_config(name))()
   config = config.override(["missing_rate=0.5"])
-  model = workdir_lib.build_model(config)
+  model = optimizers.compile_model(architectures.build_model(config), config)
   train, test = data_lib.make_datasets(config)
   for batch in (next(iter(train)), next(iter(test))):
     assert sorted(batch[data_lib.PRESENT]) == sorted(model.sources), name

@@ -103,7 +103,7 @@ def test_same_weights_give_close_bounds_under_every_policy(toy_run, toy_config):
                                         eval_num_samples=32)
     assert model.eval_num_samples == 32
     assert model.encoders["x"].compute_dtype == policy.replace("mixed_", "")
-    results[policy] = training.evaluate(model, eval_ds)
+    results[policy] = training.evaluate_bounds(model, eval_ds)
   for policy, result in results.items():
     for key in ("ind", "moe", "poe"):
       # Same weights and latent noise: only the networks' rounding differs

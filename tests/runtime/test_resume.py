@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from msnvi_tf import architectures
+from msnvi_tf.runtime import optimizers
 from msnvi_tf.runtime import summaries
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
@@ -279,7 +281,7 @@ def test_checkpoint_of_another_model_is_refused_and_left_in_place(
   workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
   # Same config.json, other weights' shapes: as if the code had changed.
   other = toy_config.override(["num_steps=30", "hidden=(8, 8)"])
-  model = workdir_lib.build_model(other)  # pylint: disable=protected-access
+  model = optimizers.compile_model(architectures.build_model(other), other)
   checkpoint = workdir_lib.checkpoint(model, tf.Variable(0, dtype=tf.int64))  # pylint: disable=protected-access
   with pytest.raises(RuntimeError, match="could not be restored.*Nothing was deleted"):
     workdir_lib.restore(checkpoint, workdir)  # pylint: disable=protected-access

@@ -169,7 +169,7 @@ def evaluate_workdir(workdir: str, num_samples: int = 16, eval_size: int = 0,
 
 def _bound_entries(workdir, config, model, eval_ds) -> Dict:
   """`evaluate_workdir`'s entries naming the model and its three bounds on `eval_ds`."""
-  metrics = training.evaluate(model, eval_ds)
+  metrics = training.evaluate_bounds(model, eval_ds)
   return {"workdir": workdir_lib.run_name(workdir), "dataset": config.dataset,
           "column": column_of(config), "objective": config.objective,
           "step": model.trained_steps, "num_samples": config.eval_num_samples,
