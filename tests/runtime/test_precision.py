@@ -1,4 +1,5 @@
 """Mixed precision and XLA: choice per machine, and every policy trains to close bounds."""
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from msnvi_tf.runtime import hardware
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO, make_mnist_config, skip_export
+from conftest import REPO, make_mnist_config
 
 
 def test_auto_precision_follows_the_hardware():
@@ -80,21 +81,23 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 @pytest.mark.slow
 def test_every_policy_trains_a_few_steps_to_finite_bounds_and_exports(
-    toy_config, tmp_path, monkeypatch):
-  for policy in POLICIES:
+    toy_run, toy_config, tmp_path):
+  # float32: toy_run (toy_config, whose precision is float32, trained 20 steps).
+  with open(os.path.join(toy_run, "config.json")) as f:
+    assert json.load(f)["precision"] == "float32"
+  with open(os.path.join(toy_run, "metrics.json")) as f:
+    results = {"float32": json.load(f)}
+  for policy in POLICIES[1:]:
     config = toy_config.override([f"precision={policy}", "num_steps=20"])
-    with monkeypatch.context() as patch:
-      if policy == "float32":  # the float32 export: every other test's
-        skip_export(patch)
-      result = training.train_and_evaluate(config, str(tmp_path / policy))
+    results[policy] = training.train_and_evaluate(config, str(tmp_path / policy))
+    assert os.path.exists(tmp_path / policy / "export" / "20" / "saved_model.pb"), policy
+  for policy, result in results.items():
+    assert result["step"] == 20, policy
     assert all(np.isfinite(result[k]) for k in ("bound", "ind", "moe", "poe")), policy
-    if policy != "float32":
-      assert os.path.exists(tmp_path / policy / "export" / "20" / "saved_model.pb"), policy
 
 
 def test_same_weights_give_close_bounds_under_every_policy(toy_run, toy_config):
-  # toy_run: toy_config trained (its precision whatever "auto" chose; the weights are
-  # float32 variables under every policy).
+  # toy_run: toy_config (float32) trained 20 steps.
   config = toy_config.override(["eval_size=256", "eval_num_samples=32"])
   _, eval_ds = data.make_datasets(config)
   results = {}
