@@ -2,7 +2,6 @@
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from msnvi_tf.runtime import summaries
 from msnvi_tf.runtime import training
 from msnvi_tf.runtime import workdir as workdir_lib
 
-from conftest import REPO, make_toy_config, skip_export
+from conftest import REPO, copy_of, make_toy_config, skip_export
 
 # A toy run short enough to kill a few times (a few seconds of training).
 RUN = ["--dataset=toy", "--num_steps=3000", "--seed=7", "--set=steps_per_call=100",
@@ -228,59 +227,49 @@ def test_ctrl_c_checkpoints_the_step_reached_and_the_rerun_ends_as_uninterrupted
   _assert_same_state(workdir, once)
 
 
-@pytest.fixture(scope="module")
-def some_checkpoints(tmp_path_factory):
-  """A toy run's workdir with ckpt-10, ckpt-20 and ckpt-30; tests damage copies of it."""
-  workdir = str(tmp_path_factory.mktemp("some_checkpoints") / "run")
-  with pytest.MonkeyPatch.context() as patch:
-    skip_export(patch)
-    training.train_and_evaluate(make_toy_config().override(["num_steps=30"]), workdir)
-  return workdir
-
-
-def _copy_of_some_checkpoints(some_checkpoints, tmp_path):
-  workdir = str(tmp_path / "run")
-  shutil.copytree(some_checkpoints, workdir)
+def _copy_of_toy_run(toy_run, tmp_path):
+  """A copy of `toy_run` (ckpt-10 and ckpt-20) and its checkpoints' index files; tests
+  damage the copy."""
+  workdir = copy_of(toy_run, tmp_path)
   return workdir, sorted(glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")))
 
 
 @pytest.mark.usefixtures("no_export")
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
-    some_checkpoints, toy_config, tmp_path, caplog):
-  workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
-  assert [os.path.basename(p) for p in indexes] == [
-      "ckpt-10.index", "ckpt-20.index", "ckpt-30.index"]
+    toy_run, toy_config, tmp_path, caplog):
+  workdir, indexes = _copy_of_toy_run(toy_run, tmp_path)
+  assert [os.path.basename(p) for p in indexes] == ["ckpt-10.index", "ckpt-20.index"]
   newest = indexes[-1][:-len(".index")]
   for data in glob.glob(newest + ".data-*"):
     with open(data, "r+b") as f:
       f.truncate(os.path.getsize(data) // 3)
   with caplog.at_level("WARNING", logger="msnvi_tf"):
-    results = training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
-  assert "ckpt-30 is damaged" in caplog.text and "Resuming from" in caplog.text
-  assert "ckpt-20" in caplog.text and results["step"] == 30
-  # Retrained from step 20: the rewritten ckpt-30 is readable again.
+    results = training.train_and_evaluate(toy_config, workdir)  # 20 steps
+  assert "ckpt-20 is damaged" in caplog.text and "Resuming from" in caplog.text
+  assert "ckpt-10" in caplog.text and results["step"] == 20
+  # Retrained from step 10: the rewritten ckpt-20 is readable again.
   checkpoint = tf.train.load_checkpoint(newest)
-  assert checkpoint.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 30
+  assert checkpoint.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 20
 
 
 @pytest.mark.usefixtures("no_export")
 def test_missing_newest_checkpoint_files_fall_back_and_keep_the_others(
-    some_checkpoints, toy_config, tmp_path, caplog):
-  workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
+    toy_run, toy_config, tmp_path, caplog):
+  workdir, indexes = _copy_of_toy_run(toy_run, tmp_path)
   for path in glob.glob(indexes[-1][:-len(".index")] + ".data-*"):
     os.remove(path)
   with caplog.at_level("WARNING", logger="msnvi_tf"):
-    training.train_and_evaluate(toy_config.override(["num_steps=40"]), workdir)
-  assert "ckpt-30 is damaged" in caplog.text
+    training.train_and_evaluate(toy_config.override(["num_steps=30"]), workdir)
+  assert "ckpt-20 is damaged" in caplog.text
   assert "Resumed from" in caplog.text or "Resuming from" in caplog.text
-  assert os.path.exists(indexes[1])  # ckpt-20 is still there
+  assert os.path.exists(indexes[0])  # ckpt-10 is still there
 
 
 def test_checkpoint_of_another_model_is_refused_and_left_in_place(
-    some_checkpoints, toy_config, tmp_path):
-  workdir, indexes = _copy_of_some_checkpoints(some_checkpoints, tmp_path)
+    toy_run, toy_config, tmp_path):
+  workdir, indexes = _copy_of_toy_run(toy_run, tmp_path)
   # Same config.json, other weights' shapes: as if the code had changed.
-  other = toy_config.override(["num_steps=30", "hidden=(8, 8)"])
+  other = toy_config.override(["hidden=(8, 8)"])
   model = optimizers.compile_model(architectures.build_model(other), other)
   checkpoint = workdir_lib.checkpoint(model, tf.Variable(0, dtype=tf.int64))  # pylint: disable=protected-access
   with pytest.raises(RuntimeError, match="could not be restored.*Nothing was deleted"):
