@@ -11,7 +11,7 @@ from msnvi_tf.runtime import workdir as workdir_lib
 from conftest import REPO, run_bin_in_process
 
 # The first run's --dataset_module: it trains, then holds the workdir without using the
-# CPU (the second run's start-up needs it) until it is killed.
+# CPU until it is killed.
 PAUSE_AFTER_STEP_10 = '''
 """Training pauses once the progress of step 10 is out, at the next progress write."""
 import time
