@@ -41,7 +41,7 @@ from msnvi_tf.core import integration
 __all__ = ["Transition", "fit_transition", "predict", "update", "filter_sequence",
            "smooth", "prediction_conflict", "prediction_weights", "prediction_health",
            "robust_filter_sequence", "robust_filter_step",
-           "calibrate_prediction_thresholds", "FilterFit", "fit_filter"]
+           "calibrate_prediction_thresholds", "FilterFit", "fit_filter", "frame_poe"]
 
 
 class Transition(NamedTuple):
@@ -450,6 +450,23 @@ class FilterFit(NamedTuple):
   num_calibration_frames: int
 
 
+def frame_poe(loc, scale, present=None) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The PoE (Eq. 3) of each frame's present sources, no filtering.
+
+  Args:
+    loc, scale: `[T, M, B, Dz]` beliefs of T frames.
+    present: optional `[T, M, B]` presence mask (default: every source).
+
+  Returns:
+    `(loc, scale)`, each `[T, B, Dz]`.
+  """
+  loc = tf.convert_to_tensor(loc, tf.float32)
+  scale = tf.convert_to_tensor(scale, tf.float32)
+  frames = [integration.poe_stacked(loc[t], scale[t], None if present is None else present[t])
+            for t in range(loc.shape[0])]
+  return tf.stack([l for l, _ in frames]), tf.stack([s for _, s in frames])
+
+
 def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[Tuple],
                target_rate: float = calibration.FALSE_ALARM_RATE) -> FilterFit:
   """The robust filter of a model from the beliefs of healthy sequences.
@@ -478,8 +495,7 @@ def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[T
   for loc, scale in fit_sequences:
     loc = tf.convert_to_tensor(loc, tf.float32)
     scale = tf.convert_to_tensor(scale, tf.float32)
-    poe = tf.stack([integration.poe_stacked(loc[t], scale[t])[0]
-                    for t in range(loc.shape[0])]).numpy()  # [T, B, Dz]
+    poe = frame_poe(loc, scale)[0].numpy()  # [T, B, Dz]
     means += [poe[:, b] for b in range(poe.shape[1])]
   transition = fit_transition(means)
   conflicts = []  # [2, M, frames]

@@ -43,7 +43,6 @@ import numpy as np
 import tensorflow as tf
 
 from msnvi_tf.core import filtering
-from msnvi_tf.core import integration
 from msnvi_tf.core import robust
 from msnvi_tf.data import pendulum
 from msnvi_tf.data import pendulum_faults
@@ -102,10 +101,9 @@ def _rmse(prediction, truth, frames):
 
 def _poe(loc, scale, present=None):
   """Per-frame PoE `(loc [T, Dz], cov [T, Dz, Dz])` of `[T, M, 1, Dz]` beliefs."""
-  mask = None if present is None else present[..., None]  # [T, M, 1]
-  loc_star, scale_star = zip(*[integration.poe_stacked(
-      loc[t], scale[t], None if mask is None else mask[t]) for t in range(loc.shape[0])])
-  return tf.concat(loc_star, 0), tf.linalg.diag(tf.square(tf.concat(scale_star, 0)))
+  loc_star, scale_star = filtering.frame_poe(
+      loc, scale, None if present is None else present[..., None])  # [T, 1, Dz]
+  return loc_star[:, 0], tf.linalg.diag(tf.square(scale_star[:, 0]))
 
 
 def _camera_dropout_masks(num_frames, num_sources, rate, rng):
