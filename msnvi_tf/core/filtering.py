@@ -26,6 +26,20 @@ sequences in one call (what training stores with a model of a data set with
 sequences, `MultiSourceVAE.calibrate_filter`). `robust_filter_step` is one
 frame of `robust_filter_sequence` for streams (the export's `filter_step`).
 
+Faults that stay plausible frame by frame (a lagging camera, a slightly moved
+one) bias a source the same way over many frames. The trend test sees them:
+each source's innovation against the prediction updated by the *other*
+sources' weighted messages, whitened, averaged exponentially over frames,
+
+  r_m(t)   = mu_m - mu_{-m},   S_m = P_{-m} + diag(sigma_m^2),   e_m = chol(S_m)^-1 r_m
+  d_m(t)   = (1 - alpha) d_m(t-1) + alpha e_m(t)                       (`TREND_RATE`)
+  g_m(t)   = |d_m(t)|^2 (2 - alpha) / alpha                             (`trend_scores`)
+
+(g is about chi^2 with Dz degrees of freedom for white healthy innovations),
+mutes source m by the weights of (R4) on g_m / tau_m once it passes its
+threshold tau_m, calibrated on healthy sequences like the prediction
+conflict's (`fit_filter`). A source absent on a frame keeps its d_m.
+
 Shapes: T frames, M sources, B sequences, Dz latent dimensions.
 """
 import math
@@ -41,7 +55,10 @@ from msnvi_tf.core import integration
 __all__ = ["Transition", "fit_transition", "predict", "update", "filter_sequence",
            "smooth", "prediction_conflict", "prediction_weights", "prediction_health",
            "robust_filter_sequence", "robust_filter_step",
-           "calibrate_prediction_thresholds", "FilterFit", "fit_filter", "frame_poe"]
+           "calibrate_prediction_thresholds", "FilterFit", "fit_filter", "frame_poe",
+           "TREND_RATE", "trend_innovations", "trend_update", "trend_scores"]
+
+TREND_RATE = 0.2  # alpha of the trend test (module docstring): about 10 frames' memory.
 
 
 class Transition(NamedTuple):
@@ -271,7 +288,11 @@ def prediction_weights(conflicts, thresholds, present=None, sharpness: float = 2
     `{"score": [M, B], "weight": [M, B], "alarm": [M, B] bool}`.
   """
   thresholds = tf.cast(thresholds, tf.float32)[..., None]  # [2, M, 1]
-  score = tf.reduce_max(conflicts / thresholds, 0)  # [M, B]
+  return _score_weights(tf.reduce_max(conflicts / thresholds, 0), present, sharpness)
+
+
+def _score_weights(score, present=None, sharpness: float = 2.):
+  """(R4)-(R5) weights and alarms of scores `[M, B]` in units of their thresholds."""
   present = tf.ones_like(score) if present is None else tf.cast(present, tf.float32)
   score = tf.where(present > 0., score, 0.)
   lowest = tf.reduce_min(tf.where(present > 0., score, math.inf), 0)  # [B]
@@ -279,6 +300,66 @@ def prediction_weights(conflicts, thresholds, present=None, sharpness: float = 2
   weight = tf.minimum(1., tf.math.divide_no_nan(reference, score)) ** sharpness
   weight = tf.where(score <= reference, 1., weight) * present
   return {"score": score, "weight": weight, "alarm": (score > 1.) & (present > 0.)}
+
+
+def trend_innovations(loc, cov, source_loc, source_scale, weights=None):
+  """Each source's whitened innovation against the prediction updated by the others.
+
+    N(mu_{-m}, P_{-m}) = `update`(N(loc, cov), every source but m, weights),
+    e_m = chol(P_{-m} + diag(sigma_m^2))^-1 (mu_m - mu_{-m})
+  (module docstring); e_m is N(0, I) where source m and the others agree with
+  the prediction as the model expects.
+
+  Args:
+    loc: `[B, Dz]`; cov: `[B, Dz, Dz]` the predicted belief.
+    source_loc, source_scale: `[M, B, Dz]` the sources' beliefs.
+    weights: optional `[M, B]` message weights of the others' update.
+
+  Returns:
+    `[M, B, Dz]` innovations.
+  """
+  source_loc = tf.convert_to_tensor(source_loc, tf.float32)
+  source_scale = tf.convert_to_tensor(source_scale, tf.float32)
+  num_sources = source_loc.shape[0]
+  weights = (tf.ones(tf.shape(source_loc)[:2]) if weights is None
+             else tf.cast(weights, tf.float32))  # [M, B]
+  # Row m of the M B rows below: source m's others (weight 0 for m itself).
+  others = 1. - tf.eye(num_sources)  # [m, j]
+  loo_weights = tf.reshape(tf.transpose(others[:, :, None] * weights[None], [1, 0, 2]),
+                           [num_sources, -1])  # [j, M B]
+  tile = lambda v, axis: tf.concat([v] * num_sources, axis)
+  loo_loc, loo_cov = update(tile(loc, 0), tile(cov, 0), tile(source_loc, 1),
+                            tile(source_scale, 1), loo_weights)  # [M B, Dz], [M B, Dz, Dz]
+  residual = source_loc - tf.reshape(loo_loc, tf.shape(source_loc))  # [M, B, Dz]
+  spread = (tf.reshape(loo_cov, tf.concat([tf.shape(source_loc), tf.shape(loc)[-1:]], 0))
+            + tf.linalg.diag(tf.square(source_scale)))  # [M, B, Dz, Dz]
+  return tf.linalg.triangular_solve(tf.linalg.cholesky(_symmetric(spread)),
+                                    residual[..., None])[..., 0]
+
+
+def trend_update(trend, innovations, present=None, rate: float = TREND_RATE):
+  """d_m(t) = (1 - rate) d_m(t-1) + rate e_m(t) where source m is present, else d_m(t-1).
+
+  Args:
+    trend: `[M, B, Dz]` d(t-1).
+    innovations: `[M, B, Dz]` e(t) (`trend_innovations`).
+    present: optional `[M, B]` presence.
+    rate: alpha.
+
+  Returns:
+    `[M, B, Dz]` d(t).
+  """
+  new = (1. - rate) * trend + rate * innovations
+  if present is None:
+    return new
+  return tf.where(tf.cast(present, tf.bool)[..., None], new, trend)
+
+
+def trend_scores(trend, thresholds, rate: float = TREND_RATE):
+  """g_m / tau_m `[M, B]` of trends `[M, B, Dz]` (module docstring); 0 where tau_m = 0
+  (an uncalibrated test: no score, no weight, no alarm)."""
+  statistic = tf.reduce_sum(tf.square(trend), -1) * (2. - rate) / rate  # [M, B]
+  return tf.math.divide_no_nan(statistic, tf.cast(thresholds, tf.float32)[:, None])
 
 
 def prediction_health(loc, cov, source_loc, source_scale, thresholds, present=None,
@@ -320,9 +401,31 @@ def prediction_health(loc, cov, source_loc, source_scale, thresholds, present=No
   return frame
 
 
+def _with_trend(health, trend, loc, cov, source_loc, source_scale, trend_thresholds,
+                present, sharpness, start):
+  """`health` of `prediction_health` with the trend test: the new trend `[M, B, Dz]`
+  (zero where `start`: a stream's first frame has no prediction) under "trend", its
+  scores under "trend_score", weights the smaller, alarms either. Each source's
+  innovation is against the others weighted by `health`, leaving out those in the
+  trend test's alarm on the previous frame (so a biased source, even half muted,
+  does not make the others look biased)."""
+  flagged = trend_scores(trend, trend_thresholds) > 1.  # [M, B]
+  innovations = trend_innovations(loc, cov, source_loc, source_scale,
+                                  tf.where(flagged, 0., health["weight"]))
+  trend = trend_update(trend, innovations, present)  # [M, B, Dz]
+  if start is True:
+    trend = tf.zeros_like(trend)
+  elif start is not False:
+    trend = tf.where(tf.cast(start, tf.bool)[:, None], 0., trend)
+  test = _score_weights(trend_scores(trend, trend_thresholds), present, sharpness)
+  return {"score": health["score"], "weight": tf.minimum(health["weight"], test["weight"]),
+          "alarm": health["alarm"] | test["alarm"], "trend_score": test["score"],
+          "trend": trend}
+
+
 def robust_filter_step(loc, cov, source_loc, source_scale, transition: Transition,
                        thresholds, present=None, sharpness: float = 2.,
-                       frame_weights=None, start=None):
+                       frame_weights=None, start=None, trend=None, trend_thresholds=None):
   """One frame of `robust_filter_sequence` for B streams: predict, weigh, update.
 
   Streaming T frames through it, the filtered belief of each frame the state
@@ -340,10 +443,15 @@ def robust_filter_step(loc, cov, source_loc, source_scale, transition: Transitio
     frame_weights: optional `[M, B]` weights in [0, 1] from the frame alone.
     start: optional `[B]` bool: streams at their first frame; their prediction
       is the prior N(0, I) and their sources get no prediction-conflict weight.
+    trend: optional `[M, B, Dz]` the trend test's d of the previous frame
+      (module docstring; zeros where a stream starts).
+    trend_thresholds: optional `[M]` tau of the trend test (0: no test for
+      that source); None: no trend test.
 
   Returns:
     `(filtered, predicted, health)`: `(loc [B, Dz], cov [B, Dz, Dz])` each, and
-    `prediction_health`'s dict `[M, B]`. A stream without a message (no source
+    `prediction_health`'s dict `[M, B]`, with `trend_thresholds` also the
+    trend test's "trend_score" `[M, B]` and the new "trend" `[M, B, Dz]`. A stream without a message (no source
     present, or every weight 0) is its prediction, exactly
     (`robust_filter_sequence` updates it by no message, which rounds it).
   """
@@ -361,6 +469,11 @@ def robust_filter_step(loc, cov, source_loc, source_scale, transition: Transitio
   # A starting row's conflicts with the prior (0 / 0) are replaced by `prediction_health`.
   health = prediction_health(pred_loc, pred_cov, source_loc, source_scale, thresholds,
                              present, sharpness, frame_weights, start)
+  if trend_thresholds is not None:
+    trend = tf.zeros_like(source_loc) if trend is None else tf.convert_to_tensor(
+        trend, tf.float32)
+    health = _with_trend(health, trend, pred_loc, pred_cov, source_loc, source_scale,
+                         trend_thresholds, present, sharpness, start)
   new_loc, new_cov = update(pred_loc, pred_cov, source_loc, source_scale, health["weight"])
   # No message: the prediction itself (the update's inverse and solve would round
   # it, by a 1e-3 relative error for a nearly singular Q).
@@ -371,7 +484,8 @@ def robust_filter_step(loc, cov, source_loc, source_scale, transition: Transitio
 
 
 def robust_filter_sequence(source_loc, source_scale, transition: Transition, thresholds,
-                           present=None, sharpness: float = 2., frame_weights=None):
+                           present=None, sharpness: float = 2., frame_weights=None,
+                           trend_thresholds=None):
   """`filter_sequence` whose messages are weighted by their conflict with the prediction.
 
   Frame 0 has no prediction but the prior: its present sources keep weight 1.
@@ -390,26 +504,32 @@ def robust_filter_sequence(source_loc, source_scale, transition: Transition, thr
     present: optional `[T, M, B]` presence.
     sharpness: kappa.
     frame_weights: optional `[T, M, B]` weights in [0, 1] from each frame alone.
+    trend_thresholds: optional `[M]` tau of the trend test (module docstring;
+      0: no test for that source); None: no trend test.
 
   Returns:
     `(filtered, predicted, health)`: the first two as `filter_sequence`'s,
-    `health` `{"score", "weight": [T, M, B], "alarm": [T, M, B] bool}`.
+    `health` `{"score", "weight": [T, M, B], "alarm": [T, M, B] bool}`, with
+    `trend_thresholds` also "trend_score" `[T, M, B]` and "trend" `[T, M, B, Dz]`.
   """
   source_loc = tf.convert_to_tensor(source_loc, tf.float32)
   source_scale = tf.convert_to_tensor(source_scale, tf.float32)
   health = []
 
   def weigh(t, loc, cov):
+    frame_present = None if present is None else present[t]
     frame = prediction_health(
-        loc, cov, source_loc[t], source_scale[t], thresholds,
-        None if present is None else present[t], sharpness,
+        loc, cov, source_loc[t], source_scale[t], thresholds, frame_present, sharpness,
         None if frame_weights is None else frame_weights[t], start=t == 0)
+    if trend_thresholds is not None:
+      trend = health[-1]["trend"] if health else tf.zeros_like(source_loc[0])
+      frame = _with_trend(frame, trend, loc, cov, source_loc[t], source_scale[t],
+                          trend_thresholds, frame_present, sharpness, start=t == 0)
     health.append(frame)
     return frame["weight"]
 
   filtered, predicted = _run_filter(source_loc, source_scale, transition, weigh)
-  return filtered, predicted, {
-      k: tf.stack([h[k] for h in health]) for k in ("score", "weight", "alarm")}
+  return filtered, predicted, {k: tf.stack([h[k] for h in health]) for k in health[0]}
 
 
 def calibrate_prediction_thresholds(conflicts, target_rate: float = 0.005):
@@ -438,13 +558,15 @@ class FilterFit(NamedTuple):
   Attributes:
     transition: the fitted `Transition`.
     thresholds: `[2, M]` float32 prediction-conflict thresholds tau.
+    trend_thresholds: `[M]` float32 thresholds of the trend test.
     false_alarm_rate: fraction of the calibration frames (after each
-      sequence's first) with any alarm at those thresholds.
+      sequence's first) with any alarm of either test at those thresholds.
     num_fit_frames: frames the transition was fitted to.
     num_calibration_frames: frames the thresholds were calibrated on.
   """
   transition: Transition
   thresholds: np.ndarray
+  trend_thresholds: np.ndarray
   false_alarm_rate: float
   num_fit_frames: int
   num_calibration_frames: int
@@ -476,7 +598,11 @@ def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[T
   2. `calibrate_prediction_thresholds` at `target_rate` on the conflicts
      (`prediction_conflict`) of the `calibration_sequences`' sources with the
      predictions of the plain filter (`filter_sequence`, no weights), frames
-     after each sequence's first.
+     after each sequence's first;
+  3. the trend test's thresholds the same way, each test at `target_rate` (so
+     both together alarm on at most about twice that; `false_alarm_rate`
+     measures it), on the trend statistics g_m (module docstring) of the same
+     predictions, every other source's message at full weight.
 
   Args:
     fit_sequences: `(loc, scale)` pairs, each `[T, M, B, Dz]`: the beliefs of
@@ -498,13 +624,18 @@ def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[T
     poe = frame_poe(loc, scale)[0].numpy()  # [T, B, Dz]
     means += [poe[:, b] for b in range(poe.shape[1])]
   transition = fit_transition(means)
-  conflicts = []  # [2, M, frames]
+  conflicts, trends = [], []  # [2, M, frames], [M, frames]
   for loc, scale in calibration_sequences:
     loc = tf.convert_to_tensor(loc, tf.float32)
     scale = tf.convert_to_tensor(scale, tf.float32)
     if loc.shape[0] < 2:
       continue
     _, (pred_loc, pred_cov) = filter_sequence(loc, scale, transition)
+    trend = tf.zeros_like(loc[0])  # [M, B, Dz]
+    for t in range(1, loc.shape[0]):
+      trend = trend_update(trend, trend_innovations(pred_loc[t], pred_cov[t], loc[t],
+                                                    scale[t]))
+      trends.append(trend_scores(trend, tf.ones(loc.shape[1])).numpy())  # [M, B]
     frames, num_sources, batch, dim = loc[1:].shape
     rows = lambda v: tf.reshape(v, [frames * batch, *v.shape[2:]])  # [(T - 1) B, ...]
     to_rows = lambda v: tf.reshape(tf.transpose(v[1:], [1, 0, 2, 3]),
@@ -515,6 +646,10 @@ def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[T
     raise ValueError("fit_filter needs calibration sequences of at least 2 frames.")
   conflicts = np.concatenate(conflicts, -1)  # [2, M, N]
   thresholds = calibrate_prediction_thresholds(conflicts, target_rate)
-  alarm = (conflicts / thresholds[..., None]).max(0) > 1.  # [M, N]
-  return FilterFit(transition, thresholds, float(calibration.false_alarm_rate(alarm)),
+  trends = np.concatenate(trends, -1)  # [M, N], frames in the order of the conflicts'
+  trend_thresholds = calibrate_prediction_thresholds(trends[None], target_rate)[0]  # [M]
+  alarm = (((conflicts / thresholds[..., None]).max(0) > 1.)
+           | (trends / trend_thresholds[:, None] > 1.))  # [M, N]
+  return FilterFit(transition, thresholds, trend_thresholds,
+                   float(calibration.false_alarm_rate(alarm)),
                    sum(len(m) for m in means), conflicts.shape[-1])

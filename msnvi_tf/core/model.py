@@ -96,15 +96,17 @@ class MultiSourceVAE(queries.Queries, keras.Model):
         dtype="float32", name="conflict_thresholds")
     # The latent filter of sequences (msnvi_tf.core.filtering): the transition
     # z_t = A z_{t-1} + b + N(0, Q) and the thresholds tau `[2, M]` of the
-    # sources' conflicts with its prediction, set from healthy sequences by
-    # `calibrate_filter` (training does so for a data set with sequences); Q = 0
-    # until then (no filter). Checkpointed and exported with the weights; a
-    # checkpoint written before they existed restores without them.
+    # sources' conflicts with its prediction, and the thresholds `[M]` of its
+    # trend test (0: no test), set from healthy sequences by `calibrate_filter`
+    # (training does so for a data set with sequences); Q = 0 until then (no
+    # filter). Checkpointed and exported with the weights; a checkpoint written
+    # before they existed restores without them.
     dim, num_sources = self.latent_dim, len(self.encoders)
     for name, shape, initializer in (
         ("transition_matrix", (dim, dim), "zeros"), ("transition_offset", (dim,), "zeros"),
         ("transition_noise_cov", (dim, dim), "zeros"),
-        ("prediction_thresholds", (2, num_sources), "ones")):
+        ("prediction_thresholds", (2, num_sources), "ones"),
+        ("trend_thresholds", (num_sources,), "zeros")):
       setattr(self, name, self.add_weight(shape=shape, initializer=initializer,
                                           trainable=False, dtype="float32", name=name))
     self.built = True

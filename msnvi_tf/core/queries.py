@@ -32,7 +32,8 @@ class Queries:
   Uses the model's public API only: encoders, decoders, `encode`,
   `encode_stacked`, `integrate`, `log_joint`, `check_sources`, `check_batch`,
   `conflict_thresholds` and the latent filter's variables (`transition_matrix`,
-  `transition_offset`, `transition_noise_cov`, `prediction_thresholds`); the
+  `transition_offset`, `transition_noise_cov`, `prediction_thresholds`,
+  `trend_thresholds`); the
   model uses its `thresholds_of`.
   """
 
@@ -150,10 +151,10 @@ class Queries:
 
     The transition is fitted to the per-frame PoE means of `fit_sequences`,
     the prediction-conflict thresholds calibrated on `calibration_sequences`
-    at `target_rate` (frames with any alarm); both are kept in
-    `transition_matrix`, `transition_offset`, `transition_noise_cov` and
-    `prediction_thresholds` (checkpointed, exported: the `filter_step`
-    signature).
+    and those of the trend test at `target_rate` each (frames with any alarm);
+    they are kept in `transition_matrix`, `transition_offset`,
+    `transition_noise_cov`, `prediction_thresholds` and `trend_thresholds`
+    (checkpointed, exported: the `filter_step` signature).
 
     Args:
       fit_sequences, calibration_sequences: healthy sequences, batch dicts
@@ -170,7 +171,8 @@ class Queries:
     for variable, value in ((self.transition_matrix, result.transition.matrix),
                             (self.transition_offset, result.transition.offset),
                             (self.transition_noise_cov, result.transition.noise_cov),
-                            (self.prediction_thresholds, result.thresholds)):
+                            (self.prediction_thresholds, result.thresholds),
+                            (self.trend_thresholds, result.trend_thresholds)):
       variable.assign(value)
     return result
 

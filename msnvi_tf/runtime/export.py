@@ -26,23 +26,27 @@ call_endpoint=name)`: endpoints of the same names taking one dict of inputs;
 and, for a model with a latent filter (`MultiSourceVAE.transition`: fitted in
 training for a data set with sequences, `msnvi_tf.core.filtering`):
 
-  filter_init      present -> state_loc [B, Dz], state_cov [B, Dz, Dz]: zeros,
-                   the state of streams before their first frame
-  filter_step      state_loc, state_cov, sources, present -> the new state
-                   (state_loc, state_cov: the filtered belief N(loc, cov) of
-                   this frame), predicted_loc, predicted_cov (the prediction
-                   it was updated from), per source weights, alarm (bool) and
-                   score [B, M], predict's outputs from the filtered belief,
-                   start (bool) [B], no_source [B]
+  filter_init      present -> state_loc [B, Dz], state_cov [B, Dz, Dz],
+                   state_trend [B, M, Dz]: zeros, the state of streams before
+                   their first frame
+  filter_step      state_loc, state_cov, state_trend, sources, present -> the
+                   new state (state_loc, state_cov: the filtered belief
+                   N(loc, cov) of this frame; state_trend: the trend test's
+                   d), predicted_loc, predicted_cov (the prediction it was
+                   updated from), per source weights, alarm (bool), score and
+                   trend_score [B, M], predict's outputs from the filtered
+                   belief, start (bool) [B], no_source [B]
 
 `filter_step` is one frame of `filtering.robust_filter_sequence` with the
 per-frame robust weights (`filtering.robust_filter_step`): the prediction
 N(A mu + b, A P A^T + Q) of the state is updated by the present sources'
-messages, each weighted by the smaller of its prediction-conflict weight (the
-model's `prediction_thresholds`) and its per-frame robust weight (its
-`conflict_thresholds`); `alarm` and `score` are the conflict with the
-prediction. A client streams frames by passing each answer's `state_loc` and
-`state_cov` back with the next frame. A row whose `state_cov` is all zero
+messages, each weighted by the smallest of its prediction-conflict weight (the
+model's `prediction_thresholds`), its trend-test weight (`trend_thresholds`;
+`filtering`'s module docstring) and its per-frame robust weight (its
+`conflict_thresholds`); `score` is the conflict with the prediction,
+`trend_score` the trend test's, `alarm` either above 1. A client streams frames
+by passing each answer's `state_loc`, `state_cov` and `state_trend` back with
+the next frame. A row whose `state_cov` is all zero
 (`filter_init`'s) starts its stream: its prediction is the prior N(0, I) and
 its sources get no prediction-conflict weight, so its first frame is the
 robust PoE (`state_loc` is ignored there); zero a row's state to restart it.
@@ -106,7 +110,7 @@ SIGNATURES = ("encode", "integrate_poe", "integrate_moe", "integrate_robust",
               "predict", "sensor_health", "conflict", "log_likelihood", "metadata")
 # Also exported for a model with a latent filter (`model.transition`).
 FILTER_SIGNATURES = ("filter_init", "filter_step")
-STATE_INPUTS = ("state_loc", "state_cov")  # filter_step's state, in and out
+STATE_INPUTS = ("state_loc", "state_cov", "state_trend")  # filter_step's state, in and out
 QUANTILES = (0.05, 0.5, 0.95)  # of the predictive outputs `<t>_q05`, `<t>_q50`, `<t>_q95`
 CONTRACT_FILE = "contract.json"  # in the SavedModel's assets/
 
@@ -158,7 +162,9 @@ class ServingModule:
     self.has_filter = model.transition is not None
     dim = model.latent_dim
     state = [("state_loc", tf.TensorSpec([None, dim], tf.float32, name="state_loc")),
-             ("state_cov", tf.TensorSpec([None, dim, dim], tf.float32, name="state_cov"))]
+             ("state_cov", tf.TensorSpec([None, dim, dim], tf.float32, name="state_cov")),
+             ("state_trend", tf.TensorSpec([None, len(model.sources), dim], tf.float32,
+                                           name="state_trend"))]
     self._specs = _unique(
         [(k, tf.TensorSpec([None, *shapes[k]], tf.float32, name=_safe(k)))
          for k in sorted(set(self.source_keys) | set(model.targets))]
@@ -211,7 +217,7 @@ class ServingModule:
         inputs, present)[:2]
     return self._predictive_mean(*belief)[0]
 
-  def filter_step(self, inputs, present, state_loc, state_cov):
+  def filter_step(self, inputs, present, state_loc, state_cov, state_trend):
     """One frame of the robust latent filter (module docstring): `robust_filter_step`.
 
     Args:
@@ -219,10 +225,12 @@ class ServingModule:
       present: `[B, M]` presence.
       state_loc, state_cov: `[B, Dz]`, `[B, Dz, Dz]` the filtered belief of each
         stream's previous frame; a row of zero `state_cov` starts its stream.
+      state_trend: `[B, M, Dz]` the trend test's d of each stream's previous frame.
 
     Returns:
       `(filtered, predicted, health, start)`: `(loc, cov)` twice, the sources'
-      "score", "weight", "alarm" `[M, B]` and the starting rows `[B]` bool.
+      "score", "trend_score", "weight", "alarm" `[M, B]` and "trend"
+      `[M, B, Dz]`, and the starting rows `[B]` bool.
     """
     model = self.model
     mask = tf.transpose(present)  # [M, B]
@@ -235,7 +243,8 @@ class ServingModule:
     filtered, predicted, health = filtering.robust_filter_step(
         state_loc, state_cov, loc, scale, transition,
         tf.convert_to_tensor(model.prediction_thresholds), mask, robust.SHARPNESS,
-        frame_weights, start)
+        frame_weights, start, tf.transpose(state_trend, [1, 0, 2]),
+        tf.convert_to_tensor(model.trend_thresholds))
     return filtered, predicted, health, start
 
   def log_likelihood(self, inputs, present):
@@ -320,7 +329,10 @@ class ServingModule:
       state = [("state_loc", ("float32", [None, dz], "mean of the filtered belief of "
                               "this frame: the state to send with the next frame")),
                ("state_cov", ("float32", [None, dz, dz], "covariance of the filtered "
-                              "belief: the state to send with the next frame"))]
+                              "belief: the state to send with the next frame")),
+               ("state_trend", ("float32", [None, m, dz], "the trend test's exponential "
+                                "average of each source's whitened innovation: the "
+                                "state to send with the next frame"))]
       table["filter_init"] = [
           (name, (dtype, shape, "zeros: the state of a stream before its first frame"))
           for name, (dtype, shape, _) in state]
@@ -330,13 +342,16 @@ class ServingModule:
                              "N(0, I) where the stream starts")),
           ("predicted_cov", ("float32", [None, dz, dz], "covariance of that prediction")),
           ("weights", ("float32", [None, m], "message weight of each source in [0, 1]: "
-                       "the smaller of its prediction-conflict weight and its per-frame "
-                       "robust weight (Eq. R5); 0 where absent")),
+                       "the smallest of its prediction-conflict weight, its trend-test "
+                       "weight and its per-frame robust weight (Eq. R5); 0 where absent")),
           ("alarm", ("bool", [None, m], "true where the source conflicts with the "
-                     "prediction beyond its prediction thresholds (score > 1); never "
-                     "where the stream starts or the source is absent")),
+                     "prediction beyond its prediction thresholds (score > 1) or its "
+                     "trend passes its trend threshold (trend_score > 1); never where "
+                     "the stream starts or the source is absent")),
           ("score", ("float32", [None, m], "conflict score with the prediction, "
                      "max over both directions of c / tau; 0 where absent or starting")),
+          ("trend_score", ("float32", [None, m], "trend-test score g / tau (a bias that "
+                           "lasts over frames); 0 where absent, starting or untested")),
       ] + predictive("the filtered belief (full covariance)") + [
           ("start", ("bool", [None], "true where state_cov was all zero: the stream "
                      "starts here, from the prior N(0, I), without prediction weights")),
@@ -374,6 +389,10 @@ class ServingModule:
         meaning = ("filter_step: covariance of the previous frame's filtered belief (its "
                    "state_cov), symmetric positive (semi-)definite; all zero where a "
                    "stream starts (filter_init)")
+      elif key == "state_trend":
+        meaning = ("filter_step: the trend test's state of the previous frame (its "
+                   f"state_trend), one row per source in the order of {sources}; "
+                   "ignored where state_cov is all zero")
       else:
         readers = [s for s, keys in model.encoder_inputs.items() if key in keys]
         meaning = "; ".join(
@@ -427,9 +446,12 @@ class ServingModule:
                                   "noise_cov Q (full covariances)"},
         "prediction_thresholds": listed(model.prediction_thresholds),
         "prediction_sharpness": robust.SHARPNESS,
-        "start_state": ("state_loc and state_cov all zero (filter_init): the stream "
-                        "starts from the prior N(0, I)"),
+        "trend_thresholds": listed(model.trend_thresholds),
+        "trend_rate": filtering.TREND_RATE,
+        "start_state": ("state_loc, state_cov and state_trend all zero (filter_init): "
+                        "the stream starts from the prior N(0, I)"),
         "weights": ("min(prediction-conflict weight with prediction_thresholds [2, M], "
+                    "trend-test weight with trend_thresholds [M] (0: no test), "
                     "per-frame robust weight with conflict_thresholds)"),
     }
 
@@ -494,18 +516,22 @@ class ServingModule:
     def filter_init(inputs):
       rows = tf.shape(inputs["present"])[0]
       dim = model.latent_dim
-      return {"state_loc": tf.zeros([rows, dim]), "state_cov": tf.zeros([rows, dim, dim])}
+      return {"state_loc": tf.zeros([rows, dim]), "state_cov": tf.zeros([rows, dim, dim]),
+              "state_trend": tf.zeros([rows, len(model.sources), dim])}
 
     def filter_step(inputs):
       present = inputs["present"]  # [n, M]
       (loc, cov), (pred_loc, pred_cov), health, start = self.filter_step(
-          inputs, present, inputs["state_loc"], inputs["state_cov"])
+          inputs, present, inputs["state_loc"], inputs["state_cov"], inputs["state_trend"])
       belief = tfd.MultivariateNormalTriL(loc, tf.linalg.cholesky(cov))
       valid = present > 0.
-      return {"state_loc": loc, "state_cov": cov, "predicted_loc": pred_loc,
+      return {"state_loc": loc, "state_cov": cov,
+              "state_trend": tf.transpose(health["trend"], [1, 0, 2]),
+              "predicted_loc": pred_loc,
               "predicted_cov": pred_cov, "weights": tf.transpose(health["weight"]),
               "alarm": tf.transpose(health["alarm"]),
               "score": tf.where(valid, tf.transpose(health["score"]), 0.),
+              "trend_score": tf.where(valid, tf.transpose(health["trend_score"]), 0.),
               **_predictive(*self._predictive_of(belief)), "start": start,
               "no_source": _no_source(present)}
 

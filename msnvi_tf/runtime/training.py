@@ -92,8 +92,9 @@ def calibrate_filter(model, config):
   """Fits the latent filter of a data set with sequences and stores it in the model.
 
   The data set's `sequences` (registry) of `config.seed`: the transition is
-  fitted on the first `FILTER_SEQUENCES[0]`, the prediction-conflict
-  thresholds calibrated on the next `FILTER_SEQUENCES[1]` at
+  fitted on the first `FILTER_SEQUENCES[0]`, the thresholds of the
+  prediction conflict and of the trend test calibrated on the next
+  `FILTER_SEQUENCES[1]` at
   `config.conflict_false_alarm_rate` (`MultiSourceVAE.calibrate_filter`).
   Training calls it with the conflict calibration, before the final
   checkpoint; for a model trained before (an old workdir), call it and export.
@@ -110,8 +111,8 @@ def calibrate_filter(model, config):
   result = model.calibrate_filter(healthy[:num_fit], healthy[num_fit:],
                                   config.conflict_false_alarm_rate)
   log.info("Latent filter fitted on %d frames of %d healthy sequences; prediction-"
-           "conflict thresholds calibrated on %d frames of %d others: alarms on %.2f %% "
-           "of them.", result.num_fit_frames, num_fit, result.num_calibration_frames,
+           "conflict and trend thresholds calibrated on %d frames of %d others: alarms "
+           "on %.2f %% of them.", result.num_fit_frames, num_fit, result.num_calibration_frames,
            num_calibration, 100. * result.false_alarm_rate)
   return result
 

@@ -192,23 +192,30 @@ def test_streaming_robust_filter_step_is_robust_filter_sequence(sequence):
   thresholds = np.full((2, NUM_SOURCES), 0.5, np.float32)
   frame_weights = np.random.default_rng(5).uniform(
       0.2, 1., (FRAMES, NUM_SOURCES, BATCH)).astype(np.float32)
+  trend_thresholds = np.array([0.02, 0., 0.05], np.float32)  # source 1 untested
   args = (sequence["loc"], sequence["scale"], sequence["transition"], thresholds)
   filtered, predicted, health = filtering.robust_filter_sequence(
-      *args, sequence["present"], frame_weights=frame_weights)
+      *args, sequence["present"], frame_weights=frame_weights,
+      trend_thresholds=trend_thresholds)
   assert health["alarm"].numpy().any()  # the prediction weights take part
+  assert (health["trend_score"].numpy() > 1.).any()  # and the trend test
+  np.testing.assert_array_equal(health["trend_score"][:, 1], 0.)
   # Each stream's state before its first frame is ignored (start): here garbage.
   state = (tf.fill([BATCH, LATENT], 7.), tf.fill([BATCH, LATENT, LATENT], 7.))
+  trend = tf.fill([NUM_SOURCES, BATCH, LATENT], 7.)
   for t in range(FRAMES):
     state, step_predicted, step_health = filtering.robust_filter_step(
         *state, sequence["loc"][t], sequence["scale"][t], sequence["transition"],
         thresholds, sequence["present"][t], frame_weights=frame_weights[t],
-        start=tf.fill([BATCH], t == 0))
+        start=tf.fill([BATCH], t == 0), trend=trend, trend_thresholds=trend_thresholds)
+    trend = step_health["trend"]
     for got, want, key in ((state, filtered, "filtered"), (step_predicted, predicted,
                                                            "predicted")):
       np.testing.assert_allclose(got[0], want[0][t], rtol=1e-5, atol=1e-6, err_msg=key)
       np.testing.assert_allclose(got[1], want[1][t], rtol=1e-5, atol=1e-6, err_msg=key)
-    for key in ("weight", "score"):
-      np.testing.assert_allclose(step_health[key], health[key][t], rtol=1e-5, err_msg=key)
+    for key in ("weight", "score", "trend_score", "trend"):
+      np.testing.assert_allclose(step_health[key], health[key][t], rtol=1e-5, atol=1e-6,
+                                 err_msg=key)
     np.testing.assert_array_equal(step_health["alarm"], health["alarm"][t])
   # Frame 2 has no source: the step returns the prediction itself.
   (loc, cov), (pred_loc, pred_cov), _ = filtering.robust_filter_step(
@@ -243,10 +250,125 @@ def test_fit_filter_is_the_transition_of_the_poe_means_and_thresholds_of_the_pla
   np.testing.assert_array_equal(result.thresholds, thresholds)
   assert (result.num_fit_frames, result.num_calibration_frames) == (
       2 * FRAMES, 2 * (FRAMES - 1))
-  assert 0. <= result.false_alarm_rate <= 0.1
+  # The trend test's thresholds: its statistics g of the same predictions.
+  statistics = []
+  for loc, scale in calibration:
+    _, (pred_loc, pred_cov) = filtering.filter_sequence(loc, scale, transition)
+    trend = np.zeros((NUM_SOURCES, 1, LATENT), np.float32)
+    for t in range(1, FRAMES):
+      innovations = filtering.trend_innovations(pred_loc[t], pred_cov[t], loc[t], scale[t])
+      trend = (1. - filtering.TREND_RATE) * trend + filtering.TREND_RATE * innovations
+      statistics.append(np.sum(np.square(trend), -1) * (2. - filtering.TREND_RATE)
+                        / filtering.TREND_RATE)  # [M, 1]
+  np.testing.assert_allclose(result.trend_thresholds, filtering.calibrate_prediction_thresholds(
+      np.concatenate(statistics, -1)[None], 0.1)[0], rtol=1e-5)
+  # Each test at the target rate: both together at most twice it.
+  assert 0. <= result.false_alarm_rate <= 0.2
   # Sequences side by side (B = 2) are the same sequences (up to rounding).
   side_by_side = filtering.fit_filter(
       [tuple(np.concatenate(v, 2) for v in zip(*fit))],
       [tuple(np.concatenate(v, 2) for v in zip(*calibration))], 0.1)
   np.testing.assert_allclose(side_by_side.transition.matrix, transition.matrix, rtol=1e-5)
   np.testing.assert_allclose(side_by_side.thresholds, thresholds, rtol=1e-4)
+
+
+# The trend test (issue 27): a bias that lasts over frames.
+def _numpy_innovations(loc, cov, source_loc, source_scale, weights):
+  """Float64 reference of `trend_innovations`, one source and stream at a time."""
+  num_sources, batch, dim = source_loc.shape
+  out = np.zeros((num_sources, batch, dim))
+  for b in range(batch):
+    prior_precision = np.linalg.inv(cov[b])
+    for m in range(num_sources):
+      precision, eta = prior_precision.copy(), prior_precision @ loc[b]
+      for j in range(num_sources):
+        if j != m:
+          precision += weights[j, b] * np.diag(source_scale[j, b] ** -2. - 1.)
+          eta += weights[j, b] * source_loc[j, b] / source_scale[j, b] ** 2
+      others = np.linalg.inv(precision)
+      spread = others + np.diag(source_scale[m, b] ** 2)
+      out[m, b] = np.linalg.solve(np.linalg.cholesky(spread), source_loc[m, b] - others @ eta)
+  return out
+
+
+def test_trend_innovations_are_whitened_against_the_prediction_updated_by_the_others():
+  rng = np.random.default_rng(20)
+  factor = rng.normal(0., 0.4, (BATCH, LATENT, LATENT))
+  cov = factor @ factor.transpose(0, 2, 1) + 0.1 * np.eye(LATENT)
+  loc = rng.normal(size=(BATCH, LATENT))
+  source_loc = rng.normal(size=(NUM_SOURCES, BATCH, LATENT))
+  source_scale = rng.uniform(0.2, 0.8, (NUM_SOURCES, BATCH, LATENT))
+  weights = rng.uniform(0., 1., (NUM_SOURCES, BATCH))
+  weights[1, 0] = 0.
+  got = filtering.trend_innovations(*(tf.constant(v, tf.float32) for v in (
+      loc, cov, source_loc, source_scale, weights)))
+  np.testing.assert_allclose(got, _numpy_innovations(loc, cov, source_loc, source_scale,
+                                                     weights), rtol=1e-4, atol=1e-5)
+
+
+def _informative_sequences(streams, frames, seed, bias=0.):
+  """Beliefs `[T, M, B, Dz]` N(z + sigma noise, sigma^2) of the linear system's states,
+  narrow (sigma 0.05 - 0.1, so each belief is nearly its message q_m / p), source 0
+  shifted by `bias` (in its sigma) from frame T / 2 on; and the states `[T, B, Dz]`."""
+  matrix, offset, noise_cov = _transition()
+  rng = np.random.default_rng(seed)
+  z = [rng.normal(size=(streams, LATENT))]
+  for _ in range(frames - 1):
+    z.append(z[-1] @ matrix.T + offset
+             + rng.multivariate_normal(np.zeros(LATENT), noise_cov, streams))
+  z = np.stack(z)  # [T, B, Dz]
+  sigma = np.array([0.05, 0.07, 0.1])[None, :, None, None] * np.ones((1, 1, streams, LATENT))
+  loc = z[:, None] + sigma * rng.normal(size=(frames, NUM_SOURCES, streams, LATENT))
+  loc[frames // 2:, 0] += bias * sigma[0, 0]
+  transition = filtering.Transition(*(tf.constant(v, tf.float32)
+                                      for v in (matrix, offset, noise_cov)))
+  scale = np.broadcast_to(sigma, loc.shape)
+  return loc.astype(np.float32), scale.astype(np.float32), transition, z
+
+
+def test_trend_innovations_of_a_correct_model_are_white():
+  loc, scale, transition, _ = _informative_sequences(200, 20, seed=21)
+  _, (pred_loc, pred_cov) = filtering.filter_sequence(loc, scale, transition)
+  innovations = np.concatenate([filtering.trend_innovations(
+      pred_loc[t], pred_cov[t], loc[t], scale[t]).numpy() for t in range(1, 20)], 1)
+  for m in range(NUM_SOURCES):  # 3,800 draws each
+    np.testing.assert_allclose(innovations[m].mean(0), 0., atol=0.08)
+    np.testing.assert_allclose(np.cov(innovations[m].T), np.eye(LATENT), atol=0.1)
+
+
+def test_trend_test_mutes_a_lasting_bias_that_frames_alone_hardly_flag():
+  fit = filtering.fit_filter([_informative_sequences(8, 40, seed=22)[:2]],
+                             [_informative_sequences(50, 40, seed=23)[:2]], 0.005)
+  loc, scale, _, z = _informative_sequences(50, 40, seed=24, bias=2.)
+  args = (loc, scale, fit.transition, fit.thresholds)
+  without, _, health_without = filtering.robust_filter_sequence(*args)
+  with_trend, _, health = filtering.robust_filter_sequence(
+      *args, trend_thresholds=fit.trend_thresholds)
+  late = slice(30, 40)  # 10 to 20 frames after the bias began
+  # Frame by frame the biased source is rarely flagged; the trend test flags it on
+  # most late frames and mutes it, and rarely touches the healthy ones.
+  assert health_without["alarm"].numpy()[late, 0].mean() < 0.3
+  assert health["alarm"].numpy()[late, 0].mean() > 0.8
+  assert np.median(health["weight"].numpy()[late, 0]) < 0.5
+  assert health["alarm"].numpy()[late, 1:].mean() < 0.05
+  assert health["alarm"].numpy()[:20].mean() < 0.05  # before the bias
+  error = lambda filtered: np.sqrt(np.mean((filtered[0].numpy()[late] - z[late]) ** 2))
+  assert error(with_trend) < 0.85 * error(without)
+
+
+def test_untested_sources_and_absent_frames_leave_the_filter_and_the_trend_alone(sequence):
+  args = (sequence["loc"], sequence["scale"], sequence["transition"],
+          np.full((2, NUM_SOURCES), 0.5, np.float32), sequence["present"])
+  plain = filtering.robust_filter_sequence(*args)
+  untested = filtering.robust_filter_sequence(
+      *args, trend_thresholds=np.zeros(NUM_SOURCES, np.float32))
+  for got, want in zip(tf.nest.flatten(untested[:2]), tf.nest.flatten(plain[:2])):
+    np.testing.assert_array_equal(got, want)
+  for key in ("weight", "alarm", "score"):
+    np.testing.assert_array_equal(untested[2][key], plain[2][key])
+  np.testing.assert_array_equal(untested[2]["trend_score"], 0.)
+  # An absent source keeps its trend; a present one moves it by alpha e.
+  trend = untested[2]["trend"].numpy()  # [T, M, B, Dz]
+  absent = sequence["present"][1:] == 0.  # [T - 1, M, B]
+  np.testing.assert_array_equal(trend[1:][absent], trend[:-1][absent])
+  assert (trend[1:][~absent] != trend[:-1][~absent]).all()

@@ -289,12 +289,16 @@ def loaded(exported):
 
 
 def _state(rows, seed):
-  """Random filtered beliefs: loc `[rows, 2]`, cov `[rows, 2, 2]` positive definite."""
+  """Random filtered beliefs: loc `[rows, 2]`, cov `[rows, 2, 2]` positive definite,
+  and trends `[rows, M = 2, 2]`, row 0's first source's far out."""
   rng = np.random.default_rng(seed)
   factor = rng.normal(0., 0.3, (rows, 2, 2))
   cov = factor @ factor.transpose(0, 2, 1) + 0.01 * np.eye(2)
+  trend = rng.normal(0., 0.3, (rows, 2, 2))
+  trend[0, 0] = 3.
   return {"state_loc": tf.constant(rng.normal(0., 1., (rows, 2)), tf.float32),
-          "state_cov": tf.constant(cov, tf.float32)}
+          "state_cov": tf.constant(cov, tf.float32),
+          "state_trend": tf.constant(trend, tf.float32)}
 
 
 def _frames(rows, seed):
@@ -315,8 +319,16 @@ def test_filter_step_is_the_core_filters_predict_and_update_with_the_robust_weig
   health = filtering.prediction_weights(
       filtering.prediction_conflict(pred_loc, pred_cov, loc, scale),
       model.prediction_thresholds, mask)
-  weight = tf.minimum(health["weight"], robust.robust_weights(
-      loc, scale, mask, model.conflict_thresholds))
+  frame_weights = robust.robust_weights(loc, scale, mask, model.conflict_thresholds)
+  weight = tf.minimum(health["weight"], frame_weights)
+  # The trend test: the others' update leaves out sources flagged before.
+  trend = tf.transpose(state["state_trend"], [1, 0, 2])  # [M, B, Dz]
+  flagged = filtering.trend_scores(trend, model.trend_thresholds) > 1.
+  trend = filtering.trend_update(trend, filtering.trend_innovations(
+      pred_loc, pred_cov, loc, scale, tf.where(flagged, 0., weight)), mask)
+  trend_score = filtering.trend_scores(trend, model.trend_thresholds)
+  by_trend = filtering.prediction_weights(trend_score[None], tf.ones([1, 2]), mask)
+  weight = tf.minimum(weight, by_trend["weight"])
   new_loc, new_cov = filtering.update(pred_loc, pred_cov, loc, scale, weight)
   close = lambda a, b, key: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
                                                         err_msg=key)
@@ -326,9 +338,14 @@ def test_filter_step_is_the_core_filters_predict_and_update_with_the_robust_weig
   close(out["state_cov"], new_cov, "state_cov")
   close(out["weights"], tf.transpose(weight), "weights")
   close(out["score"], tf.transpose(health["score"]), "score")
-  np.testing.assert_array_equal(out["alarm"], tf.transpose(health["alarm"]))
+  close(out["state_trend"], tf.transpose(trend, [1, 0, 2]), "state_trend")
+  close(out["trend_score"], tf.where(present > 0., tf.transpose(trend_score), 0.),
+        "trend_score")
+  np.testing.assert_array_equal(out["alarm"], tf.transpose(health["alarm"]
+                                                           | by_trend["alarm"]))
+  assert out["trend_score"].numpy()[0, 0] > 1. and not out["alarm"].numpy().all()
   # Frames far from confident predictions: muted and flagged, while others agree.
-  assert out["alarm"].numpy().any() and not out["alarm"].numpy().all()
+  assert tf.transpose(health["alarm"]).numpy().any()
   assert 0. < out["weights"].numpy()[present.numpy() > 0.].min() < 1.
   assert not out["start"].numpy().any() and not out["no_source"].numpy().any()
   # The prediction of y is from the filtered belief with its full covariance.
@@ -355,7 +372,7 @@ def test_streaming_frames_through_filter_step_is_the_robust_filter_of_the_sequen
   served = []
   for t in range(frames):
     out = step({"present": present[t], "x": x["x"][t], "y": x["y"][t], **state})
-    state = {k: out[k] for k in ("state_loc", "state_cov")}
+    state = {k: out[k] for k in export_lib.STATE_INPUTS}
     served.append(out)
   # The whole sequence through msnvi_tf.core.
   loc, scale = zip(*[model.encode_stacked({k: v[t] for k, v in x.items()}, model.sources)
@@ -367,7 +384,7 @@ def test_streaming_frames_through_filter_step_is_the_robust_filter_of_the_sequen
                             for t in range(frames)])
   (f_loc, f_cov), (p_loc, p_cov), health = filtering.robust_filter_sequence(
       loc, scale, model.transition, model.prediction_thresholds, mask,
-      frame_weights=frame_weights)
+      frame_weights=frame_weights, trend_thresholds=model.trend_thresholds)
   # Without a message filter_step returns the prediction itself, which
   # robust_filter_sequence rounds through its update (relative error up to 1e-3
   # with this model's nearly singular Q): compared on the last frame, it does
@@ -378,7 +395,9 @@ def test_streaming_frames_through_filter_step_is_the_robust_filter_of_the_sequen
   for t, out in enumerate(served):
     for key, value in (("state_loc", f_loc[t]), ("state_cov", f_cov[t]),
                        ("predicted_loc", p_loc[t]), ("predicted_cov", p_cov[t]),
-                       ("weights", tf.transpose(health["weight"][t]))):
+                       ("weights", tf.transpose(health["weight"][t])),
+                       ("trend_score", tf.transpose(health["trend_score"][t])),
+                       ("state_trend", tf.transpose(health["trend"][t], [1, 0, 2]))):
       np.testing.assert_allclose(out[key], value, rtol=1e-5, atol=1e-6,
                                  err_msg=f"{key}, frame {t}")
     np.testing.assert_array_equal(out["alarm"], tf.transpose(health["alarm"][t]))
@@ -391,7 +410,7 @@ def test_a_row_without_sources_is_the_prediction_and_a_zero_state_starts_the_str
     model, loaded):
   state = _state(3, 2)
   zero = tf.zeros([2, 2])
-  state = {"state_loc": state["state_loc"],
+  state = {"state_loc": state["state_loc"], "state_trend": state["state_trend"],
            "state_cov": tf.stack([state["state_cov"][0], zero, zero])}
   present = tf.constant([[0., 0.], [0., 0.], [1., 1.]])
   out = loaded.signatures["filter_step"](present=present, **_frames(3, 3), **state)
@@ -422,6 +441,7 @@ def test_bad_filter_requests_are_invalid_argument_errors_naming_the_input(loaded
   bad = {
       "input state_cov must have shape [batch, 2, 2]": {"state_cov": tf.eye(3)[None]},
       "input state_loc must have shape [batch, 2]": {"state_loc": tf.zeros([2, 2])},
+      "input state_trend must have shape [batch, 2, 2]": {"state_trend": tf.zeros([1, 3, 2])},
       "input state_cov must hold covariances": {
           "state_cov": tf.constant([[[1., 0.5], [0., 1.]]])},  # not symmetric
       "input state_cov must hold covariances: symmetric positive semi-definite": {

@@ -124,7 +124,9 @@ def test_filter_step_weights_are_the_smaller_of_prediction_and_per_frame_robust_
   state_cov = tf.constant(factor @ factor.transpose(0, 2, 1) + 0.05 * np.eye(2), tf.float32)
   present = tf.constant([[1., 1., 1.]] * 5 + [[1., 1., 0.]])
   module = export_lib.ServingModule(model, num_samples=4)
-  (loc, cov), _, health, start = module.filter_step(x, present, state_loc, state_cov)
+  (loc, cov), _, health, start = module.filter_step(x, present, state_loc, state_cov,
+                                                    tf.zeros([6, 3, 2]))
+  np.testing.assert_array_equal(health["trend_score"], 0.)  # trend test uncalibrated
   beliefs = model.encode_stacked(x, model.sources)
   mask = tf.transpose(present)
   pred_loc, pred_cov = filtering.predict(state_loc, state_cov, model.transition)

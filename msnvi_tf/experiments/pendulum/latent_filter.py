@@ -3,8 +3,9 @@
 For a trained pendulum model (`msnvi_tf.core.filtering`):
   1. fits the latent transition to the per-frame PoE means of `num_fit` healthy
      sequences (random start angles, their own noise);
-  2. calibrates the thresholds of the prediction conflict on `num_calibration`
-     further healthy sequences at `target_rate` (frames with any alarm) --
+  2. calibrates the thresholds of the prediction conflict and of the trend test
+     on `num_calibration` further healthy sequences at `target_rate` each
+     (frames with any alarm) --
      steps 1 and 2 are `filtering.fit_filter`, as training's stored filter
      (`training.calibrate_filter`), here on sequences of the experiment's seed;
   3. on the Fig. 5 sequence of every fault of `pendulum_faults.FAULTS` and of
@@ -16,10 +17,11 @@ For a trained pendulum model (`msnvi_tf.core.filtering`):
      reference of the target "within 10 % of the healthy RMSE") for
      the per-frame PoE of all cameras, the per-frame robust integration, the
      filter without weights, the filter with messages weighted by their
-     conflict with the prediction ("prediction only") and the robust filter
-     (the smaller of that weight and the per-frame robust weight from the
-     sources' conflicts with each other), camera 0's detection rate and delay
-     (its prediction-conflict alarm) under the robust filter, and the robust
+     conflict with the prediction ("prediction only"), the robust filter
+     without the trend test (the smaller of that weight and the per-frame
+     robust weight from the sources' conflicts with each other) and the robust
+     filter (also the trend test's weight: `filtering`), camera 0's detection
+     rate and delay (its alarm of either test) under the robust filter, and the robust
      filter's alarms on `num_healthy` other healthy sequences, and draws per
      sequence a Fig. 5-style PNG (`figures.fig5_filter`, `filter_<fault>.png`);
   4. on healthy sequences with every camera missing on random frames
@@ -134,12 +136,14 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
       [_healthy(model, config, seed, frames_per_rotation, num_fit + i)[1:]
        for i in range(num_calibration)], target_rate)
   transition, thresholds = fitted.transition, fitted.thresholds
+  trend = fitted.trend_thresholds
   rows, healthy_alarms = {}, []
   for i in range(num_healthy):
     _, loc, scale = _healthy(model, config, seed, frames_per_rotation,
                              num_fit + num_calibration + i)
     _, _, health = filtering.robust_filter_sequence(
-        loc, scale, transition, thresholds, frame_weights=_frame_weights(model, loc, scale))
+        loc, scale, transition, thresholds, frame_weights=_frame_weights(model, loc, scale),
+        trend_thresholds=trend)
     healthy_alarms.append(health["alarm"].numpy()[:, :, 0].any(-1))  # [T]
   fail = 2 * frames_per_rotation
   after = np.arange(fail, ROTATIONS * frames_per_rotation)
@@ -151,14 +155,18 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
     plain, _ = filtering.filter_sequence(loc, scale, transition)
     prediction_only, _, _ = filtering.robust_filter_sequence(loc, scale, transition,
                                                              thresholds)
+    frame_weights = _frame_weights(model, loc, scale)
+    no_trend, _, _ = filtering.robust_filter_sequence(loc, scale, transition, thresholds,
+                                                      frame_weights=frame_weights)
     robust_f, _, health = filtering.robust_filter_sequence(
-        loc, scale, transition, thresholds, frame_weights=_frame_weights(model, loc, scale))
+        loc, scale, transition, thresholds, frame_weights=frame_weights,
+        trend_thresholds=trend)
     per_frame = pendulum_sensors.run_sequence(model, config, fault, seed=seed,
                                               num_samples=num_samples,
                                               frames_per_rotation=frames_per_rotation)
     position = {k: _position(model, v[0][:, 0], v[1][:, 0], num_samples, seed)
                 for k, v in (("filter", plain), ("prediction only", prediction_only),
-                             ("robust filter", robust_f))}
+                             ("no trend test", no_trend), ("robust filter", robust_f))}
     alarm = health["alarm"].numpy()[after, 0, 0]
     first = np.flatnonzero(alarm)
     poe_all = per_frame["predictions"]["PoE(camera0, camera1, camera2)"][0]
@@ -176,6 +184,7 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
           "filter": _rmse(position["filter"], truth, frames),
           "robust filter, prediction only": _rmse(position["prediction only"], truth,
                                                    frames),
+          "robust filter, no trend test": _rmse(position["no trend test"], truth, frames),
           "robust filter": _rmse(position["robust filter"], truth, frames),
           "detected": float(alarm.mean()) if fault else float("nan"),
           "delay": int(first[0]) if fault and len(first) else -1,
@@ -225,7 +234,7 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
     filtered, _ = filtering.filter_sequence(loc, scale, transition, cameras[..., None])
     robust_f, _, health = filtering.robust_filter_sequence(
         loc, scale, transition, thresholds, present=cameras[..., None],
-        frame_weights=_frame_weights(model, loc, scale, cameras))
+        frame_weights=_frame_weights(model, loc, scale, cameras), trend_thresholds=trend)
     poe_all = _poe(loc, scale)
     filtered_all, _ = filtering.filter_sequence(loc, scale, transition)
     for key, (m, c) in (("PoE (present)", poe), ("PoE (all)", poe_all),
@@ -240,7 +249,7 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
             "camera_dropout": {k: float(np.mean(v)) for k, v in per_camera.items()},
             "camera_dropout_false_alarms": float(np.concatenate(per_camera_alarms).mean()),
             "camera_dropout_missing": float(1. - np.concatenate(per_camera_present).mean()),
-            "thresholds": thresholds.tolist()}
+            "thresholds": thresholds.tolist(), "trend_thresholds": trend.tolist()}
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "results.md"), "w") as f:
     f.write(_markdown(result, name, model.trained_steps, num_samples, dropout, target_rate,
@@ -250,7 +259,7 @@ def run_filter_experiment(workdir: str, output_dir: str, num_fit: int = 10,
 
 
 COLUMNS = ["PoE", "PoE(healthy)", "robust", "filter", "robust filter, prediction only",
-           "robust filter"]
+           "robust filter, no trend test", "robust filter"]
 
 
 def _table(rows, healthy) -> list:
@@ -278,15 +287,16 @@ def _markdown(result, name, step, num_samples, dropout, target_rate, num_fit,
   per_camera = result["camera_dropout"]
   lines = [
       f"Model: {name} (step {step}). Transition fitted to the PoE means of {num_fit} "
-      f"healthy sequences; prediction-conflict thresholds calibrated on {num_calibration} "
-      f"others at a target of {100 * target_rate:.1f} % frames with an alarm; predictions "
+      f"healthy sequences; thresholds of the prediction conflict and of the trend test "
+      f"calibrated on {num_calibration} others at a target of {100 * target_rate:.1f} % "
+      "frames with an alarm each; predictions "
       f"the mean of {num_samples} latent samples; seed {seed}.", "",
       "RMSE of the position (healthy: the healthy sequence before the failure time; "
       f"{HEALTHY_AFTER}: the same after it; faults: after camera 0 fails); robust filter "
       "vs. healthy: its RMSE relative to the robust filter's on the same frames of the "
       f"healthy sequence (row {HEALTHY_AFTER}; target within +10 %); detected: camera 0's "
-      "alarm under the robust filter on the faulty frames, delay: frames to its first "
-      "alarm.", ""] + _table(listed, healthy)
+      "alarm (either test) under the robust filter on the faulty frames, delay: frames to "
+      "its first alarm.", ""] + _table(listed, healthy)
   if unlisted:
     lines += ["", "Faults not in the built-in list (`pendulum_faults.UNLISTED_FAULTS`; the "
               "filter and its thresholds were not tuned on them):", ""] + _table(
