@@ -21,7 +21,7 @@ from msnvi_tf.runtime import workdir as workdir_lib
 from conftest import copy_of, make_pendulum_config, make_toy_config
 
 FILTER_VARIABLES = ("transition_matrix", "transition_offset", "transition_noise_cov",
-                    "prediction_thresholds")
+                    "prediction_thresholds", "trend_thresholds")
 
 
 def toy_sequences(config, num, seed):
@@ -80,6 +80,30 @@ def test_a_checkpoint_from_before_the_filter_loads_and_exports_without_filter_st
   exported = set(module._serving_functions()) | {"metadata"}  # what export() saves
   assert exported == set(export_lib.SIGNATURES)
   assert "state_cov" not in module.contract()["inputs"]
+
+
+def test_a_filter_from_before_the_trend_test_loads_and_serves_without_it(tmp_path):
+  config = make_toy_config()
+  old = optimizers.compile_model(architectures.build_model(config), config)
+  old.calibrate_filter(toy_sequences(config, 3, 0), toy_sequences(config, 3, 3))
+  assert (old.trend_thresholds.numpy() > 0.).all()
+  del old.trend_thresholds  # what a checkpoint of the first filter holds
+  _save(old, str(tmp_path / "old"), config)
+  prefix = tf.train.latest_checkpoint(str(tmp_path / "old" / "checkpoints"))
+  names = [name for name, _ in tf.train.list_variables(prefix)]
+  assert any("transition_noise_cov" in n for n in names)
+  assert not any("trend_thresholds" in n for n in names)
+  model, _ = workdir_lib.load_trained(str(tmp_path / "old"))
+  assert model.transition is not None
+  np.testing.assert_array_equal(model.trend_thresholds.numpy(), 0.)  # no trend test
+  module = export_lib.ServingModule(model, num_samples=4)
+  frames = toy_sequences(config, 1, 7)[0]
+  state = (tf.zeros([1, 2]), tf.zeros([1, 2, 2]), tf.fill([1, 2, 2], 9.))
+  for t in range(5):
+    x = {k: tf.constant(v[t:t + 1]) for k, v in frames.items()}
+    (loc, cov), _, health, _ = module.filter_step(x, tf.ones([1, 2]), *state)
+    np.testing.assert_array_equal(health["trend_score"], 0.)
+    state = (loc, cov, tf.transpose(health["trend"], [1, 0, 2]))
 
 
 def test_training_fits_the_filter_of_a_data_set_with_sequences_into_the_last_checkpoint(
