@@ -38,7 +38,8 @@ sources' weighted messages, whitened, averaged exponentially over frames,
 (g is about chi^2 with Dz degrees of freedom for white healthy innovations),
 mutes source m by the weights of (R4) on g_m / tau_m once it passes its
 threshold tau_m, calibrated on healthy sequences like the prediction
-conflict's (`fit_filter`). A source absent on a frame keeps its d_m.
+conflict's, both tests together at the false-alarm target (`fit_filter`). A
+source absent on a frame keeps its d_m.
 
 Shapes: T frames, M sources, B sequences, Dz latent dimensions.
 """
@@ -598,11 +599,11 @@ def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[T
   2. `calibrate_prediction_thresholds` at `target_rate` on the conflicts
      (`prediction_conflict`) of the `calibration_sequences`' sources with the
      predictions of the plain filter (`filter_sequence`, no weights), frames
-     after each sequence's first;
-  3. the trend test's thresholds the same way, each test at `target_rate` (so
-     both together alarm on at most about twice that; `false_alarm_rate`
-     measures it), on the trend statistics g_m (module docstring) of the same
-     predictions, every other source's message at full weight.
+     after each sequence's first, and
+     the trend test's thresholds with them, at one common quantile level, so
+     that the frames with an alarm of either test are at most `target_rate`,
+     from the trend statistics g_m (module docstring) of the same predictions,
+     every other source's message at full weight.
 
   Args:
     fit_sequences: `(loc, scale)` pairs, each `[T, M, B, Dz]`: the beliefs of
@@ -645,11 +646,11 @@ def fit_filter(fit_sequences: Sequence[Tuple], calibration_sequences: Sequence[T
   if not conflicts:
     raise ValueError("fit_filter needs calibration sequences of at least 2 frames.")
   conflicts = np.concatenate(conflicts, -1)  # [2, M, N]
-  thresholds = calibrate_prediction_thresholds(conflicts, target_rate)
   trends = np.concatenate(trends, -1)  # [M, N], frames in the order of the conflicts'
-  trend_thresholds = calibrate_prediction_thresholds(trends[None], target_rate)[0]  # [M]
-  alarm = (((conflicts / thresholds[..., None]).max(0) > 1.)
-           | (trends / trend_thresholds[:, None] > 1.))  # [M, N]
+  statistics = np.concatenate([conflicts, trends[None]])  # [3, M, N]: both tests
+  both = calibrate_prediction_thresholds(statistics, target_rate)  # [3, M]
+  thresholds, trend_thresholds = both[:2], both[2]
+  alarm = (statistics / both[..., None]).max(0) > 1.  # [M, N]
   return FilterFit(transition, thresholds, trend_thresholds,
                    float(calibration.false_alarm_rate(alarm)),
                    sum(len(m) for m in means), conflicts.shape[-1])

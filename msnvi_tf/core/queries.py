@@ -151,7 +151,7 @@ class Queries:
 
     The transition is fitted to the per-frame PoE means of `fit_sequences`,
     the prediction-conflict thresholds calibrated on `calibration_sequences`
-    and those of the trend test at `target_rate` each (frames with any alarm);
+    and those of the trend test, together at `target_rate` (frames with an alarm);
     they are kept in `transition_matrix`, `transition_offset`,
     `transition_noise_cov`, `prediction_thresholds` and `trend_thresholds`
     (checkpointed, exported: the `filter_step` signature).

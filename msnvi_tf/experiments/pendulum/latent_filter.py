@@ -4,7 +4,7 @@ For a trained pendulum model (`msnvi_tf.core.filtering`):
   1. fits the latent transition to the per-frame PoE means of `num_fit` healthy
      sequences (random start angles, their own noise);
   2. calibrates the thresholds of the prediction conflict and of the trend test
-     on `num_calibration` further healthy sequences at `target_rate` each
+     on `num_calibration` further healthy sequences, together at `target_rate`
      (frames with any alarm) --
      steps 1 and 2 are `filtering.fit_filter`, as training's stored filter
      (`training.calibrate_filter`), here on sequences of the experiment's seed;
@@ -288,8 +288,8 @@ def _markdown(result, name, step, num_samples, dropout, target_rate, num_fit,
   lines = [
       f"Model: {name} (step {step}). Transition fitted to the PoE means of {num_fit} "
       f"healthy sequences; thresholds of the prediction conflict and of the trend test "
-      f"calibrated on {num_calibration} others at a target of {100 * target_rate:.1f} % "
-      "frames with an alarm each; predictions "
+      f"calibrated together on {num_calibration} others at a target of "
+      f"{100 * target_rate:.1f} % frames with an alarm; predictions "
       f"the mean of {num_samples} latent samples; seed {seed}.", "",
       "RMSE of the position (healthy: the healthy sequence before the failure time; "
       f"{HEALTHY_AFTER}: the same after it; faults: after camera 0 fails); robust filter "
