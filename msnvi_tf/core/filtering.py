@@ -308,8 +308,10 @@ def trend_innovations(loc, cov, source_loc, source_scale, weights=None):
 
     N(mu_{-m}, P_{-m}) = `update`(N(loc, cov), every source but m, weights),
     e_m = chol(P_{-m} + diag(sigma_m^2))^-1 (mu_m - mu_{-m})
-  (module docstring); e_m is N(0, I) where source m and the others agree with
-  the prediction as the model expects.
+  (module docstring). Where source m and the others agree with the prediction as
+  the model expects, e_m is about N(0, I) when the beliefs are much narrower than
+  the prior: the belief stands in for its message q_m / p, whose covariance
+  (Lambda_m - I)^-1 need not exist; the calibrated thresholds absorb the rest.
 
   Args:
     loc: `[B, Dz]`; cov: `[B, Dz, Dz]` the predicted belief.
