@@ -76,12 +76,12 @@ def sampled_images(model, x, variant: str, sources: Sequence[str],
 
 
 def conditional_generation_figure(model, x, variant: str, path: str,
-                                  num_draws: int = 3, method: str = "poe"):
+                                  num_draws: int = 3, method: str = "poe", title: str = ""):
   """Fig. 3a: originals, then `num_draws` rows per single source, then the integration.
 
   Row 1: the (clean) target images; then for every image source m, rows of
   E[x | z], z ~ q_m(z | x_m); last, rows with z ~ the `method` integration of
-  all image sources.
+  all image sources. `title`: the figure's title.
   """
   sources = [s for s in model.sources if s != "label"]
   rows = [mnist.assemble_image({t: x[t] for t in _image_targets(model, variant)},
@@ -91,7 +91,7 @@ def conditional_generation_figure(model, x, variant: str, path: str,
     images = sampled_images(model, x, variant, subset, num_draws, method)
     rows += list(images)
     labels += [name] * num_draws
-  return image_grid(rows, path, labels)
+  return image_grid(rows, path, labels, title)
 
 
 def label_generation_figure(model, variant: str, path: str, num_draws: int = 8):
@@ -131,7 +131,7 @@ def imputation_curves_figure(curves: Mapping[str, Mapping], path: str, title: st
 
 
 def imputation_chain_figure(x, means: Mapping[str, tf.Tensor], variant: str,
-                            path: str, steps: Sequence[int]):
+                            path: str, steps: Sequence[int], title: str = ""):
   """Fig. 7: per row one example, per column a chain step: observed part kept,
   missing part replaced by the chain's mean E[x_u | z] at that step.
 
@@ -141,6 +141,7 @@ def imputation_chain_figure(x, means: Mapping[str, tf.Tensor], variant: str,
     variant: "mnist_tb" or "mnist_qu".
     path: PNG path.
     steps: chain steps to show.
+    title: the figure's title, before the steps shown.
   """
   parts = dict(mnist.split_image(tf.zeros([1, mnist.NUM_PIXELS]), variant))
   columns = []
@@ -149,7 +150,8 @@ def imputation_chain_figure(x, means: Mapping[str, tf.Tensor], variant: str,
     filled.update({k: m[t] for k, m in means.items()})
     columns.append(mnist.assemble_image(filled, variant).numpy())  # [B, 28, 28]
   rows = list(np.stack(columns, 1))  # B x [S, 28, 28]
-  return image_grid(rows, path, title=f"steps {steps[0]}..{steps[-1]}")
+  return image_grid(rows, path, title=(f"{title}: " if title else "")
+                    + f"chain means at steps {', '.join(map(str, steps))}")
 
 
 def _exemplars(config, num_examples):
@@ -188,8 +190,11 @@ def plot_mnist_figures(model, config, out_dir: str,
   x = mnist.make_test_examples(test_config)
   exemplars = _exemplars(config, num_examples)
   x_ex = {k: tf.gather(v, exemplars) for k, v in x.items()}
+  steps = getattr(model, "trained_steps", None)
+  name = f"{variant}, {table1.column_of(config)}" + (f" at step {steps}" if steps else "")
   paths = {"fig3a": conditional_generation_figure(
-      model, x_ex, variant, os.path.join(out_dir, f"fig3a_{variant}.png"))}
+      model, x_ex, variant, os.path.join(out_dir, f"fig3a_{variant}.png"),
+      title=f"Fig. 3a, {name}: data, draws from each source's belief and from their PoE")}
   if label_model is not None:
     paths["fig3b"] = label_generation_figure(
         label_model, variant, os.path.join(out_dir, f"fig3b_{variant}.png"))
@@ -205,7 +210,7 @@ def plot_mnist_figures(model, config, out_dir: str,
     curves[name] = {"chain": tf.reduce_mean(chain, -1).numpy(), "eq6": None}
   paths["fig4"] = imputation_curves_figure(
       curves, os.path.join(out_dir, f"fig4_{variant}.png"),
-      f"{variant}: missing {', '.join(missing)} ({int(tf.shape(x[missing[0]])[0])} "
+      f"Fig. 4, {name}: missing {', '.join(missing)} ({int(tf.shape(x[missing[0]])[0])} "
       f"test images, L={num_samples})")
   with tf.io.gfile.GFile(os.path.join(out_dir, f"imputation_{variant}.json"), "w") as f:
     json.dump({k: {"chain": None if v["chain"] is None else
@@ -216,5 +221,6 @@ def plot_mnist_figures(model, config, out_dir: str,
       return_means=True)
   paths["fig7"] = imputation_chain_figure(
       x_ex, means, variant, os.path.join(out_dir, f"fig7_{variant}.png"),
-      list(range(0, chain_figure_steps + 1, 5)))
+      list(range(0, chain_figure_steps + 1, 5)),
+      f"Fig. 7, {name}: Markov chain imputing {', '.join(missing)}")
   return paths
