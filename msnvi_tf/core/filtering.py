@@ -454,9 +454,10 @@ def robust_filter_step(loc, cov, source_loc, source_scale, transition: Transitio
   Returns:
     `(filtered, predicted, health)`: `(loc [B, Dz], cov [B, Dz, Dz])` each, and
     `prediction_health`'s dict `[M, B]`, with `trend_thresholds` also the
-    trend test's "trend_score" `[M, B]` and the new "trend" `[M, B, Dz]`. A stream without a message (no source
-    present, or every weight 0) is its prediction, exactly
-    (`robust_filter_sequence` updates it by no message, which rounds it).
+    trend test's "trend_score" `[M, B]` and the new "trend" `[M, B, Dz]`. A
+    stream without a message (no source present, or every weight 0) is its
+    prediction, exactly (`robust_filter_sequence` updates it by no message,
+    which rounds it).
   """
   source_loc = tf.convert_to_tensor(source_loc, tf.float32)
   source_scale = tf.convert_to_tensor(source_scale, tf.float32)

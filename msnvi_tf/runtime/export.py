@@ -524,14 +524,14 @@ class ServingModule:
       (loc, cov), (pred_loc, pred_cov), health, start = self.filter_step(
           inputs, present, inputs["state_loc"], inputs["state_cov"], inputs["state_trend"])
       belief = tfd.MultivariateNormalTriL(loc, tf.linalg.cholesky(cov))
-      valid = present > 0.
+      # Scores are 0 where a source is absent (filtering's weights zero them).
       return {"state_loc": loc, "state_cov": cov,
               "state_trend": tf.transpose(health["trend"], [1, 0, 2]),
               "predicted_loc": pred_loc,
               "predicted_cov": pred_cov, "weights": tf.transpose(health["weight"]),
               "alarm": tf.transpose(health["alarm"]),
-              "score": tf.where(valid, tf.transpose(health["score"]), 0.),
-              "trend_score": tf.where(valid, tf.transpose(health["trend_score"]), 0.),
+              "score": tf.transpose(health["score"]),
+              "trend_score": tf.transpose(health["trend_score"]),
               **_predictive(*self._predictive_of(belief)), "start": start,
               "no_source": _no_source(present)}
 
